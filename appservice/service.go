@@ -1,0 +1,323 @@
+// Package appservice is the recorder's Matrix side: the mautrix appservice
+// (transactions, the bot user, virtual users with devices), per-room ordered
+// event handling, invites and chat commands.
+package appservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mautrixas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/config"
+)
+
+// Sentinel errors of this package.
+var (
+	// ErrNotInNamespace means a user ID is outside the recorder's virtual user namespace.
+	ErrNotInNamespace = errors.New("user is not in the recorder's namespace")
+	// ErrStopped means the service is shutting down.
+	ErrStopped = errors.New("appservice stopped")
+)
+
+// TxnStore remembers processed transaction IDs across restarts.
+type TxnStore interface {
+	IsProcessed(ctx context.Context, txnID string) (bool, error)
+	MarkProcessed(ctx context.Context, txnID string) error
+}
+
+// RoomStore keeps the rooms the bot is in.
+type RoomStore interface {
+	RoomJoined(ctx context.Context, roomID id.RoomID, inviter id.UserID) error
+	RoomLeft(ctx context.Context, roomID id.RoomID) error
+	// MarkGreeted reports true only the first time it is called for a room.
+	MarkGreeted(ctx context.Context, roomID id.RoomID) (bool, error)
+}
+
+// Options are what New needs besides the config.
+type Options struct {
+	Config     *config.Config
+	StateStore mautrixas.StateStore // persisted mautrix state store (sqlstatestore)
+	Txns       TxnStore
+	Rooms      RoomStore
+	Devices    DeviceStore
+	Version    string // shown by the help and version commands
+}
+
+// EventHandler handles a room event in that room's order.
+type EventHandler func(ctx context.Context, evt *event.Event)
+
+// Service is the running appservice.
+type Service struct {
+	cfg     *config.Config
+	version string
+	txns    TxnStore
+	rooms   RoomStore
+
+	AS    *mautrixas.AppService
+	Bot   *mautrixas.IntentAPI
+	Users *VirtualUsers
+
+	userRegex *regexp.Regexp
+
+	handlersLock sync.RWMutex
+	handlers     map[event.Type][]EventHandler
+	commands     *commandSet
+
+	queuesLock sync.Mutex
+	queues     map[id.RoomID]chan *event.Event
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	wg       sync.WaitGroup
+	listener net.Listener
+	server   *http.Server
+}
+
+// roomQueueSize bounds each room's backlog; the transaction handler waits
+// when a room is that far behind, which back-pressures the homeserver.
+const roomQueueSize = 256
+
+// New builds the service; Start runs it.
+func New(opts Options) (*Service, error) {
+	cfg := opts.Config
+	reg := BuildRegistration(cfg)
+	as, err := mautrixas.CreateFull(mautrixas.CreateOpts{
+		Registration:     reg,
+		HomeserverDomain: cfg.Homeserver.Domain,
+		HomeserverURL:    cfg.Homeserver.Address,
+		HostConfig:       mautrixas.HostConfig{Hostname: cfg.Appservice.Hostname, Port: uint16(cfg.Appservice.Port)},
+		StateStore:       opts.StateStore,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create appservice: %w", err)
+	}
+	as.UserAgent = "recorder/" + opts.Version + " " + mautrix.DefaultUserAgent
+	s := &Service{
+		cfg:       cfg,
+		version:   opts.Version,
+		txns:      opts.Txns,
+		rooms:     opts.Rooms,
+		AS:        as,
+		userRegex: regexp.MustCompile("^@" + regexp.QuoteMeta(cfg.Appservice.UserPrefix) + "[a-z0-9._=/+-]+:" + regexp.QuoteMeta(cfg.Homeserver.Domain) + "$"),
+		handlers:  make(map[event.Type][]EventHandler),
+		queues:    make(map[id.RoomID]chan *event.Event),
+	}
+	s.Bot = as.Intent(s.BotUserID())
+	s.Users = newVirtualUsers(s, opts.Devices)
+	s.commands = newCommandSet(s)
+	return s, nil
+}
+
+// BotUserID is the bot's MXID.
+func (s *Service) BotUserID() id.UserID {
+	return id.NewUserID(s.cfg.Appservice.Bot.Username, s.cfg.Homeserver.Domain)
+}
+
+// IsVirtualUser reports whether userID is one of the recorder's virtual users.
+func (s *Service) IsVirtualUser(userID id.UserID) bool {
+	return s.userRegex.MatchString(string(userID))
+}
+
+// On registers a handler for room events of a type (e.g. call member state).
+// Handlers run in the room's order, after the service's own handling.
+func (s *Service) On(evtType event.Type, handler EventHandler) {
+	s.handlersLock.Lock()
+	defer s.handlersLock.Unlock()
+	s.handlers[evtType] = append(s.handlers[evtType], handler)
+}
+
+// Start registers the bot, starts the transaction listener and the event
+// loops. It returns once the listener accepts connections.
+func (s *Service) Start(ctx context.Context) error {
+	log := zerolog.Ctx(ctx)
+	s.AS.Log = log.With().Str("component", "mautrix-appservice").Logger()
+	s.bgCtx, s.bgCancel = context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Appservice.Hostname, fmt.Sprint(s.cfg.Appservice.Port)))
+	if err != nil {
+		return fmt.Errorf("failed to listen for transactions: %w", err)
+	}
+	s.listener = ln
+	s.server = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Err(err).Msg("Transaction listener failed")
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.consumeEvents(s.bgCtx)
+	}()
+	log.Info().Str("address", ln.Addr().String()).Msg("Listening for homeserver transactions")
+
+	if err = s.setupBot(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ListenAddr is the address the transaction listener is bound to.
+func (s *Service) ListenAddr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+func (s *Service) setupBot(ctx context.Context) error {
+	if err := s.Bot.EnsureRegistered(ctx); err != nil {
+		return fmt.Errorf("failed to register bot user %s: %w", s.Bot.UserID, err)
+	}
+	bot := s.cfg.Appservice.Bot
+	if bot.Displayname != "" {
+		if err := s.Bot.SetDisplayName(ctx, bot.Displayname); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to set bot display name")
+		}
+	}
+	switch bot.Avatar {
+	case "":
+	case "remove":
+		if err := s.Bot.SetAvatarURL(ctx, id.ContentURI{}); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to remove bot avatar")
+		}
+	default:
+		uri, err := id.ParseContentURI(bot.Avatar)
+		if err == nil {
+			err = s.Bot.SetAvatarURL(ctx, uri)
+		}
+		if err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to set bot avatar")
+		}
+	}
+	zerolog.Ctx(ctx).Info().Stringer("bot", s.Bot.UserID).Msg("Bot user ready")
+	return nil
+}
+
+// Stop stops the listener, the event loops and every virtual user's sync.
+func (s *Service) Stop(ctx context.Context) error {
+	if s.server != nil {
+		if err := s.server.Shutdown(ctx); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Transaction listener did not shut down cleanly")
+		}
+	}
+	s.Users.stopAll()
+	if s.bgCancel != nil {
+		s.bgCancel()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("timed out waiting for appservice goroutines: %w", ctx.Err())
+	}
+}
+
+// consumeEvents reads mautrix's event channels and routes each room event to
+// its room's queue and each to-device event to its virtual user.
+func (s *Service) consumeEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case evt := <-s.AS.Events:
+			s.enqueueRoomEvent(ctx, evt)
+		case evt := <-s.AS.ToDeviceEvents:
+			s.Users.handleTransactionToDevice(ctx, evt)
+		case dl := <-s.AS.DeviceLists:
+			s.Users.handleTransactionDeviceLists(ctx, dl)
+		case otk := <-s.AS.OTKCounts:
+			s.Users.handleTransactionOTKCount(ctx, otk)
+		}
+	}
+}
+
+func (s *Service) enqueueRoomEvent(ctx context.Context, evt *event.Event) {
+	if evt.RoomID == "" {
+		zerolog.Ctx(ctx).Warn().Stringer("event_id", evt.ID).Msg("Dropping room event without room ID")
+		return
+	}
+	s.queuesLock.Lock()
+	queue, ok := s.queues[evt.RoomID]
+	if !ok {
+		queue = make(chan *event.Event, roomQueueSize)
+		s.queues[evt.RoomID] = queue
+		s.wg.Add(1)
+		go s.runRoomQueue(ctx, evt.RoomID, queue)
+	}
+	s.queuesLock.Unlock()
+	select {
+	case queue <- evt:
+	case <-ctx.Done():
+	}
+}
+
+// runRoomQueue handles one room's events strictly in arrival order. It lives
+// as long as the service.
+func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, queue <-chan *event.Event) {
+	defer s.wg.Done()
+	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Logger()
+	ctx = log.WithContext(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case evt := <-queue:
+			s.handleRoomEvent(ctx, evt)
+		}
+	}
+}
+
+func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event) {
+	log := zerolog.Ctx(ctx).With().Stringer("event_id", evt.ID).Str("event_type", evt.Type.Type).Stringer("sender", evt.Sender).Logger()
+	ctx = log.WithContext(ctx)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Any("panic", r).Stack().Msg("Panic while handling room event")
+		}
+	}()
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) && !errors.Is(err, event.ErrUnsupportedContentType) {
+		log.Warn().Err(err).Msg("Dropping event with malformed content")
+		return
+	}
+	switch evt.Type {
+	case event.StateMember:
+		s.handleMember(ctx, evt)
+	case event.EventMessage:
+		s.handleMessage(ctx, evt)
+	}
+	s.handlersLock.RLock()
+	handlers := s.handlers[evt.Type]
+	s.handlersLock.RUnlock()
+	for _, h := range handlers {
+		h(ctx, evt)
+	}
+}
+
+// SendNotice sends markdown as an m.notice, as a reply when replyTo is set.
+func (s *Service) SendNotice(ctx context.Context, roomID id.RoomID, markdown string, replyTo id.EventID) {
+	content := renderNotice(markdown)
+	if replyTo != "" {
+		content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(replyTo)
+	}
+	if _, err := s.Bot.SendMessageEvent(ctx, roomID, event.EventMessage, content); err != nil {
+		zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
+	}
+}
+
+func trimLower(s string) string { return strings.ToLower(strings.TrimSpace(s)) }

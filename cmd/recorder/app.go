@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/sqlstatestore"
+
+	"github.com/matrix-recorder/recorder/appservice"
+	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// Exit codes, mautrix-bridge style: each startup failure class has its own.
+const (
+	ExitConfigLoad   = 10
+	ExitConfigValid  = 11
+	ExitDatabase     = 14
+	ExitStartup      = 15
+	ExitRegistration = 20
+)
+
+// StartupError carries the exit code a startup failure should end with.
+type StartupError struct {
+	Code int
+	Err  error
+}
+
+func (se *StartupError) Error() string { return se.Err.Error() }
+func (se *StartupError) Unwrap() error { return se.Err }
+
+// App is the whole running recorder.
+type App struct {
+	Config *config.Config
+	DB     *storage.DB
+	AS     *appservice.Service
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewApp opens the database and builds every component; Start runs them.
+func NewApp(ctx context.Context, cfg *config.Config) (*App, error) {
+	if err := cfg.Validate(true); err != nil {
+		return nil, &StartupError{Code: ExitConfigValid, Err: err}
+	}
+	if err := os.MkdirAll(cfg.Recordings.Path, 0o750); err != nil {
+		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
+	}
+	db, err := storage.Open(ctx, storage.Options{
+		Type: cfg.Database.Type, URI: cfg.Database.URI,
+		MaxOpenConns: cfg.Database.MaxOpenConns, MaxIdleConns: cfg.Database.MaxIdleConns,
+	})
+	if err != nil {
+		return nil, &StartupError{Code: ExitDatabase, Err: err}
+	}
+	stateStore := sqlstatestore.NewSQLStateStore(db.Database, dbutil.ZeroLogger(zerolog.Ctx(ctx).With().Str("component", "state_store").Logger()), false)
+	if err = stateStore.Upgrade(ctx); err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to upgrade state store: %w", storage.ErrDatabase, err)}
+	}
+	svc, err := appservice.New(appservice.Options{
+		Config: cfg, StateStore: stateStore, Version: versionString(),
+		Txns: txnStore{db}, Rooms: roomStore{db}, Devices: deviceStore{db},
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitStartup, Err: err}
+	}
+	return &App{Config: cfg, DB: db, AS: svc}, nil
+}
+
+// Start starts every component. The homeserver must be reachable: the bot is
+// registered here. (Dendrite has no appservice ping, so that is not a gate.)
+func (app *App) Start(ctx context.Context) error {
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	app.cancel = cancel
+	if err := app.AS.Start(ctx); err != nil {
+		return &StartupError{Code: ExitStartup, Err: err}
+	}
+	app.wg.Add(1)
+	go func() {
+		defer app.wg.Done()
+		app.pruneTransactions(bg)
+	}()
+	return nil
+}
+
+// pruneTransactions forgets processed transaction IDs after a week; homeservers
+// retry a transaction for far less than that.
+func (app *App) pruneTransactions(ctx context.Context) {
+	ticker := time.NewTicker(time.Hour)
+	defer ticker.Stop()
+	for {
+		if err := app.DB.Txn.Prune(ctx, time.Now().Add(-7*24*time.Hour)); err != nil && ctx.Err() == nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to prune old transaction IDs")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// Stop stops every component and closes the database.
+func (app *App) Stop(ctx context.Context) error {
+	var errs []error
+	if err := app.AS.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if app.cancel != nil {
+		app.cancel()
+	}
+	app.wg.Wait()
+	if err := app.DB.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("failed to close database: %w", err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,145 @@
+// Package config holds the recorder's configuration: the YAML schema, the embedded
+// example, environment overrides and validation.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"time"
+)
+
+// ExampleConfig is the commented example configuration written by `recorder -e`.
+//
+//go:embed example-config.yaml
+var ExampleConfig string
+
+// EnvPrefix is the prefix of environment variables that override config keys:
+// RECORDER_HOMESERVER__ADDRESS overrides homeserver.address.
+const EnvPrefix = "RECORDER_"
+
+// Config is the whole recorder configuration.
+type Config struct {
+	Homeserver  HomeserverConfig           `yaml:"homeserver"`
+	Appservice  AppserviceConfig           `yaml:"appservice"`
+	Database    DatabaseConfig             `yaml:"database"`
+	Recordings  RecordingsConfig           `yaml:"recordings"`
+	API         APIConfig                  `yaml:"api"`
+	Permissions map[string]PermissionLevel `yaml:"permissions"`
+	Commands    CommandsConfig             `yaml:"commands"`
+	Logging     LoggingConfig              `yaml:"logging"`
+}
+
+// HomeserverConfig says where the homeserver is.
+type HomeserverConfig struct {
+	Address string `yaml:"address"` // client-server API base URL
+	Domain  string `yaml:"domain"`  // server_name, the part after ':' in user IDs
+}
+
+// AppserviceConfig is the appservice side of the registration.
+type AppserviceConfig struct {
+	Address    string    `yaml:"address"`  // URL the homeserver pushes transactions to
+	Hostname   string    `yaml:"hostname"` // address the appservice listener binds
+	Port       int       `yaml:"port"`
+	ID         string    `yaml:"id"`
+	Bot        BotConfig `yaml:"bot"`
+	UserPrefix string    `yaml:"user_prefix"` // virtual users are @<user_prefix><n>:<domain>
+	ASToken    string    `yaml:"as_token"`
+	HSToken    string    `yaml:"hs_token"`
+}
+
+// BotConfig is the bot user's identity.
+type BotConfig struct {
+	Username    string `yaml:"username"`
+	Displayname string `yaml:"displayname"`
+	Avatar      string `yaml:"avatar"` // mxc:// URI, "remove" to clear, empty to leave as is
+}
+
+// DatabaseConfig selects the SQL backend.
+type DatabaseConfig struct {
+	Type         string `yaml:"type"` // sqlite3-fk-wal or postgres
+	URI          string `yaml:"uri"`
+	MaxOpenConns int    `yaml:"max_open_conns"`
+	MaxIdleConns int    `yaml:"max_idle_conns"`
+}
+
+// RecordingsConfig says where recordings go.
+type RecordingsConfig struct {
+	Path string `yaml:"path"`
+}
+
+// APIConfig is the operator HTTP API.
+type APIConfig struct {
+	Listen string   `yaml:"listen"` // host:port; empty disables the API
+	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
+}
+
+// CommandsConfig configures chat commands.
+type CommandsConfig struct {
+	Prefix string `yaml:"prefix"`
+}
+
+// LoggingConfig configures the zerolog logger.
+type LoggingConfig struct {
+	MinLevel string `yaml:"min_level"` // trace, debug, info, warn, error
+	Format   string `yaml:"format"`    // pretty or json
+}
+
+// PermissionLevel is what a user may do with the bot.
+type PermissionLevel string
+
+// Permission levels, lowest first.
+const (
+	PermissionNone  PermissionLevel = ""
+	PermissionBlock PermissionLevel = "block"
+	PermissionUser  PermissionLevel = "user"
+	PermissionAdmin PermissionLevel = "admin"
+)
+
+// Rank orders permission levels; unknown levels rank as none.
+func (pl PermissionLevel) Rank() int {
+	switch pl {
+	case PermissionUser:
+		return 2
+	case PermissionAdmin:
+		return 3
+	default:
+		return 0
+	}
+}
+
+// Defaults used when a key is absent.
+const (
+	DefaultCommandPrefix = "!rec"
+	DefaultDatabaseType  = "sqlite3-fk-wal"
+	DefaultDatabaseURI   = "file:recorder.db?_txlock=immediate"
+	DefaultUserPrefix    = "recorder_"
+	ShutdownTimeout      = 10 * time.Second
+)
+
+// Default returns a config with every default filled in; Load decodes over it.
+func Default() *Config {
+	return &Config{
+		Appservice: AppserviceConfig{
+			Hostname:   "127.0.0.1",
+			Port:       29330,
+			ID:         "recorder",
+			UserPrefix: DefaultUserPrefix,
+			Bot:        BotConfig{Username: "recorder", Displayname: "Call recorder"},
+		},
+		Database:   DatabaseConfig{Type: DefaultDatabaseType, URI: DefaultDatabaseURI, MaxOpenConns: 5, MaxIdleConns: 2},
+		Recordings: RecordingsConfig{Path: "recordings"},
+		API:        APIConfig{Listen: "127.0.0.1:29331"},
+		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
+		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},
+	}
+}
+
+// FieldError is a validation failure of one config key.
+type FieldError struct {
+	Key    string
+	Reason string
+}
+
+func (fe *FieldError) Error() string {
+	return fmt.Sprintf("config key %s: %s", fe.Key, fe.Reason)
+}

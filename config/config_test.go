@@ -1,0 +1,157 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const validYAML = `
+homeserver:
+  address: http://127.0.0.1:8008
+  domain: localhost
+appservice:
+  address: http://127.0.0.1:29330
+  as_token: astoken
+  hs_token: hstoken
+permissions:
+  "*": user
+api:
+  tokens: [abcdefghijklmnopqrstuvwxyz]
+`
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o600))
+	return path
+}
+
+func TestLoadValid(t *testing.T) {
+	cfg, err := Load(writeConfig(t, validYAML), nil)
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate(true))
+	require.Equal(t, "!rec", cfg.Commands.Prefix)
+	require.Equal(t, "sqlite3-fk-wal", cfg.Database.Type)
+	require.Equal(t, "recorder", cfg.Appservice.Bot.Username)
+}
+
+func TestExampleConfigParsesButIsRefused(t *testing.T) {
+	cfg := Default()
+	require.NoError(t, Parse([]byte(ExampleConfig), cfg))
+	err := cfg.Validate(true)
+	require.Error(t, err)
+	for _, key := range []string{"homeserver.domain", "homeserver.address", "appservice.as_token", "permissions.example.com"} {
+		require.Contains(t, err.Error(), "config key "+key+":")
+	}
+}
+
+func TestLoadErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		env     []string
+		wantKey string
+	}{
+		{"unknown top-level key", validYAML + "bogus: 1\n", nil, "bogus"},
+		{"unknown nested key", strings.Replace(validYAML, "  domain: localhost", "  domain: localhost\n  domian: x", 1), nil, "homeserver.domian"},
+		{"unknown env key", validYAML, []string{"RECORDER_HOMESERVER__ADRESS=x"}, "RECORDER_HOMESERVER__ADRESS"},
+		{"bad env int", validYAML, []string{"RECORDER_APPSERVICE__PORT=eighty"}, "RECORDER_APPSERVICE__PORT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(writeConfig(t, tt.yaml), tt.env)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tt.wantKey)
+		})
+	}
+}
+
+func TestValidateErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantKey string
+	}{
+		{"missing homeserver address", func(c *Config) { c.Homeserver.Address = "" }, "homeserver.address"},
+		{"missing domain", func(c *Config) { c.Homeserver.Domain = "" }, "homeserver.domain"},
+		{"placeholder domain", func(c *Config) { c.Homeserver.Domain = "example.org" }, "homeserver.domain"},
+		{"placeholder address", func(c *Config) { c.Homeserver.Address = "https://matrix.example.com" }, "homeserver.address"},
+		{"missing as token", func(c *Config) { c.Appservice.ASToken = "" }, "appservice.as_token"},
+		{"placeholder hs token", func(c *Config) { c.Appservice.HSToken = TokenPlaceholder }, "appservice.hs_token"},
+		{"bad db type", func(c *Config) { c.Database.Type = "sqlite3" }, "database.type"},
+		{"bad bot username", func(c *Config) { c.Appservice.Bot.Username = "Bad User" }, "appservice.bot.username"},
+		{"bot inside prefix", func(c *Config) { c.Appservice.Bot.Username = "recorder_bot" }, "appservice.bot.username"},
+		{"no permissions", func(c *Config) { c.Permissions = nil }, "permissions"},
+		{"bad level", func(c *Config) { c.Permissions = map[string]PermissionLevel{"*": "root"} }, "permissions.*"},
+		{"short api token", func(c *Config) { c.API.Tokens = []string{"short"} }, "api.tokens"},
+		{"bad port", func(c *Config) { c.Appservice.Port = 0 }, "appservice.port"},
+		{"bad log level", func(c *Config) { c.Logging.MinLevel = "loud" }, "logging.min_level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(writeConfig(t, validYAML), nil)
+			require.NoError(t, err)
+			tt.edit(cfg)
+			err = cfg.Validate(true)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "config key "+tt.wantKey+":")
+		})
+	}
+}
+
+func TestEnvOverridesWin(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte("from-file-token\n"), 0o600))
+	cfg, err := Load(writeConfig(t, validYAML), []string{
+		"RECORDER_HOMESERVER__ADDRESS=http://127.0.0.1:9999",
+		"RECORDER_APPSERVICE__PORT=12345",
+		"RECORDER_APPSERVICE__BOT__DISPLAYNAME=Env Bot",
+		"RECORDER_APPSERVICE__AS_TOKEN_FILE=" + secret,
+		"RECORDER_API__TOKENS=tok-aaaaaaaaaaaaaaaa, tok-bbbbbbbbbbbbbbbb",
+		"RECORDER_PERMISSIONS=*=block,@boss:localhost=admin",
+		"UNRELATED=1",
+	})
+	require.NoError(t, err)
+	require.Equal(t, "http://127.0.0.1:9999", cfg.Homeserver.Address)
+	require.Equal(t, 12345, cfg.Appservice.Port)
+	require.Equal(t, "Env Bot", cfg.Appservice.Bot.Displayname)
+	require.Equal(t, "from-file-token", cfg.Appservice.ASToken)
+	require.Equal(t, []string{"tok-aaaaaaaaaaaaaaaa", "tok-bbbbbbbbbbbbbbbb"}, cfg.API.Tokens)
+	require.Equal(t, PermissionAdmin, cfg.PermissionOf("@boss:localhost"))
+	require.Equal(t, PermissionBlock, cfg.PermissionOf("@other:localhost"))
+	require.NoError(t, cfg.Validate(true))
+}
+
+func TestEnvOnlyWithoutFile(t *testing.T) {
+	cfg, err := Load(filepath.Join(t.TempDir(), "absent.yaml"), []string{"RECORDER_HOMESERVER__DOMAIN=localhost"})
+	require.NoError(t, err)
+	require.Equal(t, "localhost", cfg.Homeserver.Domain)
+	_, err = Load(filepath.Join(t.TempDir(), "absent.yaml"), nil)
+	require.Error(t, err)
+}
+
+func TestPermissionLookupOrder(t *testing.T) {
+	cfg := &Config{Permissions: map[string]PermissionLevel{
+		"*": PermissionBlock, "good.org": PermissionUser, "@root:good.org": PermissionAdmin,
+	}}
+	require.Equal(t, PermissionAdmin, cfg.PermissionOf("@root:good.org"))
+	require.Equal(t, PermissionUser, cfg.PermissionOf("@alice:good.org"))
+	require.Equal(t, PermissionBlock, cfg.PermissionOf("@eve:evil.org"))
+}
+
+func TestSaveTokensKeepsComments(t *testing.T) {
+	path := writeConfig(t, ExampleConfig)
+	require.NoError(t, SaveTokens(path, "new-as", "new-hs"))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(data), "# Where the homeserver is.")
+	cfg := Default()
+	require.NoError(t, Parse(data, cfg))
+	require.Equal(t, "new-as", cfg.Appservice.ASToken)
+	require.Equal(t, "new-hs", cfg.Appservice.HSToken)
+	require.Equal(t, "example.com", cfg.Homeserver.Domain)
+}

@@ -1,0 +1,148 @@
+package config
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// TokenPlaceholder is the value the example config holds until -g generates tokens.
+const TokenPlaceholder = "This value is generated when generating the registration"
+
+var placeholderDomains = []string{"example.com", "example.org", "example.net", "example.invalid"}
+
+// localpartRegex is the grammar of Matrix user ID localparts (spec: historical chars excluded).
+var localpartRegex = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
+
+func isPlaceholderHost(host string) bool {
+	host = strings.ToLower(host)
+	for _, p := range placeholderDomains {
+		if host == p || strings.HasSuffix(host, "."+p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks everything needed to generate a registration; with
+// needTokens it also checks what is needed to run (tokens present). All
+// problems are returned together, each naming its key.
+func (c *Config) Validate(needTokens bool) error {
+	var errs []error
+	add := func(key, reason string) { errs = append(errs, &FieldError{Key: key, Reason: reason}) }
+
+	checkURL := func(key, value string) {
+		if value == "" {
+			add(key, "not configured")
+			return
+		}
+		u, err := url.Parse(value)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(key, "must be an http(s) URL")
+			return
+		}
+		if isPlaceholderHost(u.Hostname()) {
+			add(key, "still has the example value "+value)
+		}
+	}
+	checkURL("homeserver.address", c.Homeserver.Address)
+	switch {
+	case c.Homeserver.Domain == "":
+		add("homeserver.domain", "not configured")
+	case isPlaceholderHost(c.Homeserver.Domain):
+		add("homeserver.domain", "still has the example value "+c.Homeserver.Domain)
+	case strings.ContainsAny(c.Homeserver.Domain, "/@ "):
+		add("homeserver.domain", "must be a server name such as matrix.org")
+	}
+	checkURL("appservice.address", c.Appservice.Address)
+	if c.Appservice.Hostname == "" {
+		add("appservice.hostname", "not configured")
+	} else if net.ParseIP(c.Appservice.Hostname) == nil && c.Appservice.Hostname != "localhost" && !strings.HasPrefix(c.Appservice.Hostname, "/") {
+		add("appservice.hostname", "must be an IP address, localhost or a unix socket path")
+	}
+	if c.Appservice.Port <= 0 || c.Appservice.Port > 65535 {
+		add("appservice.port", "must be between 1 and 65535")
+	}
+	if c.Appservice.ID == "" {
+		add("appservice.id", "not configured")
+	}
+	if !localpartRegex.MatchString(c.Appservice.Bot.Username) {
+		add("appservice.bot.username", "must be a valid Matrix localpart (lowercase letters, digits, ._=/+-)")
+	}
+	if c.Appservice.UserPrefix == "" || !localpartRegex.MatchString(c.Appservice.UserPrefix) {
+		add("appservice.user_prefix", "must be a non-empty valid Matrix localpart prefix")
+	} else if strings.HasPrefix(c.Appservice.Bot.Username, c.Appservice.UserPrefix) {
+		add("appservice.bot.username", "must not start with appservice.user_prefix ("+c.Appservice.UserPrefix+")")
+	}
+	if a := c.Appservice.Bot.Avatar; a != "" && a != "remove" && !strings.HasPrefix(a, "mxc://") {
+		add("appservice.bot.avatar", "must be an mxc:// URI, \"remove\" or empty")
+	}
+	if needTokens {
+		for key, value := range map[string]string{"appservice.as_token": c.Appservice.ASToken, "appservice.hs_token": c.Appservice.HSToken} {
+			if value == "" || value == TokenPlaceholder {
+				add(key, "not generated: run `recorder -g` to generate the registration")
+			}
+		}
+	}
+	switch c.Database.Type {
+	case "sqlite3-fk-wal", "postgres":
+	default:
+		add("database.type", "must be sqlite3-fk-wal or postgres, not "+c.Database.Type)
+	}
+	if c.Database.URI == "" {
+		add("database.uri", "not configured")
+	}
+	if c.Recordings.Path == "" {
+		add("recordings.path", "not configured")
+	}
+	if c.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+			add("api.listen", "must be host:port")
+		}
+		for _, tok := range c.API.Tokens {
+			if len(tok) < 16 {
+				add("api.tokens", "every token must have at least 16 characters")
+				break
+			}
+		}
+	}
+	c.validatePermissions(add)
+	if strings.TrimSpace(c.Commands.Prefix) == "" || strings.ContainsAny(c.Commands.Prefix, " \t\n") {
+		add("commands.prefix", "must be a single non-empty word such as !rec")
+	}
+	switch c.Logging.MinLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		add("logging.min_level", "must be one of trace, debug, info, warn, error")
+	}
+	switch c.Logging.Format {
+	case "pretty", "json":
+	default:
+		add("logging.format", "must be pretty or json")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validatePermissions(add func(key, reason string)) {
+	if len(c.Permissions) == 0 {
+		add("permissions", "not configured: add at least one user, domain or * entry")
+		return
+	}
+	for who, level := range c.Permissions {
+		key := "permissions." + who
+		switch level {
+		case PermissionBlock, PermissionUser, PermissionAdmin:
+		default:
+			add(key, "level must be block, user or admin, not "+string(level))
+		}
+		host := who
+		if strings.HasPrefix(who, "@") {
+			_, host, _ = strings.Cut(who, ":")
+		}
+		if who != "*" && isPlaceholderHost(host) {
+			add(key, "still has the example value "+who)
+		}
+	}
+}
