@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -142,25 +141,19 @@ func (s *Service) On(evtType event.Type, handler EventHandler) {
 // loops. It returns once the listener accepts connections.
 func (s *Service) Start(ctx context.Context) error {
 	log := zerolog.Ctx(ctx)
-	s.AS.Log = log.With().Str("component", "mautrix-appservice").Logger()
-	s.bgCtx, s.bgCancel = context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
-
+	s.startLoops(ctx)
 	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Appservice.Hostname, fmt.Sprint(s.cfg.Appservice.Port)))
 	if err != nil {
 		return fmt.Errorf("failed to listen for transactions: %w", err)
 	}
 	s.listener = ln
 	s.server = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Err(err).Msg("Transaction listener failed")
 		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.consumeEvents(s.bgCtx)
 	}()
 	log.Info().Str("address", ln.Addr().String()).Msg("Listening for homeserver transactions")
 
@@ -168,6 +161,18 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// startLoops sets up the background context and starts the event consumer.
+func (s *Service) startLoops(ctx context.Context) {
+	log := zerolog.Ctx(ctx)
+	s.AS.Log = log.With().Str("component", "mautrix-appservice").Logger()
+	s.bgCtx, s.bgCancel = context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.consumeEvents(s.bgCtx)
+	}()
 }
 
 // ListenAddr is the address the transaction listener is bound to.
@@ -319,5 +324,3 @@ func (s *Service) SendNotice(ctx context.Context, roomID id.RoomID, markdown str
 		zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
 	}
 }
-
-func trimLower(s string) string { return strings.ToLower(strings.TrimSpace(s)) }

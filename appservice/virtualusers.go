@@ -295,9 +295,13 @@ func (vu *VirtualUser) syncLoop(ctx context.Context, since string) {
 		}
 		vu.deliver(ctx, batch)
 		since = resp.NextBatch
-		if err = vu.vm.store.SaveNextBatch(ctx, vu.UserID, since); err != nil && ctx.Err() == nil {
+		// Saved even while stopping: the batch was handled, so it must not
+		// come again after a restart.
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err = vu.vm.store.SaveNextBatch(saveCtx, vu.UserID, since); err != nil {
 			log.Err(err).Msg("Failed to save sync position")
 		}
+		cancel()
 	}
 }
 

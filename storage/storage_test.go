@@ -17,7 +17,7 @@ import (
 // backends opens a fresh, empty database of every supported kind.
 func backends(t *testing.T) map[string]storage.Options {
 	return map[string]storage.Options{
-		"sqlite": {Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(t.TempDir(), "test.db") + "?_txlock=immediate", MaxOpenConns: 2},
+		"sqlite":   {Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(t.TempDir(), "test.db") + "?_txlock=immediate", MaxOpenConns: 2},
 		"postgres": {Type: "postgres", URI: pgtest.Start(t), MaxOpenConns: 2},
 	}
 }

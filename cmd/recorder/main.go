@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/app"
 )
 
 // Set with -ldflags "-X main.Tag=... -X main.Commit=... -X main.BuildTime=...".
@@ -92,7 +93,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case f.generateExample:
 		if err = writeExample(f.configPath); err != nil {
 			fmt.Fprintln(stderr, "Failed to write example config:", err)
-			return ExitConfigLoad
+			return app.ExitConfigLoad
 		}
 		fmt.Fprintf(stdout, "Wrote the example config to %s. Edit it, then run recorder -g to generate the registration.\n", f.configPath)
 		return 0
@@ -101,7 +102,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(f.configPath, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "Failed to load config:", err)
-		return ExitConfigLoad
+		return app.ExitConfigLoad
 	}
 	if f.generateReg {
 		return generateRegistration(cfg, f, stdout, stderr)
@@ -109,12 +110,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err = cfg.Validate(true); err != nil {
 		fmt.Fprintln(stderr, "Invalid config:")
 		fmt.Fprintln(stderr, err)
-		return ExitConfigValid
+		return app.ExitConfigValid
 	}
 	log, err := newLogger(cfg.Logging, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "Invalid logging config:", err)
-		return ExitConfigValid
+		return app.ExitConfigValid
 	}
 	ctx, stop := signal.NotifyContext(log.WithContext(context.Background()), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -124,14 +125,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 func serve(ctx context.Context, cfg *config.Config) int {
 	log := zerolog.Ctx(ctx)
 	log.Info().Str("version", versionString()).Msg("Starting recorder")
-	app, err := NewApp(ctx, cfg)
+	rec, err := app.New(ctx, cfg, versionString())
 	if err != nil {
 		return reportStartup(ctx, err)
 	}
-	if err = app.Start(ctx); err != nil {
+	if err = rec.Start(ctx); err != nil {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), config.ShutdownTimeout)
 		defer cancel()
-		_ = app.Stop(stopCtx)
+		_ = rec.Stop(stopCtx)
 		return reportStartup(ctx, err)
 	}
 	log.Info().Msg("Recorder started")
@@ -139,7 +140,7 @@ func serve(ctx context.Context, cfg *config.Config) int {
 	log.Info().Msg("Shutting down")
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), config.ShutdownTimeout)
 	defer cancel()
-	if err = app.Stop(stopCtx); err != nil {
+	if err = rec.Stop(stopCtx); err != nil {
 		log.Err(err).Msg("Unclean shutdown")
 		return 1
 	}
@@ -149,7 +150,7 @@ func serve(ctx context.Context, cfg *config.Config) int {
 
 func reportStartup(ctx context.Context, err error) int {
 	code := 1
-	var se *StartupError
+	var se *app.StartupError
 	if errors.As(err, &se) {
 		code = se.Code
 	}
@@ -168,16 +169,16 @@ func generateRegistration(cfg *config.Config, f *flags, stdout, stderr io.Writer
 	if err := cfg.Validate(false); err != nil {
 		fmt.Fprintln(stderr, "Fix the config before generating the registration:")
 		fmt.Fprintln(stderr, err)
-		return ExitConfigValid
+		return app.ExitConfigValid
 	}
 	reg := appservice.GenerateRegistration(cfg)
 	if err := reg.Save(f.registrationPath); err != nil {
 		fmt.Fprintln(stderr, "Failed to write registration:", err)
-		return ExitRegistration
+		return app.ExitRegistration
 	}
 	if err := config.SaveTokens(f.configPath, reg.AppToken, reg.ServerToken); err != nil {
 		fmt.Fprintln(stderr, "Failed to store the tokens in the config:", err)
-		return ExitRegistration
+		return app.ExitRegistration
 	}
 	fmt.Fprintf(stdout, "Wrote the registration to %s and its tokens to %s.\n", f.registrationPath, f.configPath)
 	fmt.Fprintln(stdout, "Add the registration to your homeserver (Synapse: app_service_config_files; Dendrite: app_service_api.config_files) and restart it.")

@@ -1,4 +1,5 @@
-package main
+// Package app wires the recorder's components together; cmd/recorder runs it.
+package app
 
 import (
 	"context"
@@ -45,8 +46,9 @@ type App struct {
 	wg     sync.WaitGroup
 }
 
-// NewApp opens the database and builds every component; Start runs them.
-func NewApp(ctx context.Context, cfg *config.Config) (*App, error) {
+// New opens the database and builds every component; Start runs them.
+// version is shown to users (help, User-Agent).
+func New(ctx context.Context, cfg *config.Config, version string) (*App, error) {
 	if err := cfg.Validate(true); err != nil {
 		return nil, &StartupError{Code: ExitConfigValid, Err: err}
 	}
@@ -66,7 +68,7 @@ func NewApp(ctx context.Context, cfg *config.Config) (*App, error) {
 		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to upgrade state store: %w", storage.ErrDatabase, err)}
 	}
 	svc, err := appservice.New(appservice.Options{
-		Config: cfg, StateStore: stateStore, Version: versionString(),
+		Config: cfg, StateStore: stateStore, Version: version,
 		Txns: txnStore{db}, Rooms: roomStore{db}, Devices: deviceStore{db},
 	})
 	if err != nil {

@@ -1,0 +1,244 @@
+package appservice
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	mautrixas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/config"
+)
+
+type memTxns struct {
+	lock sync.Mutex
+	done map[string]bool
+}
+
+func (m *memTxns) IsProcessed(_ context.Context, txnID string) (bool, error) {
+	m.lock.Lock()
+	defer m.lock.Unlock()
+	return m.done[txnID], nil
+}
+
+func (m *memTxns) MarkProcessed(_ context.Context, txnID string) error {
+	m.lock.Lock()
+	defer m.lock.Unlock()
+	m.done[txnID] = true
+	return nil
+}
+
+func testConfig() *config.Config {
+	cfg := config.Default()
+	cfg.Homeserver.Address = "http://127.0.0.1:1"
+	cfg.Homeserver.Domain = "localhost"
+	cfg.Appservice.Address = "http://127.0.0.1:2"
+	cfg.Appservice.ASToken = "as-token"
+	cfg.Appservice.HSToken = "hs-token"
+	cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	return cfg
+}
+
+// newTestService starts only the event loops: no listener, no homeserver.
+func newTestService(t *testing.T, txns TxnStore) *Service {
+	t.Helper()
+	s, err := New(Options{Config: testConfig(), Txns: txns, Version: "test"})
+	require.NoError(t, err)
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	s.startLoops(ctx)
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, s.Stop(stopCtx))
+	})
+	return s
+}
+
+func putTxn(t *testing.T, h http.Handler, txnID, token, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/"+txnID, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+const txnBody = `{"events":[{"type":"org.example.test","room_id":"!r:localhost","event_id":"$1","sender":"@a:localhost","origin_server_ts":1,"content":{"n":1}}]}`
+
+func TestTransactionGuard(t *testing.T) {
+	txns := &memTxns{done: map[string]bool{}}
+	s := newTestService(t, txns)
+	got := make(chan id.EventID, 10)
+	s.On(event.Type{Type: "org.example.test", Class: event.MessageEventType}, func(_ context.Context, evt *event.Event) {
+		got <- evt.ID
+	})
+	h := s.Handler()
+
+	t.Run("missing token is 401", func(t *testing.T) {
+		rec := putTxn(t, h, "t0", "", txnBody)
+		require.Equal(t, http.StatusUnauthorized, rec.Code)
+	})
+	t.Run("wrong token is 403", func(t *testing.T) {
+		rec := putTxn(t, h, "t0", "wrong", txnBody)
+		require.Equal(t, http.StatusForbidden, rec.Code)
+		require.Contains(t, rec.Body.String(), "M_FORBIDDEN")
+	})
+	t.Run("malformed body is 400", func(t *testing.T) {
+		rec := putTxn(t, h, "bad", "hs-token", `{"events": [`)
+		require.Equal(t, http.StatusBadRequest, rec.Code)
+		require.Contains(t, rec.Body.String(), "M_NOT_JSON")
+		rec = putTxn(t, h, "bad2", "hs-token", `{"events": {"not": "a list"}}`)
+		require.Equal(t, http.StatusBadRequest, rec.Code)
+	})
+	t.Run("same transaction twice is processed once", func(t *testing.T) {
+		require.Equal(t, http.StatusOK, putTxn(t, h, "t1", "hs-token", txnBody).Code)
+		require.Equal(t, http.StatusOK, putTxn(t, h, "t1", "hs-token", txnBody).Code)
+		select {
+		case evtID := <-got:
+			require.Equal(t, id.EventID("$1"), evtID)
+		case <-time.After(5 * time.Second):
+			t.Fatal("event was not handled")
+		}
+		// A later transaction still gets through, and the duplicate did not.
+		require.Equal(t, http.StatusOK, putTxn(t, h, "t2", "hs-token", strings.ReplaceAll(txnBody, "$1", "$2")).Code)
+		select {
+		case evtID := <-got:
+			require.Equal(t, id.EventID("$2"), evtID, "duplicate transaction was handled again")
+		case <-time.After(5 * time.Second):
+			t.Fatal("event was not handled")
+		}
+	})
+	t.Run("processed ids survive a restart", func(t *testing.T) {
+		s2 := newTestService(t, txns)
+		require.Equal(t, http.StatusOK, putTxn(t, s2.Handler(), "t1", "hs-token", txnBody).Code)
+		require.True(t, s2.AS.Registration.EphemeralEvents)
+	})
+}
+
+func TestRoomOrder(t *testing.T) {
+	s := newTestService(t, &memTxns{done: map[string]bool{}})
+	var lock sync.Mutex
+	order := map[id.RoomID][]int{}
+	done := make(chan struct{}, 1000)
+	s.On(event.Type{Type: "org.example.test", Class: event.MessageEventType}, func(_ context.Context, evt *event.Event) {
+		lock.Lock()
+		order[evt.RoomID] = append(order[evt.RoomID], int(evt.Content.Raw["n"].(float64)))
+		lock.Unlock()
+		done <- struct{}{}
+	})
+	const perRoom = 50
+	for i := 0; i < perRoom; i++ {
+		for _, room := range []id.RoomID{"!a:localhost", "!b:localhost"} {
+			s.AS.Events <- &event.Event{
+				Type: event.Type{Type: "org.example.test", Class: event.MessageEventType}, RoomID: room,
+				ID: id.EventID("$x"), Sender: "@a:localhost", Content: event.Content{Raw: map[string]any{"n": float64(i)}},
+			}
+		}
+	}
+	for i := 0; i < 2*perRoom; i++ {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("events were not handled")
+		}
+	}
+	lock.Lock()
+	defer lock.Unlock()
+	for room, seq := range order {
+		require.Len(t, seq, perRoom, room)
+		for i, n := range seq {
+			require.Equal(t, i, n, "room %s out of order", room)
+		}
+	}
+}
+
+func TestCommandText(t *testing.T) {
+	s, err := New(Options{Config: testConfig(), Version: "test"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	mention := &event.Mentions{UserIDs: []id.UserID{"@recorder:localhost"}}
+	tests := []struct {
+		name   string
+		body   string
+		ments  *event.Mentions
+		want   string
+		wantOK bool
+	}{
+		{"prefix", "!rec help", nil, "help", true},
+		{"prefix upper", "!REC start now", nil, "start now", true},
+		{"bare prefix", "!rec", nil, "", true},
+		{"prefix glued", "!recstart", nil, "", false},
+		{"plain text", "hello there", nil, "", false},
+		{"mention by mxid", "@recorder:localhost: status", mention, "status", true},
+		{"mention by display name", "Call recorder: help", mention, "help", true},
+		{"mention with prefix", "recorder !rec stop", mention, "stop", true},
+		{"mention of someone else", "bob: help", &event.Mentions{UserIDs: []id.UserID{"@bob:localhost"}}, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := s.commandText(ctx, "!room:localhost", &event.MessageEventContent{MsgType: event.MsgText, Body: tt.body, Mentions: tt.ments})
+			require.Equal(t, tt.wantOK, ok)
+			if ok {
+				require.Equal(t, tt.want, got)
+			}
+		})
+	}
+}
+
+func TestDirectChatNeedsNoPrefix(t *testing.T) {
+	s, err := New(Options{Config: testConfig(), Version: "test"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	room := id.RoomID("!dm:localhost")
+	require.NoError(t, s.AS.StateStore.SetMembership(ctx, room, "@recorder:localhost", event.MembershipJoin))
+	require.NoError(t, s.AS.StateStore.SetMembership(ctx, room, "@alice:localhost", event.MembershipJoin))
+	got, ok := s.commandText(ctx, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "help"})
+	require.True(t, ok)
+	require.Equal(t, "help", got)
+	require.NoError(t, s.AS.StateStore.SetMembership(ctx, room, "@bob:localhost", event.MembershipJoin))
+	_, ok = s.commandText(ctx, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "help"})
+	require.False(t, ok, "a room of three is not a direct chat")
+}
+
+func TestRegistration(t *testing.T) {
+	cfg := testConfig()
+	reg := GenerateRegistration(cfg)
+	require.Len(t, reg.AppToken, 64)
+	require.Len(t, reg.ServerToken, 64)
+	require.NotEqual(t, reg.AppToken, reg.ServerToken)
+	require.Len(t, reg.SenderLocalpart, 32)
+	require.NotNil(t, reg.RateLimited)
+	require.False(t, *reg.RateLimited)
+	require.True(t, reg.EphemeralEvents)
+	require.True(t, reg.SoruEphemeralEvents)
+	require.Equal(t, "http://127.0.0.1:2", reg.URL)
+	for _, user := range []string{"@recorder:localhost", "@recorder_1:localhost", "@recorder_abc:localhost"} {
+		require.True(t, matchesAny(reg.Namespaces.UserIDs, user), user)
+	}
+	for _, user := range []string{"@alice:localhost", "@recorder:other", "@recorderx:localhost"} {
+		require.False(t, matchesAny(reg.Namespaces.UserIDs, user), user)
+	}
+	for _, ns := range reg.Namespaces.UserIDs {
+		require.True(t, ns.Exclusive)
+	}
+}
+
+func matchesAny(list mautrixas.NamespaceList, user string) bool {
+	for _, ns := range list {
+		if regexp.MustCompile(ns.Regex).MatchString(user) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,2 @@
+// Package callbot joins Matrix group calls as a virtual recorder user.
+package callbot

@@ -1,0 +1,115 @@
+// Package stack runs the whole recorder in-process against a real Dendrite for
+// integration tests: config, registration, homeserver and app.
+package stack
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/appservice"
+	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/app"
+	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+)
+
+// Options tunes the stack.
+type Options struct {
+	// Permissions replaces the default map ("*": user).
+	Permissions map[string]config.PermissionLevel
+	// Database overrides the SQLite default (e.g. a pgtest URI).
+	DatabaseType, DatabaseURI string
+}
+
+// Stack is a running Dendrite plus a running recorder.
+type Stack struct {
+	HS     *homeserver.Server
+	Config *config.Config
+	App    *app.App
+	Dir    string
+
+	ctx context.Context
+}
+
+// Start starts Dendrite with the recorder's registration, then the recorder.
+// Both stop when the test ends.
+func Start(t *testing.T, opts Options) *Stack {
+	t.Helper()
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := config.Default()
+	cfg.Homeserver.Domain = homeserver.Domain
+	cfg.Homeserver.Address = "http://127.0.0.1:1" // replaced once Dendrite runs
+	cfg.Appservice.Hostname = "127.0.0.1"
+	cfg.Appservice.Port = port
+	cfg.Appservice.Address = "http://127.0.0.1:" + strconv.Itoa(port)
+	cfg.Database.URI = "file:" + filepath.Join(dir, "recorder.db") + "?_txlock=immediate"
+	if opts.DatabaseType != "" {
+		cfg.Database.Type, cfg.Database.URI = opts.DatabaseType, opts.DatabaseURI
+	}
+	cfg.Recordings.Path = filepath.Join(dir, "recordings")
+	cfg.API.Listen = ""
+	cfg.Logging.MinLevel = "debug"
+	cfg.Permissions = opts.Permissions
+	if cfg.Permissions == nil {
+		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	}
+	reg := appservice.GenerateRegistration(cfg)
+	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken
+	regPath := filepath.Join(dir, "registration.yaml")
+	require.NoError(t, reg.Save(regPath))
+
+	hs := homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}})
+	cfg.Homeserver.Address = hs.URL
+	require.NoError(t, cfg.Validate(true))
+
+	log := zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger().Level(zerolog.InfoLevel)
+	s := &Stack{HS: hs, Config: cfg, Dir: dir, ctx: log.WithContext(context.Background())}
+	s.startApp(t)
+	return s
+}
+
+// Ctx is a context carrying the test logger.
+func (s *Stack) Ctx() context.Context { return s.ctx }
+
+func (s *Stack) startApp(t *testing.T) {
+	t.Helper()
+	rec, err := app.New(s.ctx, s.Config, "test")
+	require.NoError(t, err)
+	require.NoError(t, rec.Start(s.ctx))
+	s.App = rec
+	t.Cleanup(func() { s.StopApp(t) })
+}
+
+// StopApp stops the recorder (idempotent).
+func (s *Stack) StopApp(t *testing.T) {
+	t.Helper()
+	if s.App == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
+	defer cancel()
+	require.NoError(t, s.App.Stop(ctx))
+	s.App = nil
+}
+
+// RestartApp stops the recorder and starts a new one on the same config and database.
+func (s *Stack) RestartApp(t *testing.T) {
+	t.Helper()
+	s.StopApp(t)
+	s.startApp(t)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

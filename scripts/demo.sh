@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# make demo: a local Dendrite plus the recorder on embedded defaults; a demo
+# user invites the bot and asks it for help. Runs for DEMO_SECONDS (default 20;
+# 0 keeps it running until Ctrl-C), then stops everything it started.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DIR="${DEMO_DIR:-$ROOT/.demo}"
+DEMO_SECONDS="${DEMO_SECONDS:-20}"
+REC="$ROOT/bin/recorder"
+
+free_port() {
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+	done
+	echo "no free port" >&2; exit 1
+}
+
+rm -rf "$DIR"
+mkdir -p "$DIR"
+AS_PORT="$(free_port)"
+API_PORT="$(free_port)"
+
+# Configuration: the embedded example, with the demo's values as environment
+# overrides (the same mechanism a container deployment uses).
+export RECORDER_HOMESERVER__DOMAIN=localhost
+export RECORDER_HOMESERVER__ADDRESS=http://127.0.0.1:1 # set once Dendrite runs
+export RECORDER_APPSERVICE__ADDRESS="http://127.0.0.1:$AS_PORT"
+export RECORDER_APPSERVICE__PORT="$AS_PORT"
+export RECORDER_DATABASE__URI="file:$DIR/recorder.db?_txlock=immediate"
+export RECORDER_RECORDINGS__PATH="$DIR/recordings"
+export RECORDER_API__LISTEN="127.0.0.1:$API_PORT"
+export RECORDER_PERMISSIONS='*=user'
+"$REC" -e -c "$DIR/config.yaml" >/dev/null
+"$REC" -g -c "$DIR/config.yaml" -r "$DIR/registration.yaml"
+
+REC_PID=""
+cleanup() {
+	if [[ -n "$REC_PID" ]] && kill -0 "$REC_PID" 2>/dev/null; then
+		kill -TERM "$REC_PID" 2>/dev/null || true
+		wait "$REC_PID" 2>/dev/null || true
+	fi
+	"$ROOT/scripts/homeserver.sh" stop "$DIR/hs" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+HS_URL="$("$ROOT/scripts/homeserver.sh" start "$DIR/hs" "$DIR/registration.yaml" | tail -n1)"
+echo "Dendrite is running at $HS_URL (log: $DIR/hs/dendrite.log)"
+export RECORDER_HOMESERVER__ADDRESS="$HS_URL"
+"$REC" -c "$DIR/config.yaml" >"$DIR/recorder.log" 2>&1 &
+REC_PID=$!
+for _ in $(seq 100); do
+	curl -fsS -o /dev/null "http://127.0.0.1:$AS_PORT/_matrix/mau/live" 2>/dev/null && break
+	kill -0 "$REC_PID" 2>/dev/null || { cat "$DIR/recorder.log"; echo "recorder exited" >&2; exit 1; }
+	sleep 0.1
+done
+echo "Recorder is running (log: $DIR/recorder.log)"
+echo
+(cd "$ROOT" && go run -tags goolm ./cmd/demo-client -hs "$HS_URL" -bot "@recorder:localhost")
+echo
+echo "Log in with any Matrix client to $HS_URL as demo / demo-password to talk to @recorder:localhost."
+if [[ "$DEMO_SECONDS" == 0 ]]; then
+	echo "Running until Ctrl-C."
+	wait "$REC_PID"
+else
+	echo "Stopping in $DEMO_SECONDS s (DEMO_SECONDS=0 keeps it running)."
+	sleep "$DEMO_SECONDS"
+fi

@@ -1,0 +1,2 @@
+// Package web serves the operator HTTP API and the web page.
+package web
