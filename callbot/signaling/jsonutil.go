@@ -64,18 +64,6 @@ func (o object) str(key, path string) (string, error) {
 	return s, nil
 }
 
-// reqStr takes a required non-empty string field.
-func (o object) reqStr(key, path string) (string, error) {
-	s, err := o.str(key, path)
-	if err != nil {
-		return "", err
-	}
-	if s == "" {
-		return "", missing(path)
-	}
-	return s, nil
-}
-
 func (o object) boolean(key, path string) (bool, error) {
 	v, ok := o.take(key)
 	if !ok {
