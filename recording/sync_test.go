@@ -1,0 +1,148 @@
+package recording
+
+import (
+	"math"
+	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestAVSync records a stream whose audio beeps and video flashes happen
+// together at the sender. Audio and video have unrelated random RTP origins,
+// video arrives 280 ms later than audio (jitter buffer, network), and RTCP
+// sender reports map both to the sender's NTP clock. In the WebM, every beep
+// onset must be within 40 ms of its flash. Without sender reports the same
+// stream is ~280 ms off, which shows the check can fail.
+func TestAVSync(t *testing.T) {
+	t.Parallel()
+	audio := loadOpus(t)
+	cases := []struct {
+		name    string
+		codec   string
+		file    string
+		reports bool
+		srAt    time.Duration // when the sender reports arrive
+		from    float64       // check flashes from this file time on
+		want    float64       // expected flash - beep offset (s)
+	}{
+		{name: "vp8 with sender reports", codec: MimeTypeVP8, file: "vp8-320x240.ivf", reports: true, srAt: 400 * time.Millisecond},
+		{name: "vp9 with sender reports", codec: MimeTypeVP9, file: "vp9-320x240.ivf", reports: true, srAt: 400 * time.Millisecond},
+		{name: "vp8 without sender reports (control)", codec: MimeTypeVP8, file: "vp8-320x240.ivf", reports: false, want: 0.28},
+		// reports after SyncWait: the file starts on arrival time and is
+		// corrected once when they come
+		{name: "vp8 late sender reports", codec: MimeTypeVP8, file: "vp8-320x240.ivf", reports: true, srAt: 2200 * time.Millisecond, from: 2.4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(uint64(len(tc.name)), 42))                                                       //nolint:gosec // test data
+			ao := srcOpts{ssrc: rng.Uint32(), seq: uint16(rng.Uint32()), ts: rng.Uint32(), delay: 20 * time.Millisecond} //nolint:gosec // test
+			vo := srcOpts{
+				ssrc: rng.Uint32(), seq: uint16(rng.Uint32()), ts: rng.Uint32(), //nolint:gosec // test
+				delay: 300 * time.Millisecond, codec: tc.codec, fps: 30,
+			}
+			pkts := merge(packetizeAudio(audio, ao, t0), packetizeVideo(loadIVF(t, tc.file), vo, t0))
+			dir := t.TempDir()
+			w, err := NewStreamWriter(testCtx(t), StreamConfig{
+				Dir: dir, BaseName: "sync",
+				Audio: &TrackParams{MimeType: MimeTypeOpus, ClockRate: 48000, Channels: 2, SSRC: ao.ssrc},
+				Video: &TrackParams{MimeType: tc.codec, ClockRate: 90000, SSRC: vo.ssrc},
+			})
+			require.NoError(t, err)
+			// The sender's NTP clock is unrelated to the local clock.
+			sender := t0.Add(-3 * time.Hour)
+			srAt := t0.Add(tc.srAt)
+			sent := false
+			for _, p := range pkts {
+				if tc.reports && !sent && p.arrival.After(srAt) {
+					sent = true
+					w.SenderReport(ao.ssrc, TimeToNTP(sender.Add(250*time.Millisecond)), ao.ts+250*48)
+					w.SenderReport(vo.ssrc, TimeToNTP(sender.Add(350*time.Millisecond)), vo.ts+350*90)
+				}
+				require.NoError(t, w.WriteRTP(p.kind, p.pkt, p.arrival))
+			}
+			res, err := w.Close(testCtx(t))
+			require.NoError(t, err)
+			require.Len(t, res, 1)
+			require.Equal(t, tc.reports && tc.from == 0, res[0].SenderReports)
+			// the file start is on the local clock (audio arrives 20 ms after capture)
+			require.WithinDuration(t, t0.Add(ao.delay), res[0].Start, 5*time.Millisecond, "file start on the local clock")
+			checkFile(t, res[0].Path, res[0].Duration.Seconds())
+
+			beeps := beepOnsets(t, res[0].Path)
+			flashes := flashOnsets(t, res[0].Path)
+			require.GreaterOrEqual(t, len(flashes), 3, "flashes %v", flashes)
+			for _, f := range flashes {
+				if f < tc.from {
+					continue
+				}
+				b := nearest(beeps, f-tc.want)
+				t.Logf("flash %.3f beep %.3f offset %.1f ms", f, b, (f-b)*1000)
+				require.InDelta(t, tc.want, f-b, 0.040, "flash at %.3f s, nearest beep at %.3f s (beeps %v)", f, b, beeps)
+			}
+		})
+	}
+}
+
+func nearest(xs []float64, v float64) float64 {
+	best := math.Inf(1)
+	for _, x := range xs {
+		if math.Abs(x-v) < math.Abs(best-v) {
+			best = x
+		}
+	}
+
+	return best
+}
+
+// beepOnsets returns the file times where silence ends. -copyts keeps the
+// stream timestamps (ffmpeg would otherwise shift everything by the Opus
+// track's negative start time, the codec delay).
+func beepOnsets(t *testing.T, path string) []float64 {
+	t.Helper()
+	_, errOut, err := run(t, "ffmpeg", "-nostdin", "-hide_banner", "-copyts", "-i", path, "-map", "0:a",
+		"-af", "silencedetect=noise=-30dB:d=0.2", "-f", "null", "-")
+	require.NoError(t, err, errOut)
+	var out []float64
+	for _, m := range regexp.MustCompile(`silence_end: ([0-9.]+)`).FindAllStringSubmatch(errOut, -1) {
+		v, err := strconv.ParseFloat(m[1], 64)
+		require.NoError(t, err)
+		out = append(out, v)
+	}
+	require.NotEmpty(t, out, "no beep found:\n%s", errOut)
+
+	return out
+}
+
+// flashOnsets returns the pts of frames that turn bright after a dark one.
+func flashOnsets(t *testing.T, path string) []float64 {
+	t.Helper()
+	out, errOut, err := run(t, "ffprobe", "-v", "error", "-f", "lavfi", "-i", "movie="+path+",signalstats",
+		"-show_entries", "frame=pts_time:frame_tags=lavfi.signalstats.YAVG", "-of", "csv=p=0")
+	require.NoError(t, err, errOut)
+	var res []float64
+	prevBright := true
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) < 2 {
+			continue
+		}
+		pts, err1 := strconv.ParseFloat(f[0], 64)
+		y, err2 := strconv.ParseFloat(f[1], 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		bright := y > 128
+		if bright && !prevBright {
+			res = append(res, pts)
+		}
+		prevBright = bright
+	}
+
+	return res
+}
