@@ -26,6 +26,7 @@ type Config struct {
 	API         APIConfig                  `yaml:"api"`
 	Permissions map[string]PermissionLevel `yaml:"permissions"`
 	Commands    CommandsConfig             `yaml:"commands"`
+	WebRTC      WebRTCConfig               `yaml:"webrtc"`
 	Logging     LoggingConfig              `yaml:"logging"`
 }
 
@@ -76,6 +77,19 @@ type APIConfig struct {
 // CommandsConfig configures chat commands.
 type CommandsConfig struct {
 	Prefix string `yaml:"prefix"`
+}
+
+// WebRTCConfig configures the call bot's peer connections.
+type WebRTCConfig struct {
+	UDPPortMin uint16   `yaml:"udp_port_min"` // ephemeral ICE port range; 0 = any
+	UDPPortMax uint16   `yaml:"udp_port_max"`
+	UDPMuxPort int      `yaml:"udp_mux_port"` // one UDP port for every peer connection; 0 = off
+	NAT1To1IPs []string `yaml:"nat_1to1_ips"` // public addresses to announce as host candidates
+	Interfaces []string `yaml:"interfaces"`   // only gather candidates on these interfaces; empty = all
+	// LoopbackOnly gathers 127.0.0.1 candidates only (tests and demos on one machine).
+	LoopbackOnly bool `yaml:"loopback_only"`
+	// TURN asks the homeserver for TURN servers (/voip/turnServer).
+	TURN bool `yaml:"turn"`
 }
 
 // LoggingConfig configures the zerolog logger.
@@ -130,6 +144,7 @@ func Default() *Config {
 		Recordings: RecordingsConfig{Path: "recordings"},
 		API:        APIConfig{Listen: "127.0.0.1:29331"},
 		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
+		WebRTC:     WebRTCConfig{TURN: true},
 		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},
 	}
 }

@@ -113,6 +113,9 @@ func TestEnvOverridesWin(t *testing.T) {
 		"RECORDER_APPSERVICE__AS_TOKEN_FILE=" + secret,
 		"RECORDER_API__TOKENS=tok-aaaaaaaaaaaaaaaa, tok-bbbbbbbbbbbbbbbb",
 		"RECORDER_PERMISSIONS=*=block,@boss:localhost=admin",
+		"RECORDER_WEBRTC__UDP_PORT_MIN=40000",
+		"RECORDER_WEBRTC__UDP_PORT_MAX=40100",
+		"RECORDER_WEBRTC__LOOPBACK_ONLY=true",
 		"UNRELATED=1",
 	})
 	require.NoError(t, err)
@@ -123,6 +126,8 @@ func TestEnvOverridesWin(t *testing.T) {
 	require.Equal(t, []string{"tok-aaaaaaaaaaaaaaaa", "tok-bbbbbbbbbbbbbbbb"}, cfg.API.Tokens)
 	require.Equal(t, PermissionAdmin, cfg.PermissionOf("@boss:localhost"))
 	require.Equal(t, PermissionBlock, cfg.PermissionOf("@other:localhost"))
+	require.Equal(t, uint16(40000), cfg.WebRTC.UDPPortMin)
+	require.True(t, cfg.WebRTC.LoopbackOnly)
 	require.NoError(t, cfg.Validate(true))
 }
 

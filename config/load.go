@@ -206,6 +206,12 @@ func setValue(v reflect.Value, value string) error {
 			return fmt.Errorf("not an integer: %q", value)
 		}
 		v.SetInt(n)
+	case reflect.Uint, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, err := strconv.ParseUint(strings.TrimSpace(value), 10, v.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("not an unsigned integer in range: %q", value)
+		}
+		v.SetUint(n)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(strings.TrimSpace(value))
 		if err != nil {

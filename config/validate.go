@@ -108,6 +108,17 @@ func (c *Config) Validate(needTokens bool) error {
 			}
 		}
 	}
+	if (c.WebRTC.UDPPortMin == 0) != (c.WebRTC.UDPPortMax == 0) || c.WebRTC.UDPPortMin > c.WebRTC.UDPPortMax {
+		add("webrtc.udp_port_min", "udp_port_min and udp_port_max must both be set, min <= max")
+	}
+	if c.WebRTC.UDPMuxPort < 0 || c.WebRTC.UDPMuxPort > 65535 {
+		add("webrtc.udp_mux_port", "must be between 0 and 65535")
+	}
+	for _, ip := range c.WebRTC.NAT1To1IPs {
+		if net.ParseIP(ip) == nil {
+			add("webrtc.nat_1to1_ips", "not an IP address: "+ip)
+		}
+	}
 	c.validatePermissions(add)
 	if strings.TrimSpace(c.Commands.Prefix) == "" || strings.ContainsAny(c.Commands.Prefix, " \t\n") {
 		add("commands.prefix", "must be a single non-empty word such as !rec")

@@ -35,6 +35,9 @@ type DB struct {
 	Room        *RoomQuery
 	Txn         *TxnQuery
 	KV          *KVQuery
+	Recording   *RecordingQuery
+	File        *RecordingFileQuery
+	ActiveCall  *ActiveCallQuery
 }
 
 // Open connects to the database and applies every pending schema upgrade.
@@ -62,5 +65,8 @@ func Wrap(raw *dbutil.Database) *DB {
 		Room:        &RoomQuery{dbutil.MakeQueryHelper(raw, newRoom)},
 		Txn:         &TxnQuery{db: raw},
 		KV:          &KVQuery{db: raw},
+		Recording:   &RecordingQuery{dbutil.MakeQueryHelper(raw, newRecording)},
+		File:        &RecordingFileQuery{dbutil.MakeQueryHelper(raw, newRecordingFile)},
+		ActiveCall:  &ActiveCallQuery{db: raw},
 	}
 }

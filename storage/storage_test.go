@@ -2,6 +2,8 @@ package storage_test
 
 import (
 	"context"
+	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -92,6 +94,48 @@ func TestStorage(t *testing.T) {
 				require.True(t, isNew)
 			})
 
+			t.Run("recordings and files", func(t *testing.T) {
+				started := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+				rec := db.Recording.New("rec1", "!a:localhost", "20261125-rec1", started)
+				rec.ConfID = "conf"
+				require.NoError(t, rec.Save(ctx))
+				f := db.File.New("rec1", "alice-usermedia-000.webm")
+				f.UserID, f.DeviceID, f.Purpose, f.Kind = "@alice:localhost", "ALICEDEV", "m.usermedia", "webm"
+				f.Codecs = []string{"video/VP8", "audio/opus"}
+				f.Bytes, f.Duration, f.StartedAt, f.State = 1234, 2500*time.Millisecond, started, storage.StateFinished
+				f.MuteIntervals = []storage.Interval{{Start: started, End: started.Add(time.Second)}}
+				require.NoError(t, f.Save(ctx))
+				files, err := db.File.GetAll(ctx, "rec1")
+				require.NoError(t, err)
+				require.Len(t, files, 1)
+				require.Equal(t, []string{"video/VP8", "audio/opus"}, files[0].Codecs)
+				require.Equal(t, 2500*time.Millisecond, files[0].Duration)
+				require.Len(t, files[0].MuteIntervals, 1)
+				require.True(t, files[0].MuteIntervals[0].Start.Equal(started))
+
+				rec.State, rec.EndedAt = storage.StateFinished, time.Now()
+				require.NoError(t, rec.Save(ctx))
+				list, err := db.Recording.List(ctx, storage.ListFilter{RoomID: "!a:localhost"})
+				require.NoError(t, err)
+				require.Len(t, list, 1)
+				require.Equal(t, storage.StateFinished, list[0].State)
+				list, err = db.Recording.List(ctx, storage.ListFilter{State: storage.StateRecording})
+				require.NoError(t, err)
+				require.Empty(t, list)
+
+				require.NoError(t, db.ActiveCall.Put(ctx, &storage.ActiveCall{RoomID: "!a:localhost", RecordingID: "rec1",
+					ConfID: "conf", UserID: "@rec_1:localhost", DeviceID: "D", SessionID: "S", JoinedAt: started}))
+				calls, err := db.ActiveCall.GetAll(ctx)
+				require.NoError(t, err)
+				require.Len(t, calls, 1)
+				require.NoError(t, db.ActiveCall.Delete(ctx, "!a:localhost"))
+
+				require.NoError(t, db.Recording.Delete(ctx, "rec1"))
+				files, err = db.File.GetAll(ctx, "rec1")
+				require.NoError(t, err)
+				require.Empty(t, files, "file rows must go with their recording")
+			})
+
 			t.Run("kv", func(t *testing.T) {
 				v, err := db.KV.Get(ctx, "missing")
 				require.NoError(t, err)
@@ -110,4 +154,35 @@ func TestStorage(t *testing.T) {
 func TestOpenBadDatabase(t *testing.T) {
 	_, err := storage.Open(testCtx(t), storage.Options{Type: "postgres", URI: "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"})
 	require.ErrorIs(t, err, storage.ErrDatabase)
+}
+
+func TestLocalStore(t *testing.T) {
+	ctx := testCtx(t)
+	root := t.TempDir()
+	store, err := storage.NewLocalStore(root)
+	require.NoError(t, err)
+	src := filepath.Join(t.TempDir(), "x.part")
+	require.NoError(t, os.WriteFile(src, []byte("media"), 0o600))
+	require.NoError(t, store.Put(ctx, "folder1", "a.ogg", src))
+	_, err = os.Stat(src)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	f, err := store.Open(ctx, "folder1", "a.ogg")
+	require.NoError(t, err)
+	data, err := io.ReadAll(f)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, "media", string(data))
+	require.EqualValues(t, 5, f.Size)
+
+	_, err = store.Open(ctx, "folder1", "missing.ogg")
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	for _, bad := range [][2]string{{"..", "a.ogg"}, {"folder1", "../x"}, {"folder1", ".hidden"}, {"a/b", "c"}, {"", "c"}, {"folder1", "a\\b"}} {
+		_, err = store.Open(ctx, bad[0], bad[1])
+		require.ErrorIs(t, err, storage.ErrBadKey, "%q", bad)
+		require.ErrorIs(t, store.Put(ctx, bad[0], bad[1], src), storage.ErrBadKey)
+	}
+	require.ErrorIs(t, store.DeleteFolder(ctx, ".."), storage.ErrBadKey)
+	require.NoError(t, store.DeleteFolder(ctx, "folder1"))
+	_, err = os.Stat(filepath.Join(root, "folder1"))
+	require.ErrorIs(t, err, os.ErrNotExist)
 }

@@ -1,0 +1,159 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"time"
+)
+
+// ErrBadKey means a folder or file name is not a safe single path component.
+var ErrBadKey = errors.New("unsafe file store key")
+
+// ErrNotFound means the file store has no such file.
+var ErrNotFound = errors.New("file not found")
+
+// FileStore keeps finished recording files, addressed by folder and name.
+// Today it is a local directory; an S3-compatible store will implement the
+// same interface, so nothing outside it assumes local paths.
+type FileStore interface {
+	// Put takes a finished local file into the store under folder/name.
+	// The local file is gone afterwards.
+	Put(ctx context.Context, folder, name, localPath string) error
+	// Open returns a stored file for reading.
+	Open(ctx context.Context, folder, name string) (*StoredFile, error)
+	// DeleteFolder removes a folder and everything in it.
+	DeleteFolder(ctx context.Context, folder string) error
+}
+
+// StoredFile is an open stored file.
+type StoredFile struct {
+	io.ReadSeekCloser
+	Size    int64
+	ModTime time.Time
+}
+
+// safeComponent is what folder and file names may look like: one path
+// component, no leading dot, no separators.
+var safeComponent = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$`)
+
+// CheckKey validates a folder or file name.
+func CheckKey(parts ...string) error {
+	for _, p := range parts {
+		if !safeComponent.MatchString(p) || p == "." || p == ".." {
+			return fmt.Errorf("%w: %q", ErrBadKey, p)
+		}
+	}
+	return nil
+}
+
+// LocalStore is a FileStore in a local directory.
+type LocalStore struct {
+	root string
+}
+
+// NewLocalStore uses root (created if missing).
+func NewLocalStore(root string) (*LocalStore, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if err = os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create file store directory: %w", err)
+	}
+	return &LocalStore{root: abs}, nil
+}
+
+func (ls *LocalStore) path(folder, name string) (string, error) {
+	if err := CheckKey(folder); err != nil {
+		return "", err
+	}
+	if name == "" {
+		return filepath.Join(ls.root, folder), nil
+	}
+	if err := CheckKey(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(ls.root, folder, name), nil
+}
+
+// Put implements FileStore: a rename, or a copy when the spool is on
+// another file system.
+func (ls *LocalStore) Put(_ context.Context, folder, name, localPath string) error {
+	dst, err := ls.path(folder, name)
+	if err != nil {
+		return err
+	}
+	if err = os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return fmt.Errorf("failed to create folder: %w", err)
+	}
+	err = os.Rename(localPath, dst)
+	if errors.Is(err, syscall.EXDEV) {
+		err = copyFile(localPath, dst)
+		if err == nil {
+			err = os.Remove(localPath)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("failed to store %s/%s: %w", folder, name, err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err = io.Copy(out, in); err == nil {
+		err = out.Sync()
+	}
+	if closeErr := out.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// Open implements FileStore.
+func (ls *LocalStore) Open(_ context.Context, folder, name string) (*StoredFile, error) {
+	p, err := ls.path(folder, name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, folder, name)
+	} else if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err != nil || !info.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, folder, name)
+	}
+	return &StoredFile{ReadSeekCloser: f, Size: info.Size(), ModTime: info.ModTime()}, nil
+}
+
+// DeleteFolder implements FileStore.
+func (ls *LocalStore) DeleteFolder(_ context.Context, folder string) error {
+	p, err := ls.path(folder, "")
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(p)
+}

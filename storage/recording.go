@@ -1,0 +1,271 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+// RecordingState is where a recording is in its life.
+type RecordingState string
+
+// Recording states.
+const (
+	StateRecording RecordingState = "recording"
+	StateFinished  RecordingState = "finished"
+	StateFailed    RecordingState = "failed"
+	StateRepaired  RecordingState = "repaired"
+)
+
+// RecordingID identifies a recording; it is also part of its folder name.
+type RecordingID string
+
+// Recording is one recorded call.
+type Recording struct {
+	qh *dbutil.QueryHelper[*Recording]
+
+	ID          RecordingID    `json:"id"`
+	RoomID      id.RoomID      `json:"room_id"`
+	ConfID      string         `json:"conf_id,omitempty"`
+	VirtualUser id.UserID      `json:"virtual_user,omitempty"`
+	State       RecordingState `json:"state"`
+	Error       string         `json:"error,omitempty"`
+	StartedAt   time.Time      `json:"started_at"`
+	EndedAt     time.Time      `json:"ended_at,omitzero"`
+	Folder      string         `json:"folder"`
+}
+
+func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recording{qh: qh} }
+
+// Scan implements dbutil.DataStruct.
+func (r *Recording) Scan(row dbutil.Scannable) (*Recording, error) {
+	var started, ended int64
+	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder)
+	if err != nil {
+		return nil, err
+	}
+	r.StartedAt, r.EndedAt = unixMilliOrZero(started), unixMilliOrZero(ended)
+	return r, nil
+}
+
+// RecordingQuery reads and writes the recording table.
+type RecordingQuery struct {
+	*dbutil.QueryHelper[*Recording]
+}
+
+const (
+	recordingColumns   = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder`
+	getRecordingQuery  = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
+	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
+		WHERE ($1='' OR room_id=$1) AND ($2='' OR state=$2) ORDER BY started_at DESC, id LIMIT $3 OFFSET $4`
+	getByStateQuery      = `SELECT ` + recordingColumns + ` FROM recording WHERE state=$1 ORDER BY started_at`
+	upsertRecordingQuery = `
+		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at`
+	deleteRecordingQuery = `DELETE FROM recording WHERE id=$1`
+)
+
+// New returns an unsaved recording.
+func (rq *RecordingQuery) New(id RecordingID, roomID id.RoomID, folder string, started time.Time) *Recording {
+	r := rq.QueryHelper.New()
+	r.ID, r.RoomID, r.Folder, r.StartedAt, r.State = id, roomID, folder, started, StateRecording
+	return r
+}
+
+// Get returns the recording or nil.
+func (rq *RecordingQuery) Get(ctx context.Context, id RecordingID) (*Recording, error) {
+	return rq.QueryOne(ctx, getRecordingQuery, id)
+}
+
+// ListFilter narrows List.
+type ListFilter struct {
+	RoomID id.RoomID
+	State  RecordingState
+	Limit  int
+	Offset int
+}
+
+// List returns recordings, newest first.
+func (rq *RecordingQuery) List(ctx context.Context, f ListFilter) ([]*Recording, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	return rq.QueryMany(ctx, listRecordingQuery, f.RoomID, f.State, f.Limit, f.Offset)
+}
+
+// GetByState returns every recording in a state (e.g. those still
+// "recording" at startup, which a crash interrupted).
+func (rq *RecordingQuery) GetByState(ctx context.Context, state RecordingState) ([]*Recording, error) {
+	return rq.QueryMany(ctx, getByStateQuery, state)
+}
+
+// Save inserts the recording or updates its state, error and end.
+func (r *Recording) Save(ctx context.Context) error {
+	return r.qh.Exec(ctx, upsertRecordingQuery, r.ID, r.RoomID, r.ConfID, r.VirtualUser, r.State, r.Error,
+		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder)
+}
+
+// Delete removes the recording and (by cascade) its file rows.
+func (rq *RecordingQuery) Delete(ctx context.Context, id RecordingID) error {
+	return rq.Exec(ctx, deleteRecordingQuery, id)
+}
+
+// Interval is a [Start, End) span in wall-clock time.
+type Interval struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// RecordingFile is one file of a recording.
+type RecordingFile struct {
+	qh *dbutil.QueryHelper[*RecordingFile]
+
+	RecordingID   RecordingID    `json:"recording_id"`
+	Name          string         `json:"name"`
+	UserID        id.UserID      `json:"user_id"`
+	DeviceID      id.DeviceID    `json:"device_id,omitempty"`
+	SessionID     string         `json:"session_id,omitempty"`
+	Purpose       string         `json:"purpose,omitempty"`
+	Kind          string         `json:"kind"`
+	Codecs        []string       `json:"codecs"`
+	Bytes         int64          `json:"bytes"`
+	Duration      time.Duration  `json:"-"`
+	StartedAt     time.Time      `json:"started_at"`
+	Segment       int            `json:"segment"`
+	Width         int            `json:"width,omitempty"`
+	Height        int            `json:"height,omitempty"`
+	MuteIntervals []Interval     `json:"mute_intervals"`
+	State         RecordingState `json:"state"`
+}
+
+func newRecordingFile(qh *dbutil.QueryHelper[*RecordingFile]) *RecordingFile {
+	return &RecordingFile{qh: qh}
+}
+
+// Scan implements dbutil.DataStruct.
+func (f *RecordingFile) Scan(row dbutil.Scannable) (*RecordingFile, error) {
+	var codecs, mutes string
+	var durMS, started int64
+	err := row.Scan(&f.RecordingID, &f.Name, &f.UserID, &f.DeviceID, &f.SessionID, &f.Purpose, &f.Kind, &codecs,
+		&f.Bytes, &durMS, &started, &f.Segment, &f.Width, &f.Height, &mutes, &f.State)
+	if err != nil {
+		return nil, err
+	}
+	if codecs != "" {
+		f.Codecs = strings.Split(codecs, ",")
+	}
+	f.Duration = time.Duration(durMS) * time.Millisecond
+	f.StartedAt = unixMilliOrZero(started)
+	f.MuteIntervals = []Interval{}
+	_ = json.Unmarshal([]byte(mutes), &f.MuteIntervals)
+	return f, nil
+}
+
+// RecordingFileQuery reads and writes the recording_file table.
+type RecordingFileQuery struct {
+	*dbutil.QueryHelper[*RecordingFile]
+}
+
+const (
+	fileColumns = `recording_id, name, user_id, device_id, session_id, purpose, kind, codecs, bytes, duration_ms,
+		started_at, segment, width, height, mute_intervals, state`
+	getFilesQuery   = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 ORDER BY started_at, name`
+	getFileQuery    = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 AND name=$2`
+	upsertFileQuery = `
+		INSERT INTO recording_file (` + fileColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		ON CONFLICT (recording_id, name) DO UPDATE SET bytes=excluded.bytes, duration_ms=excluded.duration_ms,
+			mute_intervals=excluded.mute_intervals, state=excluded.state`
+)
+
+// New returns an unsaved file row.
+func (fq *RecordingFileQuery) New(recID RecordingID, name string) *RecordingFile {
+	f := fq.QueryHelper.New()
+	f.RecordingID, f.Name = recID, name
+	return f
+}
+
+// GetAll returns a recording's files in timeline order.
+func (fq *RecordingFileQuery) GetAll(ctx context.Context, recID RecordingID) ([]*RecordingFile, error) {
+	return fq.QueryMany(ctx, getFilesQuery, recID)
+}
+
+// Get returns one file or nil.
+func (fq *RecordingFileQuery) Get(ctx context.Context, recID RecordingID, name string) (*RecordingFile, error) {
+	return fq.QueryOne(ctx, getFileQuery, recID, name)
+}
+
+// Save inserts or updates the row.
+func (f *RecordingFile) Save(ctx context.Context) error {
+	mutes := f.MuteIntervals
+	if mutes == nil {
+		mutes = []Interval{}
+	}
+	mutesJSON, err := json.Marshal(mutes)
+	if err != nil {
+		return err
+	}
+	return f.qh.Exec(ctx, upsertFileQuery, f.RecordingID, f.Name, f.UserID, f.DeviceID, f.SessionID, f.Purpose, f.Kind,
+		strings.Join(f.Codecs, ","), f.Bytes, f.Duration.Milliseconds(), toUnixMilli(f.StartedAt), f.Segment,
+		f.Width, f.Height, string(mutesJSON), f.State)
+}
+
+// ActiveCall is a call the recorder is in.
+type ActiveCall struct {
+	RoomID      id.RoomID
+	RecordingID RecordingID
+	ConfID      string
+	UserID      id.UserID
+	DeviceID    id.DeviceID
+	SessionID   string
+	JoinedAt    time.Time
+}
+
+// ActiveCallQuery reads and writes the active_call table.
+type ActiveCallQuery struct {
+	db *dbutil.Database
+}
+
+const (
+	upsertActiveCall = `INSERT INTO active_call (room_id, recording_id, conf_id, user_id, device_id, session_id, joined_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id) DO UPDATE SET recording_id=excluded.recording_id,
+		conf_id=excluded.conf_id, user_id=excluded.user_id, device_id=excluded.device_id, session_id=excluded.session_id,
+		joined_at=excluded.joined_at`
+	deleteActiveCall = `DELETE FROM active_call WHERE room_id=$1`
+	getActiveCalls   = `SELECT room_id, recording_id, conf_id, user_id, device_id, session_id, joined_at FROM active_call ORDER BY joined_at`
+)
+
+// Put records that the recorder is in a call.
+func (aq *ActiveCallQuery) Put(ctx context.Context, ac *ActiveCall) error {
+	_, err := aq.db.Exec(ctx, upsertActiveCall, ac.RoomID, ac.RecordingID, ac.ConfID, ac.UserID, ac.DeviceID, ac.SessionID, ac.JoinedAt.UnixMilli())
+	return err
+}
+
+// Delete records that the recorder left the room's call.
+func (aq *ActiveCallQuery) Delete(ctx context.Context, roomID id.RoomID) error {
+	_, err := aq.db.Exec(ctx, deleteActiveCall, roomID)
+	return err
+}
+
+// GetAll returns the calls the recorder was in.
+func (aq *ActiveCallQuery) GetAll(ctx context.Context) ([]*ActiveCall, error) {
+	rows, err := aq.db.Query(ctx, getActiveCalls)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*ActiveCall
+	for rows.Next() {
+		ac := &ActiveCall{}
+		var joined int64
+		if err = rows.Scan(&ac.RoomID, &ac.RecordingID, &ac.ConfID, &ac.UserID, &ac.DeviceID, &ac.SessionID, &joined); err != nil {
+			return nil, err
+		}
+		ac.JoinedAt = time.UnixMilli(joined)
+		out = append(out, ac)
+	}
+	return out, rows.Err()
+}

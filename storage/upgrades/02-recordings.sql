@@ -1,0 +1,49 @@
+-- v1 -> v2: Recordings, their files and calls in progress
+
+-- One recording per joined call.
+CREATE TABLE recording (
+	id           TEXT   PRIMARY KEY,
+	room_id      TEXT   NOT NULL,
+	conf_id      TEXT   NOT NULL DEFAULT '',
+	virtual_user TEXT   NOT NULL DEFAULT '',
+	state        TEXT   NOT NULL, -- recording, finished, failed, repaired
+	error        TEXT   NOT NULL DEFAULT '',
+	started_at   BIGINT NOT NULL,
+	ended_at     BIGINT NOT NULL DEFAULT 0,
+	-- folder of the recording's files in the file store
+	folder       TEXT   NOT NULL
+);
+CREATE INDEX recording_room_idx ON recording (room_id, started_at);
+CREATE INDEX recording_started_idx ON recording (started_at);
+
+-- One row per file (one participant stream segment).
+CREATE TABLE recording_file (
+	recording_id   TEXT    NOT NULL REFERENCES recording (id) ON DELETE CASCADE,
+	name           TEXT    NOT NULL, -- file name inside the recording's folder
+	user_id        TEXT    NOT NULL,
+	device_id      TEXT    NOT NULL DEFAULT '',
+	session_id     TEXT    NOT NULL DEFAULT '',
+	purpose        TEXT    NOT NULL DEFAULT '',
+	kind           TEXT    NOT NULL, -- webm or ogg
+	codecs         TEXT    NOT NULL DEFAULT '',
+	bytes          BIGINT  NOT NULL DEFAULT 0,
+	duration_ms    BIGINT  NOT NULL DEFAULT 0,
+	started_at     BIGINT  NOT NULL DEFAULT 0, -- wall clock of the file's time zero, ms
+	segment        INTEGER NOT NULL DEFAULT 0,
+	width          INTEGER NOT NULL DEFAULT 0,
+	height         INTEGER NOT NULL DEFAULT 0,
+	mute_intervals TEXT    NOT NULL DEFAULT '[]', -- JSON [{start,end}]
+	state          TEXT    NOT NULL, -- finished, failed, repaired
+	PRIMARY KEY (recording_id, name)
+);
+
+-- Calls the recorder is in right now, so a restart knows what it was doing.
+CREATE TABLE active_call (
+	room_id      TEXT   PRIMARY KEY,
+	recording_id TEXT   NOT NULL DEFAULT '',
+	conf_id      TEXT   NOT NULL,
+	user_id      TEXT   NOT NULL,
+	device_id    TEXT   NOT NULL,
+	session_id   TEXT   NOT NULL,
+	joined_at    BIGINT NOT NULL
+);
