@@ -17,7 +17,7 @@ LDFLAGS := -X main.Tag=$(VERSION) -X main.Commit=$(COMMIT) -X main.BuildTime=$(B
 # The suite must stay well under CI's limit on 2 cores.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run demo test tools deps dendrite staticcheck lint vet fmt-check unit clean
+.PHONY: all build run demo test tools deps dendrite staticcheck jsclient lint vet fmt-check unit clean
 
 all: build
 
@@ -42,7 +42,10 @@ staticcheck:
 		GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
 	fi
 
-tools: deps dendrite staticcheck
+jsclient:
+	scripts/jsclient.sh
+
+tools: deps dendrite staticcheck jsclient
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -14,6 +14,7 @@ PACKAGES=(
 	ffmpeg     # ffprobe checks on recorded media
 	mkvtoolnix # mkvmerge / mkvinfo on WebM output
 	opus-tools # opusinfo / opusdec on Ogg/Opus output
+	chromium   # internal/testutil/jsclient: headless browser running matrix-js-sdk
 )
 PACKAGES+=("$@")
 

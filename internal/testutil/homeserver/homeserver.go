@@ -167,6 +167,8 @@ func (s *Server) start() error {
 		"-http-bind-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)),
 	)
 	cmd.Dir = s.Dir
+	// Dendrite dies with the test binary even if that is SIGKILLed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
