@@ -125,7 +125,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 func serve(ctx context.Context, cfg *config.Config) int {
 	log := zerolog.Ctx(ctx)
 	log.Info().Str("version", versionString()).Msg("Starting recorder")
-	rec, err := app.New(ctx, cfg, versionString())
+	rec, err := app.New(ctx, cfg, versionString(), app.Options{})
 	if err != nil {
 		return reportStartup(ctx, err)
 	}

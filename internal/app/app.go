@@ -11,10 +11,14 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
+	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/matrix-recorder/recorder/appservice"
+	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/archive"
+	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
 )
 
@@ -41,14 +45,25 @@ type App struct {
 	Config *config.Config
 	DB     *storage.DB
 	AS     *appservice.Service
+	Calls  *callbot.Manager
+	Store  storage.FileStore
+	Rec    *archive.Recorder
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
+// Options are optional parts of the app, mostly for tests.
+type Options struct {
+	// Observer also receives everything the call bot receives (tests).
+	Observer callbot.Sink
+	// Create opens recording files (tests inject write errors).
+	Create recording.CreateFunc
+}
+
 // New opens the database and builds every component; Start runs them.
 // version is shown to users (help, User-Agent).
-func New(ctx context.Context, cfg *config.Config, version string) (*App, error) {
+func New(ctx context.Context, cfg *config.Config, version string, opts Options) (*App, error) {
 	if err := cfg.Validate(true); err != nil {
 		return nil, &StartupError{Code: ExitConfigValid, Err: err}
 	}
@@ -75,17 +90,45 @@ func New(ctx context.Context, cfg *config.Config, version string) (*App, error) 
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitStartup, Err: err}
 	}
-	return &App{Config: cfg, DB: db, AS: svc}, nil
+	pickleKey, err := db.KV.GetOrCreate(ctx, "crypto_pickle_key", random.String(64))
+	if err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to load the crypto pickle key: %w", storage.ErrDatabase, err)}
+	}
+	store, err := storage.NewLocalStore(cfg.Recordings.Path)
+	if err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
+	}
+	rec, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create})
+	if err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
+	}
+	var sink callbot.Sink = rec
+	if opts.Observer != nil {
+		sink = callbot.Tee{rec, opts.Observer}
+	}
+	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink})
+	if err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitStartup, Err: err}
+	}
+	return &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec}, nil
 }
 
 // Start starts every component. The homeserver must be reachable: the bot is
 // registered here. (Dendrite has no appservice ping, so that is not a gate.)
 func (app *App) Start(ctx context.Context) error {
+	if err := app.Rec.Recover(ctx); err != nil {
+		return &StartupError{Code: ExitDatabase, Err: err}
+	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.cancel = cancel
 	if err := app.AS.Start(ctx); err != nil {
 		return &StartupError{Code: ExitStartup, Err: err}
 	}
+	app.Calls.Start(ctx)
 	app.wg.Add(1)
 	go func() {
 		defer app.wg.Done()
@@ -114,6 +157,11 @@ func (app *App) pruneTransactions(ctx context.Context) {
 // Stop stops every component and closes the database.
 func (app *App) Stop(ctx context.Context) error {
 	var errs []error
+	// Calls first: leaving hangs up peers and rewrites member events, which
+	// needs the virtual users and the homeserver connection.
+	if err := app.Calls.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := app.AS.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/matrix-recorder/recorder/appservice"
+	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/app"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
@@ -25,6 +26,8 @@ type Options struct {
 	Permissions map[string]config.PermissionLevel
 	// Database overrides the SQLite default (e.g. a pgtest URI).
 	DatabaseType, DatabaseURI string
+	// Observer receives everything the call bot receives.
+	Observer callbot.Sink
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -34,7 +37,8 @@ type Stack struct {
 	App    *app.App
 	Dir    string
 
-	ctx context.Context
+	ctx  context.Context
+	opts Options
 }
 
 // Start starts Dendrite with the recorder's registration, then the recorder.
@@ -56,6 +60,7 @@ func Start(t *testing.T, opts Options) *Stack {
 	cfg.Recordings.Path = filepath.Join(dir, "recordings")
 	cfg.API.Listen = ""
 	cfg.Logging.MinLevel = "debug"
+	cfg.WebRTC = config.WebRTCConfig{LoopbackOnly: true}
 	cfg.Permissions = opts.Permissions
 	if cfg.Permissions == nil {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
@@ -70,7 +75,7 @@ func Start(t *testing.T, opts Options) *Stack {
 	require.NoError(t, cfg.Validate(true))
 
 	log := zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger().Level(zerolog.InfoLevel)
-	s := &Stack{HS: hs, Config: cfg, Dir: dir, ctx: log.WithContext(context.Background())}
+	s := &Stack{HS: hs, Config: cfg, Dir: dir, ctx: log.WithContext(context.Background()), opts: opts}
 	s.startApp(t)
 	return s
 }
@@ -80,7 +85,7 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	rec, err := app.New(s.ctx, s.Config, "test")
+	rec, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer})
 	require.NoError(t, err)
 	require.NoError(t, rec.Start(s.ctx))
 	s.App = rec

@@ -1,0 +1,488 @@
+package callbot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	"go.mau.fi/util/random"
+	mautrixas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/appservice"
+	"github.com/matrix-recorder/recorder/callbot/e2ee"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/config"
+)
+
+// Sentinel errors of this package.
+var (
+	// ErrAlreadyJoined means the room's call already has a recorder.
+	ErrAlreadyJoined = errors.New("already in the call")
+	// ErrNotJoined means there is no recorder in the room's call.
+	ErrNotJoined = errors.New("not in a call in this room")
+	// ErrNoCall means the room has no active group call.
+	ErrNoCall = errors.New("no active group call in the room")
+	// ErrPowerLevel means the room's power levels forbid the member event.
+	ErrPowerLevel = errors.New("the room's power levels do not allow the recorder to join calls")
+	// ErrStopped means the manager is shutting down.
+	ErrStopped = errors.New("call bot stopped")
+)
+
+// Options configure a Manager.
+type Options struct {
+	Config *config.Config
+	AS     *appservice.Service
+	// CryptoDB holds the virtual users' Olm accounts (crypto tables).
+	CryptoDB  *dbutil.Database
+	PickleKey []byte
+	Sink      Sink
+}
+
+// Manager owns every joined call and the virtual users' crypto devices.
+type Manager struct {
+	cfg       *config.Config
+	as        *appservice.Service
+	cryptoDB  *dbutil.Database
+	pickleKey []byte
+	sink      Sink
+	api       *webrtc.API
+	closeAPI  func() error
+
+	lock    sync.Mutex
+	calls   map[id.RoomID]*Call
+	joining map[id.RoomID]bool
+	byUser  map[id.UserID]*Call
+	inUse   map[id.UserID]bool
+	stopped bool
+
+	devLock sync.Mutex
+	devices map[id.UserID]*e2ee.Device
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// New builds the manager and registers its room event handlers and the
+// start/stop/status commands with the appservice.
+func New(opts Options) (*Manager, error) {
+	api, closer, err := newAPI(opts.Config.WebRTC)
+	if err != nil {
+		return nil, err
+	}
+	sink := opts.Sink
+	if sink == nil {
+		sink = DiscardSink{}
+	}
+	m := &Manager{
+		cfg: opts.Config, as: opts.AS, cryptoDB: opts.CryptoDB, pickleKey: opts.PickleKey, sink: sink,
+		api: api, closeAPI: closer,
+		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
+		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{},
+	}
+	for _, t := range []string{signaling.StateGroupCall.Type, signaling.StateGroupCallStable.Type,
+		signaling.StateCallMember.Type, signaling.StateCallMemberStable.Type} {
+		opts.AS.On(event.Type{Type: t, Class: event.StateEventType}, m.handleRoomState)
+	}
+	opts.AS.On(event.StateMember, m.handleRoomState)
+	m.registerCommands()
+	return m, nil
+}
+
+// Start gives the manager its background context.
+func (m *Manager) Start(ctx context.Context) {
+	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+}
+
+// Stop leaves every call (hanging up and removing the member events) and
+// closes the crypto devices.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.lock.Lock()
+	m.stopped = true
+	calls := make([]*Call, 0, len(m.calls))
+	for _, c := range m.calls {
+		calls = append(calls, c)
+	}
+	m.lock.Unlock()
+	for _, c := range calls {
+		_ = c.requestLeave(ctx, "recorder shutting down")
+	}
+	if m.bgCancel != nil {
+		m.bgCancel()
+	}
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("timed out waiting for calls to end: %w", ctx.Err())
+	}
+	m.devLock.Lock()
+	for userID, dev := range m.devices {
+		if closeErr := dev.Close(); closeErr != nil {
+			zerolog.Ctx(ctx).Warn().Err(closeErr).Stringer("virtual_user", userID).Msg("Failed to close crypto device")
+		}
+	}
+	m.devices = map[id.UserID]*e2ee.Device{}
+	m.devLock.Unlock()
+	return errors.Join(err, m.closeAPI())
+}
+
+// Calls returns a snapshot of every joined call.
+func (m *Manager) Calls(ctx context.Context) []CallStatus {
+	m.lock.Lock()
+	calls := make([]*Call, 0, len(m.calls))
+	for _, c := range m.calls {
+		calls = append(calls, c)
+	}
+	m.lock.Unlock()
+	out := make([]CallStatus, 0, len(calls))
+	for _, c := range calls {
+		if st, err := c.requestStatus(ctx); err == nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Status returns the call in a room.
+func (m *Manager) Status(ctx context.Context, roomID id.RoomID) (CallStatus, error) {
+	m.lock.Lock()
+	c := m.calls[roomID]
+	m.lock.Unlock()
+	if c == nil {
+		return CallStatus{}, ErrNotJoined
+	}
+	return c.requestStatus(ctx)
+}
+
+func (c *Call) requestStatus(ctx context.Context) (CallStatus, error) {
+	reply := make(chan CallStatus, 1)
+	select {
+	case c.msgs <- statusMsg{reply: reply}:
+	case <-c.done:
+		return CallStatus{}, ErrNotJoined
+	case <-ctx.Done():
+		return CallStatus{}, ctx.Err()
+	}
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-c.done:
+		return CallStatus{}, ErrNotJoined
+	case <-ctx.Done():
+		return CallStatus{}, ctx.Err()
+	}
+}
+
+func (c *Call) requestLeave(ctx context.Context, reason string) error {
+	done := make(chan struct{})
+	select {
+	case c.msgs <- leaveMsg{reason: reason, done: done}:
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Leave takes the recorder out of the room's call.
+func (m *Manager) Leave(ctx context.Context, roomID id.RoomID) error {
+	m.lock.Lock()
+	c := m.calls[roomID]
+	m.lock.Unlock()
+	if c == nil {
+		return ErrNotJoined
+	}
+	return c.requestLeave(ctx, "asked to leave")
+}
+
+// Join puts a virtual recorder user into the room's group call. It returns
+// once the member event is being published; peer calls follow in the loop.
+func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error) {
+	userID, err := m.reserve(roomID)
+	if err != nil {
+		return CallStatus{}, err
+	}
+	c, err := m.prepare(ctx, roomID, userID)
+	m.lock.Lock()
+	delete(m.joining, roomID)
+	if err != nil || m.stopped {
+		delete(m.inUse, userID)
+		m.lock.Unlock()
+		if err == nil {
+			err = ErrStopped
+		}
+		return CallStatus{}, err
+	}
+	m.calls[roomID] = c
+	m.byUser[userID] = c
+	m.lock.Unlock()
+	log := zerolog.Ctx(m.bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		c.run(log.WithContext(m.bgCtx))
+	}()
+	return CallStatus{RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.vu.DeviceID, SessionID: c.session, JoinedAt: c.joinedAt}, nil
+}
+
+// reserve picks the lowest-numbered free virtual user for the room.
+func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
+	m.lock.Lock()
+	defer m.lock.Unlock()
+	if m.stopped || m.bgCtx == nil {
+		return "", ErrStopped
+	}
+	if m.calls[roomID] != nil || m.joining[roomID] {
+		return "", ErrAlreadyJoined
+	}
+	for n := 1; ; n++ {
+		userID := m.as.Users.UserID(strconv.Itoa(n))
+		if !m.inUse[userID] {
+			m.inUse[userID] = true
+			m.joining[roomID] = true
+			return userID, nil
+		}
+	}
+}
+
+func (m *Manager) forget(c *Call) {
+	m.lock.Lock()
+	defer m.lock.Unlock()
+	if m.calls[c.roomID] == c {
+		delete(m.calls, c.roomID)
+	}
+	if m.byUser[c.vu.UserID] == c {
+		delete(m.byUser, c.vu.UserID)
+	}
+	delete(m.inUse, c.vu.UserID)
+}
+
+// prepare does everything before the call loop runs: the virtual user with
+// its device and uploaded keys, room membership, the call, power levels.
+func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
+	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
+	ctx = log.WithContext(ctx)
+	vu, err := m.as.Users.Get(ctx, userID, m.handleDeviceEvents)
+	if err != nil {
+		return nil, fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	dev, err := m.device(ctx, vu)
+	if err != nil {
+		return nil, err
+	}
+	if !m.as.AS.StateStore.IsInRoom(ctx, roomID, userID) {
+		if err = vu.Intent.EnsureJoined(ctx, roomID, mautrixas.EnsureJoinedParams{BotOverride: m.as.Bot.Client}); err != nil {
+			return nil, fmt.Errorf("failed to bring %s into the room: %w", userID, err)
+		}
+	}
+	// Membership decides who counts as a participant: make sure the state
+	// store has the room's members even if the bot joined long ago.
+	if _, err = m.as.Bot.Members(ctx, roomID); err != nil {
+		return nil, fmt.Errorf("failed to read room members: %w", err)
+	}
+	state, err := vu.Intent.State(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read room state: %w", err)
+	}
+	var callEvents []*event.Event
+	for _, t := range []event.Type{signaling.StateGroupCall, signaling.StateGroupCallStable} {
+		for _, evt := range state[t] {
+			callEvents = append(callEvents, evt)
+		}
+	}
+	conf, err := signaling.PickCall(callEvents)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoCall, err)
+	}
+	memberType := signaling.StateCallMember
+	if conf.EventType.Type == signaling.StateGroupCallStable.Type {
+		memberType = signaling.StateCallMemberStable
+	}
+	if err = m.checkPowerLevel(ctx, roomID, userID, memberType); err != nil {
+		return nil, err
+	}
+	session := signaling.SessionID(random.String(16))
+	c := &Call{
+		m: m, roomID: roomID, vu: vu, dev: dev, msgs: make(chan any, callQueueSize), done: make(chan struct{}),
+		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
+		outbox:   signaling.NewOutbox(vu.DeviceID, session),
+		inbox:    signaling.NewInbox(signaling.InboxConfig{SessionID: session, Confs: []signaling.ConfID{conf.ConfID}}),
+		joinedAt: time.Now(), memberEvents: map[id.UserID]*event.Event{},
+		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
+		byCallID: map[signaling.CallID]*peer{}, attempts: map[signaling.DeviceKey]*attemptState{},
+		sendQ: make(chan outgoing, callQueueSize),
+	}
+	for key, evt := range state[memberType] {
+		if key != string(userID) {
+			c.memberEvents[id.UserID(key)] = evt
+		} else {
+			c.ownMember = evt.Content.VeryRaw
+		}
+	}
+	return c, nil
+}
+
+// checkPowerLevel refuses to join when the member event would be rejected,
+// and says so in the room.
+func (m *Manager) checkPowerLevel(ctx context.Context, roomID id.RoomID, userID id.UserID, memberType event.Type) error {
+	pl, err := m.as.Bot.PowerLevels(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to read power levels: %w", err)
+	}
+	need, have := pl.GetEventLevel(memberType), pl.GetUserLevel(userID)
+	if have >= need {
+		return nil
+	}
+	m.notice(ctx, roomID, fmt.Sprintf("I can't join the call: this room's power levels require level %d to send `%s` events, "+
+		"and the recorder user %s has level %d. A room admin can lower the level for that event type.", need, memberType.Type, userID, have))
+	return fmt.Errorf("%w: %s needs level %d, %s has %d", ErrPowerLevel, memberType.Type, need, userID, have)
+}
+
+// device returns the virtual user's Olm device, opening it (and uploading
+// keys) on first use.
+func (m *Manager) device(ctx context.Context, vu *appservice.VirtualUser) (*e2ee.Device, error) {
+	m.devLock.Lock()
+	defer m.devLock.Unlock()
+	if dev := m.devices[vu.UserID]; dev != nil {
+		return dev, nil
+	}
+	dev, err := e2ee.Open(ctx, vu.Client, m.cryptoDB, m.pickleKey)
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up encryption for %s: %w", vu.UserID, err)
+	}
+	m.devices[vu.UserID] = dev
+	return dev, nil
+}
+
+// handleDeviceEvents runs on a virtual user's sync goroutine: it decrypts and
+// routes call signalling to the user's call.
+func (m *Manager) handleDeviceEvents(ctx context.Context, vu *appservice.VirtualUser, batch *appservice.DeviceEvents) {
+	dev, err := m.device(ctx, vu)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Dropping device events: no crypto device")
+		return
+	}
+	received := dev.HandleSync(ctx, batch.ToDevice, batch.DeviceLists, batch.OTKCount)
+	now := time.Now()
+	m.lock.Lock()
+	c := m.byUser[vu.UserID]
+	m.lock.Unlock()
+	for _, rcv := range received {
+		if !signaling.IsCallEventType(rcv.Type.Type) {
+			continue
+		}
+		if c == nil {
+			zerolog.Ctx(ctx).Debug().Str("event_type", rcv.Type.Type).Stringer("sender", rcv.Sender).Msg("Dropping call event: not in a call")
+			continue
+		}
+		c.post(signalMsg{rcv: rcv, at: now})
+	}
+}
+
+func (m *Manager) handleRoomState(ctx context.Context, evt *event.Event) {
+	m.lock.Lock()
+	c := m.calls[evt.RoomID]
+	m.lock.Unlock()
+	if c != nil {
+		c.post(stateMsg{evt: evt})
+	}
+}
+
+// iceServers returns the homeserver's TURN servers, if configured to use them.
+func (m *Manager) iceServers(ctx context.Context) []webrtc.ICEServer {
+	if !m.cfg.WebRTC.TURN || m.cfg.WebRTC.LoopbackOnly {
+		return nil
+	}
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := m.as.Bot.TurnServer(tctx)
+	if err != nil || len(resp.URIs) == 0 {
+		return nil
+	}
+	return []webrtc.ICEServer{{URLs: resp.URIs, Username: resp.Username, Credential: resp.Password}}
+}
+
+func (m *Manager) notice(ctx context.Context, roomID id.RoomID, text string) {
+	m.as.SendNotice(ctx, roomID, text, "")
+}
+
+func (m *Manager) registerCommands() {
+	memberLevel := signaling.StateCallMember
+	m.as.RegisterCommand(&appservice.Command{
+		Name: "start", Aliases: []string{"join", "record"}, Help: "Join this room's group call and record it.",
+		RequiresEventLevel: &memberLevel,
+		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
+			st, err := m.Join(ctx, ce.RoomID)
+			switch {
+			case err == nil:
+				ce.Reply(ctx, "Joining the call as %s.", st.UserID)
+			case errors.Is(err, ErrAlreadyJoined):
+				ce.Reply(ctx, "I'm already in this room's call.")
+			case errors.Is(err, ErrNoCall):
+				ce.Reply(ctx, "There is no group call in this room to join. Start one, then try again.")
+			case errors.Is(err, ErrPowerLevel):
+				// Join already explained it in the room.
+			default:
+				zerolog.Ctx(ctx).Err(err).Msg("Failed to join call")
+				ce.Reply(ctx, "I couldn't join the call; the recorder's logs have the details.")
+			}
+		},
+	})
+	m.as.RegisterCommand(&appservice.Command{
+		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
+		RequiresEventLevel: &memberLevel,
+		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
+			switch err := m.Leave(ctx, ce.RoomID); {
+			case err == nil:
+				ce.Reply(ctx, "Left the call.")
+			case errors.Is(err, ErrNotJoined):
+				ce.Reply(ctx, "I'm not in this room's call.")
+			default:
+				zerolog.Ctx(ctx).Err(err).Msg("Failed to leave call")
+				ce.Reply(ctx, "Something went wrong leaving the call; the recorder's logs have the details.")
+			}
+		},
+	})
+	m.as.RegisterCommand(&appservice.Command{
+		Name: "status", Help: "Show whether I'm in this room's call and who I'm connected to.",
+		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
+			st, err := m.Status(ctx, ce.RoomID)
+			if err != nil {
+				ce.Reply(ctx, "I'm not in this room's call.")
+				return
+			}
+			ce.Reply(ctx, formatStatus(st))
+		},
+	})
+}
+
+func formatStatus(st CallStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "In the call since %s as %s, with %d peer(s):\n\n", st.JoinedAt.UTC().Format("15:04:05 UTC"), st.UserID, len(st.Peers))
+	for _, p := range st.Peers {
+		fmt.Fprintf(&b, "* %s (%s): %s", p.UserID, p.DeviceID, p.State)
+		if len(p.Tracks) > 0 {
+			fmt.Fprintf(&b, ", tracks %s", strings.Join(p.Tracks, ", "))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,76 @@
+package callbot
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// outgoing is one to-device message waiting to be sent.
+type outgoing struct {
+	evtType event.Type
+	user    id.UserID
+	device  id.DeviceID
+	content json.RawMessage
+	// flushed, when set, is closed once everything queued before it was sent.
+	flushed chan struct{}
+}
+
+// toDeviceSender is what the sender needs of the device's crypto layer.
+type toDeviceSender interface {
+	Send(ctx context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, encrypt bool) error
+}
+
+// sendLoop sends a call's to-device messages in order, off the call loop.
+// Consecutive messages of one type to different devices go out in one
+// sendToDevice request (hangups on leave, metadata changes).
+func sendLoop(ctx context.Context, dev toDeviceSender, queue <-chan outgoing) {
+	log := zerolog.Ctx(ctx)
+	var pending *outgoing
+	for {
+		var first outgoing
+		if pending != nil {
+			first, pending = *pending, nil
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case first = <-queue:
+			}
+		}
+		if first.flushed != nil {
+			close(first.flushed)
+			continue
+		}
+		batch := map[id.UserID]map[id.DeviceID]json.RawMessage{first.user: {first.device: first.content}}
+		count := 1
+	collect:
+		for {
+			select {
+			case next := <-queue:
+				if next.flushed != nil || next.evtType != first.evtType || batch[next.user][next.device] != nil {
+					pending = &next
+					break collect
+				}
+				if batch[next.user] == nil {
+					batch[next.user] = map[id.DeviceID]json.RawMessage{}
+				}
+				batch[next.user][next.device] = next.content
+				count++
+			default:
+				break collect
+			}
+		}
+		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if err := dev.Send(sendCtx, first.evtType, batch, true); err != nil {
+			log.Err(err).Str("event_type", first.evtType.Type).Int("messages", count).Msg("Failed to send to-device messages")
+		} else {
+			log.Trace().Str("event_type", first.evtType.Type).Int("messages", count).Msg("Sent to-device messages")
+		}
+		cancel()
+	}
+}

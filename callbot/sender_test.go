@@ -1,0 +1,86 @@
+package callbot
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/config"
+)
+
+type fakeSender struct {
+	lock  sync.Mutex
+	calls []map[id.UserID]map[id.DeviceID]json.RawMessage
+	types []string
+	block chan struct{}
+}
+
+func (fs *fakeSender) Send(_ context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, _ bool) error {
+	if fs.block != nil {
+		<-fs.block
+	}
+	fs.lock.Lock()
+	defer fs.lock.Unlock()
+	fs.calls = append(fs.calls, msgs)
+	fs.types = append(fs.types, evtType.Type)
+	return nil
+}
+
+func TestSendLoopBatchesByTypeInOrder(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fs := &fakeSender{block: make(chan struct{})}
+	queue := make(chan outgoing, 100)
+	done := make(chan struct{})
+	go func() { defer close(done); sendLoop(ctx, fs, queue) }()
+
+	hangup := event.Type{Type: "m.call.hangup", Class: event.ToDeviceEventType}
+	cands := event.Type{Type: "m.call.candidates", Class: event.ToDeviceEventType}
+	// The first message is in flight (blocked); the rest queue up behind it.
+	queue <- outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":0}`)}
+	require.Eventually(t, func() bool { return len(queue) == 0 }, 5*time.Second, time.Millisecond)
+	queue <- outgoing{evtType: hangup, user: "@a:x", device: "A", content: json.RawMessage(`{"n":1}`)}
+	queue <- outgoing{evtType: hangup, user: "@b:x", device: "B", content: json.RawMessage(`{"n":2}`)}
+	queue <- outgoing{evtType: hangup, user: "@b:x", device: "B2", content: json.RawMessage(`{"n":3}`)}
+	queue <- outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":4}`)}
+	// Same device twice cannot share one request: the second starts a new batch.
+	queue <- outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":5}`)}
+	flushed := make(chan struct{})
+	queue <- outgoing{flushed: flushed}
+	close(fs.block)
+	select {
+	case <-flushed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("flush marker not reached")
+	}
+	fs.lock.Lock()
+	defer fs.lock.Unlock()
+	require.Equal(t, []string{"m.call.candidates", "m.call.hangup", "m.call.candidates", "m.call.candidates"}, fs.types)
+	require.Len(t, fs.calls[1], 2, "hangups to two users go in one request")
+	require.Len(t, fs.calls[1]["@b:x"], 2)
+	require.JSONEq(t, `{"n":4}`, string(fs.calls[2]["@a:x"]["A"]))
+	require.JSONEq(t, `{"n":5}`, string(fs.calls[3]["@a:x"]["A"]))
+	cancel()
+	<-done
+}
+
+func TestNewAPIOptions(t *testing.T) {
+	_, closer, err := newAPI(config.WebRTCConfig{UDPPortMin: 40000, UDPPortMax: 40100, NAT1To1IPs: []string{"203.0.113.7"}, LoopbackOnly: true})
+	require.NoError(t, err)
+	require.NoError(t, closer())
+	_, _, err = newAPI(config.WebRTCConfig{UDPPortMin: 50000, UDPPortMax: 40000})
+	require.Error(t, err)
+
+	api, closer, err := newAPI(config.WebRTCConfig{UDPMuxPort: freeUDPPort(t), LoopbackOnly: true})
+	require.NoError(t, err)
+	pc, err := api.NewPeerConnection(webrtcConfig())
+	require.NoError(t, err)
+	require.NoError(t, pc.Close())
+	require.NoError(t, closer())
+}

@@ -1,0 +1,364 @@
+// Package archive turns what the call bot receives into stored recordings:
+// one recording.StreamWriter per participant stream, files spooled as
+// "*.part" and handed to the storage.FileStore when finished, a row per
+// recording and per file, and a manifest.json beside the files.
+package archive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// spoolName is the folder under the recordings path where files are written
+// before they are finalized. Its leading dot keeps it out of the store's keys.
+const spoolName = ".spool"
+
+// closeTimeout bounds how long leaving a call waits for writers to finalize.
+const closeTimeout = 30 * time.Second
+
+// Options configure a Recorder.
+type Options struct {
+	DB    *storage.DB
+	Store storage.FileStore
+	// Dir is the recordings path; the spool lives in Dir/.spool.
+	Dir string
+	// Create opens files (tests inject failures); nil means recording.CreateFile.
+	Create recording.CreateFunc
+}
+
+// Recorder implements callbot.Sink.
+type Recorder struct {
+	db     *storage.DB
+	store  storage.FileStore
+	spool  string
+	create recording.CreateFunc
+
+	lock  sync.Mutex
+	calls map[id.RoomID]*callRec
+}
+
+var _ callbot.Sink = (*Recorder)(nil)
+
+// New makes a Recorder; call Recover before the call bot starts.
+func New(opts Options) (*Recorder, error) {
+	spool := filepath.Join(opts.Dir, spoolName)
+	if err := os.MkdirAll(spool, 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create spool directory: %w", err)
+	}
+	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, calls: map[id.RoomID]*callRec{}}, nil
+}
+
+// callRec is one recording in progress.
+type callRec struct {
+	r        *Recorder
+	rec      *storage.Recording
+	spoolDir string
+	manifest recording.Manifest
+
+	lock    sync.Mutex
+	streams map[string]*streamRec // by call id + stream id
+	mutes   map[string]callbot.StreamChange
+	closing sync.WaitGroup
+	failed  error
+}
+
+// streamRec is one participant stream and its writer.
+type streamRec struct {
+	c       *callRec
+	key     string
+	peer    callbot.PeerInfo
+	purpose signaling.Purpose
+	base    string
+	log     zerolog.Logger
+	w       *recording.StreamWriter
+	open    int // tracks not yet closed
+}
+
+// streamMeta is written beside a stream's spooled files so a crash repair
+// knows whose files they are.
+type streamMeta struct {
+	UserID    id.UserID           `json:"user_id"`
+	DeviceID  id.DeviceID         `json:"device_id"`
+	SessionID signaling.SessionID `json:"session_id"`
+	Purpose   signaling.Purpose   `json:"purpose"`
+}
+
+func newRecordingID(now time.Time) storage.RecordingID {
+	return storage.RecordingID(now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)))
+}
+
+// CallJoined implements callbot.Sink: it starts a recording.
+func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
+	log := zerolog.Ctx(ctx)
+	recID := newRecordingID(call.JoinedAt)
+	folder := string(recID)
+	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
+	rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
+	c := &callRec{
+		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
+		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), ConfID: string(call.ConfID), Started: call.JoinedAt},
+		streams:  map[string]*streamRec{}, mutes: map[string]callbot.StreamChange{},
+	}
+	if err := os.MkdirAll(c.spoolDir, 0o750); err != nil {
+		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
+		return
+	}
+	if err := rec.Save(ctx); err != nil {
+		log.Err(err).Msg("Failed to store recording; this call is not recorded")
+		return
+	}
+	if err := r.db.ActiveCall.Put(ctx, &storage.ActiveCall{RoomID: call.RoomID, RecordingID: recID, ConfID: string(call.ConfID),
+		UserID: call.UserID, DeviceID: call.DeviceID, SessionID: string(call.SessionID), JoinedAt: call.JoinedAt}); err != nil {
+		log.Warn().Err(err).Msg("Failed to store active call")
+	}
+	r.lock.Lock()
+	r.calls[call.RoomID] = c
+	r.lock.Unlock()
+	log.Info().Str("recording_id", string(recID)).Msg("Recording started")
+}
+
+func (r *Recorder) call(roomID id.RoomID) *callRec {
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	return r.calls[roomID]
+}
+
+func streamKey(callID signaling.CallID, streamID string) string {
+	return string(callID) + "\x00" + streamID
+}
+
+func shortPurpose(p signaling.Purpose) string {
+	return strings.TrimPrefix(string(p), "m.")
+}
+
+func trackParams(t *callbot.RemoteTrack) (recording.Kind, recording.TrackParams) {
+	kind := recording.KindAudio
+	if t.Kind == webrtc.RTPCodecTypeVideo {
+		kind = recording.KindVideo
+	}
+	return kind, recording.TrackParams{MimeType: t.Codec.MimeType, ClockRate: t.Codec.ClockRate, Channels: t.Codec.Channels, SSRC: uint32(t.SSRC)}
+}
+
+// TrackStarted implements callbot.Sink: the first track of a stream opens
+// its writer, the second is added to it.
+func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) callbot.TrackSink {
+	c := r.call(t.Peer.RoomID)
+	if c == nil {
+		return nil
+	}
+	log := zerolog.Ctx(ctx).With().Str("recording_id", string(c.rec.ID)).Str("stream_id", t.StreamID).Logger()
+	kind, params := trackParams(t)
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	key := streamKey(t.Peer.CallID, t.StreamID)
+	s := c.streams[key]
+	if s == nil {
+		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose,
+			base: recording.SafeName(string(t.Peer.UserID), string(t.Peer.DeviceID), shortPurpose(t.Purpose), string(t.Peer.CallID))}
+		s.log = log.With().Str("stream", s.base).Logger()
+		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: t.RequestKeyframe, Create: r.create}
+		if kind == recording.KindVideo {
+			cfg.Video = &params
+		} else {
+			cfg.Audio = &params
+		}
+		w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
+		if err != nil {
+			log.Err(err).Msg("Failed to start stream writer")
+			return nil
+		}
+		s.w = w
+		c.streams[key] = s
+		c.writeStreamMeta(ctx, s)
+		if m, ok := c.mutes[key]; ok {
+			s.applyMute(m)
+		}
+	} else if err := s.w.AddTrack(kind, params); err != nil {
+		log.Err(err).Str("kind", t.Kind.String()).Msg("Failed to add track to stream writer")
+		return nil
+	}
+	s.open++
+	return &trackSink{s: s, kind: kind, ssrc: uint32(t.SSRC)}
+}
+
+func (c *callRec) writeStreamMeta(ctx context.Context, s *streamRec) {
+	data, _ := json.Marshal(streamMeta{UserID: s.peer.UserID, DeviceID: s.peer.DeviceID, SessionID: s.peer.SessionID, Purpose: s.purpose})
+	if err := os.WriteFile(filepath.Join(c.spoolDir, s.base+".json"), data, 0o640); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to write stream metadata for crash repair")
+	}
+}
+
+func (s *streamRec) applyMute(m callbot.StreamChange) {
+	s.w.SetMuted(recording.KindAudio, m.AudioMuted, m.At)
+	s.w.SetMuted(recording.KindVideo, m.VideoMuted, m.At)
+}
+
+// trackSink feeds one track into its stream's writer.
+type trackSink struct {
+	s    *streamRec
+	kind recording.Kind
+	ssrc uint32
+}
+
+func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
+	err := ts.s.w.WriteRTP(ts.kind, pkt, arrival)
+	if err != nil && errors.Is(err, recording.ErrWriterFailed) {
+		ts.s.c.fail(err)
+	}
+	return err
+}
+
+func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
+	ts.s.w.SenderReport(ts.ssrc, ntpTime, rtpTime)
+}
+
+// Close ends the track; the last track of a stream finalizes its files.
+func (ts *trackSink) Close() {
+	c := ts.s.c
+	c.lock.Lock()
+	ts.s.open--
+	last := ts.s.open == 0
+	if last {
+		delete(c.streams, ts.s.key)
+	}
+	c.lock.Unlock()
+	if last {
+		c.closing.Add(1)
+		go func() {
+			defer c.closing.Done()
+			c.finishStream(ts.s)
+		}()
+	}
+}
+
+func (c *callRec) fail(err error) {
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	if c.failed == nil {
+		c.failed = err
+	}
+}
+
+// finishStream closes a writer and stores its files.
+func (c *callRec) finishStream(s *streamRec) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	log := s.log
+	files, err := s.w.Close(log.WithContext(ctx))
+	if err != nil {
+		log.Err(err).Msg("Stream writer failed")
+		c.fail(err)
+	}
+	for _, f := range files {
+		c.storeFile(log.WithContext(ctx), s.peer, s.purpose, f, storage.StateFinished)
+	}
+	_ = os.Remove(filepath.Join(c.spoolDir, s.base+".json"))
+}
+
+// storeFile hands a finished file to the store and records it.
+func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose signaling.Purpose, f recording.FileResult, state storage.RecordingState) {
+	log := zerolog.Ctx(ctx)
+	name := filepath.Base(f.Path)
+	if err := c.r.store.Put(ctx, c.rec.Folder, name, f.Path); err != nil {
+		log.Err(err).Str("file", name).Msg("Failed to store recording file")
+		c.fail(err)
+		return
+	}
+	row := c.r.db.File.New(c.rec.ID, name)
+	row.UserID, row.DeviceID, row.SessionID, row.Purpose = peer.UserID, peer.DeviceID, string(peer.SessionID), string(purpose)
+	row.Kind, row.Codecs, row.Bytes, row.Duration, row.StartedAt = string(f.Kind), f.Codecs, f.Bytes, f.Duration, f.Start
+	row.Segment, row.Width, row.Height, row.State = f.Segment, f.Width, f.Height, state
+	for _, iv := range f.MuteIntervals {
+		row.MuteIntervals = append(row.MuteIntervals, storage.Interval{Start: f.Start.Add(iv.Start), End: f.Start.Add(iv.End)})
+	}
+	if err := row.Save(ctx); err != nil {
+		log.Err(err).Str("file", name).Msg("Failed to record file")
+	}
+	c.lock.Lock()
+	c.manifest.Tracks = append(c.manifest.Tracks, recording.NewManifestTrack(&c.manifest, string(peer.UserID), string(peer.DeviceID), string(purpose), f))
+	c.lock.Unlock()
+	log.Info().Str("file", name).Dur("duration", f.Duration).Int64("bytes", f.Bytes).Msg("Stored recording file")
+}
+
+// StreamChanged implements callbot.Sink: mute changes go to the writer.
+func (r *Recorder) StreamChanged(_ context.Context, change callbot.StreamChange) {
+	c := r.call(change.Peer.RoomID)
+	if c == nil {
+		return
+	}
+	key := streamKey(change.Peer.CallID, change.StreamID)
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	c.mutes[key] = change
+	if s := c.streams[key]; s != nil {
+		s.applyMute(change)
+	}
+}
+
+// ParticipantLeft implements callbot.Sink; streams end with their tracks.
+func (r *Recorder) ParticipantLeft(context.Context, callbot.PeerInfo, time.Time) {}
+
+// CallLeft implements callbot.Sink: waits for the writers, writes the
+// manifest and closes the recording.
+func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.Time) {
+	r.lock.Lock()
+	c := r.calls[call.RoomID]
+	delete(r.calls, call.RoomID)
+	r.lock.Unlock()
+	if c == nil {
+		return
+	}
+	log := zerolog.Ctx(ctx).With().Str("recording_id", string(c.rec.ID)).Logger()
+	done := make(chan struct{})
+	go func() { c.closing.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		log.Error().Msg("Timed out finalizing stream writers")
+		c.fail(errors.New("timed out finalizing files"))
+	}
+	c.manifest.Ended = at
+	c.rec.EndedAt = at
+	c.rec.State = storage.StateFinished
+	if c.failed != nil {
+		c.rec.State, c.rec.Error = storage.StateFailed, c.failed.Error()
+	}
+	if err := c.writeManifest(ctx); err != nil {
+		log.Err(err).Msg("Failed to write manifest")
+	}
+	if err := c.rec.Save(ctx); err != nil {
+		log.Err(err).Msg("Failed to store recording end")
+	}
+	if err := r.db.ActiveCall.Delete(ctx, call.RoomID); err != nil {
+		log.Warn().Err(err).Msg("Failed to remove active call")
+	}
+	if c.failed == nil {
+		_ = os.RemoveAll(c.spoolDir)
+	}
+	log.Info().Str("state", string(c.rec.State)).Int("files", len(c.manifest.Tracks)).Msg("Recording ended")
+}
+
+func (c *callRec) writeManifest(ctx context.Context) error {
+	if err := recording.WriteManifest(c.spoolDir, c.manifest); err != nil {
+		return err
+	}
+	return c.r.store.Put(ctx, c.rec.Folder, recording.ManifestFileName, filepath.Join(c.spoolDir, recording.ManifestFileName))
+}
