@@ -105,6 +105,36 @@ func TestRealClient(t *testing.T) {
 	})
 	require.NotEmpty(t, st.Participants)
 
+	t.Run("mute and unmute are reported with their times", func(t *testing.T) {
+		before := time.Now()
+		require.NoError(t, js.SetMicMuted(ctx, true))
+		require.Eventually(t, func() bool { return hasChange(obs, alice.UserID, true) }, deadline, 50*time.Millisecond, "mute not reported")
+		mid := time.Now()
+		require.NoError(t, js.SetMicMuted(ctx, false))
+		require.Eventually(t, func() bool { return hasChange(obs, alice.UserID, false) }, deadline, 50*time.Millisecond, "unmute not reported")
+		changes := obs.Changes(alice.UserID)
+		var muteAt, unmuteAt time.Time
+		for _, c := range changes {
+			if c.AudioMuted && muteAt.IsZero() {
+				muteAt = c.At
+			}
+			if !c.AudioMuted && !muteAt.IsZero() {
+				unmuteAt = c.At
+			}
+		}
+		require.False(t, muteAt.Before(before), "mute time %v before the mute (%v)", muteAt, before)
+		require.True(t, unmuteAt.After(muteAt))
+		require.False(t, unmuteAt.Before(mid))
+	})
+
+	t.Run("screen share arrives by renegotiation with its purpose", func(t *testing.T) {
+		require.NoError(t, js.SetScreensharing(ctx, true))
+		require.Eventually(t, func() bool {
+			return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeScreenshare, 10)
+		}, deadline, 50*time.Millisecond, "no screen share track: %+v", obs.Tracks(alice.UserID))
+		require.NoError(t, js.SetScreensharing(ctx, false))
+	})
+
 	status := waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec status"))
 	require.Contains(t, status, "connected")
 	require.Contains(t, status, string(alice.UserID))
@@ -135,3 +165,20 @@ func TestRealClient(t *testing.T) {
 }
 
 func storageFilterAll() storage.ListFilter { return storage.ListFilter{} }
+
+// hasChange reports whether a stream change with that audio mute state was
+// reported after a mute was seen (for false) or at all (for true).
+func hasChange(obs *observer.Observer, user id.UserID, muted bool) bool {
+	sawMute := false
+	for _, c := range obs.Changes(user) {
+		if c.AudioMuted {
+			sawMute = true
+			if muted {
+				return true
+			}
+		} else if sawMute && !muted {
+			return true
+		}
+	}
+	return false
+}
