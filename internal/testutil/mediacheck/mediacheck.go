@@ -1,0 +1,118 @@
+// Package mediacheck checks recorded files with real tools: ffprobe, ffmpeg,
+// mkvmerge and opusinfo (Debian: ffmpeg, mkvtoolnix, opus-tools).
+package mediacheck
+
+import (
+	"bytes"
+	"math"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	require.NoError(t, err, "%s is required by the media checks: apt-get install -y ffmpeg mkvtoolnix opus-tools", name)
+
+	return p
+}
+
+// Run runs a media tool and returns its stdout and stderr.
+func Run(t testing.TB, name string, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(requireTool(t, name), args...) //nolint:gosec // test tools
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+
+	return stdout.String(), stderr.String(), err
+}
+
+// Duration is the container duration ffprobe reports, in seconds.
+func Duration(t testing.TB, path string) float64 {
+	t.Helper()
+	out, errOut, err := Run(t, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path)
+	require.NoError(t, err, errOut)
+	d, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	require.NoError(t, err, "ffprobe duration of %s: %q %s", path, out, errOut)
+
+	return d
+}
+
+// requireDecodesClean: ffmpeg -v error decodes the whole file without a message.
+func requireDecodesClean(t testing.TB, path string) {
+	t.Helper()
+	out, errOut, err := Run(t, "ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-")
+	require.NoError(t, err, errOut)
+	require.Empty(t, strings.TrimSpace(out+errOut), "ffmpeg reported problems decoding %s", path)
+}
+
+// requireSeeks: decoding from the middle works without messages and yields frames.
+func requireSeeks(t testing.TB, path string, at float64) {
+	t.Helper()
+	ss := strconv.FormatFloat(at, 'f', 3, 64)
+	out, errOut, err := Run(t, "ffmpeg", "-nostdin", "-v", "error", "-ss", ss, "-i", path, "-t", "0.5", "-f", "null", "-")
+	require.NoError(t, err, errOut)
+	require.Empty(t, strings.TrimSpace(out+errOut), "seeking to %s in %s", ss, path)
+	// and something is actually decoded after the seek point
+	out, errOut, err = Run(t, "ffprobe", "-v", "error", "-read_intervals", ss+"%+0.5", "-show_entries", "packet=pts_time", "-of", "csv=p=0", path)
+	require.NoError(t, err, errOut)
+	require.NotEmpty(t, strings.TrimSpace(out), "no packets after seeking to %s in %s", ss, path)
+}
+
+// MkvmergeCodecs lists the codecs mkvmerge recognises in a WebM.
+func MkvmergeCodecs(t testing.TB, path string) []string {
+	t.Helper()
+	out, errOut, err := Run(t, "mkvmerge", "-J", path)
+	require.NoError(t, err, "%s%s", out, errOut)
+	re := regexp.MustCompile(`"codec":\s*"([^"]+)"`)
+	var codecs []string
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		codecs = append(codecs, m[1])
+	}
+
+	return codecs
+}
+
+// requireOpusinfoClean: opusinfo reports no error or warning.
+func requireOpusinfoClean(t testing.TB, path string) {
+	t.Helper()
+	out, errOut, err := Run(t, "opusinfo", path)
+	require.NoError(t, err, "%s%s", out, errOut)
+	all := out + errOut
+	require.NotContains(t, all, "WARNING", "opusinfo %s:\n%s", path, all)
+	require.NotContains(t, all, "ERROR", "opusinfo %s:\n%s", path, all)
+}
+
+// Check runs every tool check on a produced file: ffprobe duration within
+// tolerance of want (seconds), a clean full decode, a seek to the middle,
+// mkvmerge recognising every track of a WebM, opusinfo clean on an Ogg.
+func Check(t testing.TB, path string, want, tolerance float64) {
+	t.Helper()
+	got := Duration(t, path)
+	require.InDelta(t, want, got, tolerance, "ffprobe duration of %s", path)
+	requireDecodesClean(t, path)
+	// the middle, on a 0.1 s grid (ffmpeg's null muxer complains about
+	// 1/30 s rounding ties when seeking exactly between two frames)
+	requireSeeks(t, path, math.Round(got*5)/10)
+	if strings.HasSuffix(path, ".webm") {
+		// mkvmerge recognises every track ffprobe sees (without OpusHead
+		// CodecPrivate it would not list the Opus track)
+		out, errOut, err := Run(t, "ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", path)
+		require.NoError(t, err, errOut)
+		names := map[string]string{"opus": "Opus", "vp8": "VP8", "vp9": "VP9"}
+		var want []string
+		for _, c := range strings.Fields(out) {
+			want = append(want, names[c])
+		}
+		require.NotEmpty(t, want)
+		require.ElementsMatch(t, want, MkvmergeCodecs(t, path), "mkvmerge -J tracks of %s", path)
+	} else {
+		requireOpusinfoClean(t, path)
+	}
+}
