@@ -165,7 +165,6 @@ func run(t testing.TB, name string, args ...string) (string, string, error) {
 
 func mkvmergeCodecs(t testing.TB, path string) []string { return mediacheck.MkvmergeCodecs(t, path) }
 
-
 // checkFile runs every tool check on a produced file; want is the expected
 // duration (the RTP span written).
 func checkFile(t testing.TB, path string, want float64) { mediacheck.Check(t, path, want, 0.1) }
