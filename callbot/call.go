@@ -20,9 +20,9 @@ import (
 
 const (
 	tickInterval = 100 * time.Millisecond
-	// unverifiedHold is how long a signal from a device not (yet) in the
+	// DefaultSignalHold is how long a signal from a device not (yet) in the
 	// member state waits for that state before it is dropped.
-	unverifiedHold = 10 * time.Second
+	DefaultSignalHold = 10 * time.Second
 	// leaveFlushTimeout bounds how long leaving waits for hangups to go out.
 	leaveFlushTimeout = 5 * time.Second
 	callQueueSize     = 1024
@@ -358,6 +358,7 @@ func (c *Call) send(p *peer, msg signaling.Message) {
 func (c *Call) deliver(ctx context.Context, out signaling.Output, now time.Time) {
 	for _, d := range out.Drops {
 		zerolog.Ctx(ctx).Info().Err(d.Err).Object("message", d.Envelope).Msg("Dropped call signalling message")
+		c.m.countIgnored(IgnoredInbox)
 	}
 	for _, env := range out.Deliver {
 		c.process(ctx, env, now)
@@ -372,12 +373,14 @@ func (c *Call) handleSignal(ctx context.Context, rcv e2ee.Received, now time.Tim
 	msg, err := signaling.Parse(rcv.Type.Type, rcv.Content)
 	if err != nil {
 		log.Warn().Err(err).Msg("Rejected malformed call signalling message")
+		c.m.countIgnored(IgnoredMalformed)
 		return
 	}
 	base := msg.Common()
 	if rcv.Encrypted && rcv.SenderDevice != base.DeviceID {
 		log.Warn().Stringer("olm_device", rcv.SenderDevice).Stringer("claimed_device", base.DeviceID).
 			Msg("Ignored encrypted call event whose device_id is not the Olm sender device")
+		c.m.countIgnored(IgnoredWrongOlmDevice)
 		return
 	}
 	if base.ConfID != c.conf.ConfID {
@@ -403,10 +406,12 @@ func (c *Call) admit(ctx context.Context, ps pendingSignal, now time.Time) {
 		if !c.m.as.AS.StateStore.IsInRoom(ctx, c.roomID, ps.rcv.Sender) {
 			zerolog.Ctx(ctx).Warn().Stringer("from", key).Str("event_type", ps.rcv.Type.Type).
 				Msg("Ignored call event from a user who is not in the room")
+			c.m.countIgnored(IgnoredNotInRoom)
 			return
 		}
 		if len(c.unverified) >= maxPendingSignals {
 			zerolog.Ctx(ctx).Warn().Stringer("from", key).Msg("Ignored call event: too many events from unlisted devices")
+			c.m.countIgnored(IgnoredNotInCall)
 			return
 		}
 		c.unverified = append(c.unverified, ps)
@@ -433,10 +438,11 @@ func (c *Call) retryUnverified(ctx context.Context, now time.Time) {
 			c.unverified = append(c.unverified, ps)
 		case c.isParticipant(key, ps.msg.Common().SenderSessionID):
 			c.deliver(ctx, c.inbox.Push(signaling.Envelope{Sender: ps.rcv.Sender, Message: ps.msg}, now), now)
-		case now.Sub(ps.at) > unverifiedHold:
+		case now.Sub(ps.at) > c.m.signalHold:
 			zerolog.Ctx(ctx).Warn().Stringer("from", key).Str("event_type", ps.rcv.Type.Type).
 				Str("session_id", string(ps.msg.Common().SenderSessionID)).
 				Msg("Ignored call event from a device that is not in the call")
+			c.m.countIgnored(IgnoredNotInCall)
 		default:
 			blocked[key] = true
 			c.unverified = append(c.unverified, ps)

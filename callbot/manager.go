@@ -45,17 +45,20 @@ type Options struct {
 	CryptoDB  *dbutil.Database
 	PickleKey []byte
 	Sink      Sink
+	// SignalHold overrides DefaultSignalHold (tests).
+	SignalHold time.Duration
 }
 
 // Manager owns every joined call and the virtual users' crypto devices.
 type Manager struct {
-	cfg       *config.Config
-	as        *appservice.Service
-	cryptoDB  *dbutil.Database
-	pickleKey []byte
-	sink      Sink
-	api       *webrtc.API
-	closeAPI  func() error
+	cfg        *config.Config
+	as         *appservice.Service
+	cryptoDB   *dbutil.Database
+	pickleKey  []byte
+	sink       Sink
+	signalHold time.Duration
+	api        *webrtc.API
+	closeAPI   func() error
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
@@ -70,6 +73,34 @@ type Manager struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	wg       sync.WaitGroup
+
+	statsLock sync.Mutex
+	ignored   map[IgnoreReason]int64
+}
+
+// IgnoreReason says why a to-device call event was not acted on.
+type IgnoreReason string
+
+// Reasons for ignoring call signalling.
+const (
+	IgnoredMalformed      IgnoreReason = "malformed"
+	IgnoredWrongOlmDevice IgnoreReason = "olm_device_mismatch"
+	IgnoredNotInRoom      IgnoreReason = "sender_not_in_room"
+	IgnoredNotInCall      IgnoreReason = "device_not_in_call"
+	IgnoredInbox          IgnoreReason = "inbox_drop" // wrong session/conf, duplicate seq, unknown call
+)
+
+func (m *Manager) countIgnored(reason IgnoreReason) {
+	m.statsLock.Lock()
+	defer m.statsLock.Unlock()
+	m.ignored[reason]++
+}
+
+// Ignored returns how many call events were ignored for a reason.
+func (m *Manager) Ignored(reason IgnoreReason) int64 {
+	m.statsLock.Lock()
+	defer m.statsLock.Unlock()
+	return m.ignored[reason]
 }
 
 // New builds the manager and registers its room event handlers and the
@@ -85,15 +116,18 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: opts.Config, as: opts.AS, cryptoDB: opts.CryptoDB, pickleKey: opts.PickleKey, sink: sink,
-		api: api, closeAPI: closer,
+		api: api, closeAPI: closer, signalHold: opts.SignalHold,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
-		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{},
+		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{}, ignored: map[IgnoreReason]int64{},
 	}
 	for _, t := range []string{signaling.StateGroupCall.Type, signaling.StateGroupCallStable.Type,
 		signaling.StateCallMember.Type, signaling.StateCallMemberStable.Type} {
 		opts.AS.On(event.Type{Type: t, Class: event.StateEventType}, m.handleRoomState)
 	}
 	opts.AS.On(event.StateMember, m.handleRoomState)
+	if m.signalHold <= 0 {
+		m.signalHold = DefaultSignalHold
+	}
 	m.registerCommands()
 	return m, nil
 }

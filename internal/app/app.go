@@ -59,6 +59,8 @@ type Options struct {
 	Observer callbot.Sink
 	// Create opens recording files (tests inject write errors).
 	Create recording.CreateFunc
+	// SignalHold overrides how long signals from unlisted devices wait.
+	SignalHold time.Duration
 }
 
 // New opens the database and builds every component; Start runs them.
@@ -109,7 +111,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if opts.Observer != nil {
 		sink = callbot.Tee{rec, opts.Observer}
 	}
-	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink})
+	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink, SignalHold: opts.SignalHold})
 	if err != nil {
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitStartup, Err: err}

@@ -18,6 +18,7 @@ import (
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/app"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	"github.com/matrix-recorder/recorder/recording"
 )
 
 // Options tunes the stack.
@@ -28,6 +29,8 @@ type Options struct {
 	DatabaseType, DatabaseURI string
 	// Observer receives everything the call bot receives.
 	Observer callbot.Sink
+	// Create opens recording files (inject write errors).
+	Create recording.CreateFunc
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -85,7 +88,7 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	rec, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer})
+	rec, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
 	require.NoError(t, err)
 	require.NoError(t, rec.Start(s.ctx))
 	s.App = rec

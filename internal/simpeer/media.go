@@ -1,0 +1,279 @@
+package simpeer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+)
+
+// Test media file names in Config.MediaDir (made by scripts/gen-testmedia.sh).
+const (
+	AudioFile  = "beeps-opus-48k-stereo.ogg"
+	VideoFile  = "vp8-320x240.ivf"
+	ScreenFile = "vp8-160x120.ivf"
+)
+
+const (
+	rtpMTU         = 1200
+	opusClockRate  = 48000
+	videoClockRate = 90000
+	// defaultOpusTicks is one 20 ms Opus frame.
+	defaultOpusTicks = 960
+)
+
+var (
+	opusCapability = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: opusClockRate, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
+	vp8Capability  = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: videoClockRate}
+)
+
+// frame is one encoded media frame and its duration in RTP clock ticks,
+// taken from the file (Ogg granule positions, IVF timestamps).
+type frame struct {
+	data  []byte
+	ticks uint32
+}
+
+// source loops a media file in real time into every attached local track.
+// All tracks get the same RTP packets (pion rewrites SSRC and payload type
+// per binding); RTP timestamps advance with the media, also while muted.
+type source struct {
+	kind       webrtc.RTPCodecType
+	capability webrtc.RTPCodecCapability
+	frames     []frame
+	payloader  func() rtp.Payloader
+
+	mu     sync.Mutex
+	tracks map[*webrtc.TrackLocalStaticRTP]struct{}
+
+	muted atomic.Bool
+	sent  atomic.Uint64
+}
+
+func (s *source) attach(t *webrtc.TrackLocalStaticRTP) {
+	s.mu.Lock()
+	s.tracks[t] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *source) detach(t *webrtc.TrackLocalStaticRTP) {
+	s.mu.Lock()
+	delete(s.tracks, t)
+	s.mu.Unlock()
+}
+
+func (s *source) snapshot() []*webrtc.TrackLocalStaticRTP {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*webrtc.TrackLocalStaticRTP, 0, len(s.tracks))
+	for t := range s.tracks {
+		out = append(out, t)
+	}
+	return out
+}
+
+// run paces the frames in real time until ctx ends. While muted it sends
+// nothing but keeps the RTP clock running.
+func (s *source) run(ctx context.Context) {
+	pk := rtp.NewPacketizer(rtpMTU, 0, 0, s.payloader(), rtp.NewRandomSequencer(), s.capability.ClockRate)
+	start := time.Now()
+	var mediaTime time.Duration
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i := 0; ; i = (i + 1) % len(s.frames) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		f := s.frames[i]
+		if s.muted.Load() {
+			pk.SkipSamples(f.ticks)
+		} else {
+			pkts := pk.Packetize(f.data, f.ticks)
+			for _, t := range s.snapshot() {
+				for _, p := range pkts {
+					// Errors come from bindings of closed connections; they
+					// are detached by their call.
+					_ = t.WriteRTP(p)
+				}
+			}
+			s.sent.Add(uint64(len(pkts)))
+		}
+		mediaTime += time.Duration(f.ticks) * time.Second / time.Duration(s.capability.ClockRate)
+		timer.Reset(time.Until(start.Add(mediaTime)))
+	}
+}
+
+func newSource(kind webrtc.RTPCodecType, capability webrtc.RTPCodecCapability, frames []frame, payloader func() rtp.Payloader) *source {
+	return &source{kind: kind, capability: capability, frames: frames, payloader: payloader, tracks: map[*webrtc.TrackLocalStaticRTP]struct{}{}}
+}
+
+func loadOpus(path string) (*source, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read audio: %w", err)
+	}
+	r, _, err := oggreader.NewWith(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open ogg %s: %w", path, err)
+	}
+	var frames []frame
+	prev := int64(-1)
+	for {
+		payload, hdr, err := r.ParseNextPage()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("failed to read ogg %s: %w", path, err)
+		}
+		if bytes.HasPrefix(payload, []byte("OpusTags")) || len(payload) == 0 {
+			continue
+		}
+		// The packet's own duration (TOC); granule positions are a fallback
+		// only, since the last page's granule is end-trimmed.
+		ticks := opusPacketTicks(payload)
+		granule := int64(hdr.GranulePosition)
+		if ticks == 0 {
+			ticks = defaultOpusTicks
+			if prev >= 0 && granule > prev && granule-prev <= opusClockRate {
+				ticks = uint32(granule - prev)
+			}
+		}
+		prev = granule
+		frames = append(frames, frame{data: payload, ticks: ticks})
+	}
+	if len(frames) == 0 {
+		return nil, fmt.Errorf("no audio frames in %s", path)
+	}
+	return newSource(webrtc.RTPCodecTypeAudio, opusCapability, frames, func() rtp.Payloader { return &codecs.OpusPayloader{} }), nil
+}
+
+// opusPacketTicks is the duration of an Opus packet in 48 kHz ticks from its
+// TOC byte (RFC 6716 §3.1); 0 if the packet is malformed.
+func opusPacketTicks(pkt []byte) uint32 {
+	if len(pkt) == 0 {
+		return 0
+	}
+	toc := pkt[0]
+	config := toc >> 3
+	var frame uint32 // ticks per frame
+	switch {
+	case config < 12: // SILK: 10, 20, 40, 60 ms
+		frame = []uint32{480, 960, 1920, 2880}[config%4]
+	case config < 16: // hybrid: 10, 20 ms
+		frame = []uint32{480, 960}[config%2]
+	default: // CELT: 2.5, 5, 10, 20 ms
+		frame = []uint32{120, 240, 480, 960}[config%4]
+	}
+	var count uint32
+	switch toc & 3 {
+	case 0:
+		count = 1
+	case 1, 2:
+		count = 2
+	default:
+		if len(pkt) < 2 {
+			return 0
+		}
+		count = uint32(pkt[1] & 0x3f)
+	}
+	return frame * count
+}
+
+func loadVP8(path string) (*source, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read video: %w", err)
+	}
+	r, fh, err := ivfreader.NewWith(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open ivf %s: %w", path, err)
+	}
+	if fh.TimebaseDenominator == 0 || fh.TimebaseNumerator == 0 {
+		return nil, fmt.Errorf("bad ivf timebase in %s", path)
+	}
+	type raw struct {
+		data []byte
+		pts  uint64
+	}
+	var raws []raw
+	for {
+		payload, hdr, err := r.ParseNextFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("failed to read ivf %s: %w", path, err)
+		}
+		// pion's reader reports pts*den/num; undo that to get the pts in
+		// timebase units (num/den seconds).
+		raws = append(raws, raw{payload, hdr.Timestamp * uint64(fh.TimebaseNumerator) / uint64(fh.TimebaseDenominator)})
+	}
+	if len(raws) == 0 {
+		return nil, fmt.Errorf("no video frames in %s", path)
+	}
+	toTicks := func(d uint64) uint32 {
+		return uint32(d * videoClockRate * uint64(fh.TimebaseNumerator) / uint64(fh.TimebaseDenominator))
+	}
+	frames := make([]frame, len(raws))
+	last := uint32(videoClockRate / 30)
+	for i, rf := range raws {
+		ticks := last
+		if i+1 < len(raws) && raws[i+1].pts > rf.pts {
+			ticks = toTicks(raws[i+1].pts - rf.pts)
+		}
+		last = ticks
+		frames[i] = frame{data: rf.data, ticks: ticks}
+	}
+	return newSource(webrtc.RTPCodecTypeVideo, vp8Capability, frames, func() rtp.Payloader { return &codecs.VP8Payloader{EnablePictureID: true} }), nil
+}
+
+// newAPI builds a pion API for loopback-only ICE: UDP4, 127.0.0.1 only, no
+// mDNS; Opus, VP8 and VP9 with the default interceptors (NACK, RTCP
+// reports, TWCC).
+func newAPI() (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	videoFB := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBNACK}, {Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"}, {Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"}}
+	for _, c := range []struct {
+		p webrtc.RTPCodecParameters
+		k webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{RTPCodecCapability: opusCapability, PayloadType: 111}, webrtc.RTPCodecTypeAudio},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: videoClockRate, RTCPFeedback: videoFB}, PayloadType: 96}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: videoClockRate, SDPFmtpLine: "profile-id=0", RTCPFeedback: videoFB}, PayloadType: 98}, webrtc.RTPCodecTypeVideo},
+	} {
+		if err := m.RegisterCodec(c.p, c.k); err != nil {
+			return nil, fmt.Errorf("failed to register %s: %w", c.p.MimeType, err)
+		}
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, fmt.Errorf("failed to register interceptors: %w", err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return isLoopbackInterface(name) })
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+func isLoopbackInterface(name string) bool {
+	iface, err := net.InterfaceByName(name)
+	return err == nil && iface.Flags&net.FlagLoopback != 0
+}
