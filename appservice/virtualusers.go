@@ -84,6 +84,8 @@ type VirtualUsers struct {
 	SyncTimeout time.Duration
 	// MaxBackoff caps the wait between failed syncs.
 	MaxBackoff time.Duration
+	// OnSyncError, if set, is called for every failed sync (metrics).
+	OnSyncError func()
 }
 
 func newVirtualUsers(s *Service, store DeviceStore) *VirtualUsers {
@@ -265,6 +267,9 @@ func (vu *VirtualUser) syncLoop(ctx context.Context, since string) {
 				return
 			}
 			failures++
+			if vu.vm.OnSyncError != nil {
+				vu.vm.OnSyncError()
+			}
 			if errors.Is(err, mautrix.MUnknownToken) {
 				log.Warn().Msg("Access token was invalidated, logging in again")
 				if relogErr := vu.relogin(ctx); relogErr != nil {

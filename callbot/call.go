@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,6 +33,7 @@ const (
 // Call is one joined group call. Its run goroutine owns every field below
 // the channel; other goroutines only post messages.
 type Call struct {
+	id     string
 	m      *Manager
 	roomID id.RoomID
 	vu     *appservice.VirtualUser
@@ -60,8 +62,10 @@ type Call struct {
 
 	sendQ     chan outgoing
 	senderCtx context.CancelFunc
-	readers   sync.WaitGroup
-	leaving   bool
+	// firstPacket is set by the first track reader that gets a packet.
+	firstPacket atomic.Bool
+	readers     sync.WaitGroup
+	leaving     bool
 }
 
 type attemptState struct {
@@ -118,6 +122,7 @@ func (c *Call) post(msg any) {
 
 // CallStatus is a snapshot of a joined call.
 type CallStatus struct {
+	ID        string              `json:"id"`
 	RoomID    id.RoomID           `json:"room_id"`
 	ConfID    signaling.ConfID    `json:"conf_id"`
 	UserID    id.UserID           `json:"user_id"`
@@ -128,7 +133,7 @@ type CallStatus struct {
 }
 
 func (c *Call) status() CallStatus {
-	st := CallStatus{RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.vu.UserID, DeviceID: c.vu.DeviceID,
+	st := CallStatus{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.vu.UserID, DeviceID: c.vu.DeviceID,
 		SessionID: c.session, JoinedAt: c.joinedAt, Peers: []PeerStatus{}}
 	for _, p := range c.peers {
 		st.Peers = append(st.Peers, p.status())
@@ -140,7 +145,7 @@ func (c *Call) status() CallStatus {
 }
 
 func (c *Call) info() CallInfo {
-	return CallInfo{RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.vu.UserID, DeviceID: c.vu.DeviceID,
+	return CallInfo{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.vu.UserID, DeviceID: c.vu.DeviceID,
 		SessionID: c.session, JoinedAt: c.joinedAt}
 }
 
@@ -168,6 +173,10 @@ func (c *Call) run(ctx context.Context) {
 	}
 	log.Info().Str("conf_id", string(c.conf.ConfID)).Stringer("device_id", c.vu.DeviceID).Str("session_id", string(c.session)).Msg("Joined group call")
 	c.m.sink.CallJoined(ctx, c.info())
+	if c.m.met != nil {
+		c.m.met.ActiveCalls.Inc()
+		defer c.m.met.ActiveCalls.Dec()
+	}
 	c.reconcile(ctx, time.Now())
 
 	ticker := time.NewTicker(tickInterval)

@@ -3,16 +3,13 @@
 package callbot_test
 
 import (
-	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
-	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -24,62 +21,6 @@ import (
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 )
-
-var mediaDir = filepath.Join("..", "testdata", "media")
-
-type simOpts struct {
-	encrypt    bool
-	createCall bool
-	video      bool
-	tweak      func(*simpeer.Config)
-}
-
-// sim registers a user, joins it to the room and starts a simulated
-// participant in the room's call.
-func sim(t *testing.T, s *stack.Stack, roomID id.RoomID, cli *mautrix.Client, o simOpts) *simpeer.Participant {
-	t.Helper()
-	ctx := s.Ctx()
-	_, err := cli.JoinRoomByID(ctx, roomID)
-	require.NoError(t, err)
-	cfg := simpeer.Config{Client: cli, RoomID: roomID, CreateCall: o.createCall, Video: o.video, MediaDir: mediaDir,
-		SyncTimeout: time.Second}
-	if o.encrypt {
-		db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "sim.db")+"?_txlock=immediate", "sqlite3-fk-wal")
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = db.Close() })
-		cfg.Encrypt, cfg.CryptoDB, cfg.PickleKey = true, db, []byte("sim-pickle-key-"+cli.UserID.Localpart())
-	}
-	if o.tweak != nil {
-		o.tweak(&cfg)
-	}
-	p, err := simpeer.New(ctx, cfg)
-	require.NoError(t, err)
-	p.Start(ctx)
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = p.Stop(stopCtx)
-	})
-	require.NoError(t, p.Join(ctx)) // with SkipMemberEvent it calls without a member event
-	return p
-}
-
-// botKey waits for the recorder to be in the room's call and returns its device.
-func botKey(t *testing.T, s *stack.Stack, roomID id.RoomID) signaling.DeviceKey {
-	t.Helper()
-	var st callbot.CallStatus
-	require.Eventually(t, func() bool {
-		var err error
-		st, err = s.App.Calls.Status(s.Ctx(), roomID)
-		return err == nil
-	}, deadline, 50*time.Millisecond, "recorder did not join")
-	return signaling.DeviceKey{UserID: st.UserID, DeviceID: st.DeviceID}
-}
-
-func connectedTo(p *simpeer.Participant, bot signaling.DeviceKey) (simpeer.CallInfo, bool) {
-	c, ok := p.Snapshot().Current(bot)
-	return c, ok && c.State == simpeer.StateConnected
-}
 
 func peerOf(t *testing.T, s *stack.Stack, roomID id.RoomID, user id.UserID) (callbot.PeerStatus, bool) {
 	t.Helper()
@@ -110,22 +51,21 @@ func TestBotInCall(t *testing.T) {
 	obs := observer.New()
 	s := stack.Start(t, stack.Options{Observer: obs})
 	ctx := s.Ctx()
-	bot := s.App.AS.BotUserID()
 	alice := s.HS.RegisterUser(ctx, t, "alice") // sorts below @recorder_1: alice calls the bot
 	zoe := s.HS.RegisterUser(ctx, t, "zoe")     // sorts above: the bot calls zoe
 	bob := s.HS.RegisterUser(ctx, t, "bob")
-	roomID := callRoom(ctx, t, s, alice, zoe.UserID, bob.UserID)
+	roomID := s.CallRoom(t, alice, zoe.UserID, bob.UserID)
 
-	pa := sim(t, s, roomID, alice, simOpts{encrypt: true, createCall: true, video: true})
-	pz := sim(t, s, roomID, zoe, simOpts{video: true})
-	require.Contains(t, waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec start")), "Joining")
-	key := botKey(t, s, roomID)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{Encrypt: true, CreateCall: true, Video: true})
+	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	key := s.BotKey(t, roomID)
 
 	var ca, cz simpeer.CallInfo
 	require.Eventually(t, func() bool {
 		var okA, okZ bool
-		ca, okA = connectedTo(pa, key)
-		cz, okZ = connectedTo(pz, key)
+		ca, okA = stack.ConnectedTo(pa, key)
+		cz, okZ = stack.ConnectedTo(pz, key)
 		return okA && okZ
 	}, deadline, 50*time.Millisecond, "peers did not connect to the bot")
 	require.True(t, ca.Outbound, "alice (lower id) places the call to the bot")
@@ -141,8 +81,8 @@ func TestBotInCall(t *testing.T) {
 	}
 
 	t.Run("a peer joins after the bot", func(t *testing.T) {
-		pb := sim(t, s, roomID, bob, simOpts{})
-		require.Eventually(t, func() bool { _, ok := connectedTo(pb, key); return ok }, deadline, 50*time.Millisecond)
+		pb := s.Sim(t, roomID, bob, stack.SimOptions{})
+		require.Eventually(t, func() bool { _, ok := stack.ConnectedTo(pb, key); return ok }, deadline, 50*time.Millisecond)
 		requireMedia(t, obs, bob.UserID, false)
 	})
 
@@ -169,7 +109,7 @@ func TestBotInCall(t *testing.T) {
 			p, ok := peerOf(t, s, roomID, alice.UserID)
 			return ok && p.SessionID == newSession && p.State == callbot.PeerConnected
 		}, deadline, 50*time.Millisecond, "bot did not reconnect to the new session")
-		c, ok := connectedTo(pa, key)
+		c, ok := stack.ConnectedTo(pa, key)
 		require.True(t, ok)
 		require.NotEqual(t, old.CallID, c.CallID)
 	})
@@ -199,14 +139,13 @@ func TestGlare(t *testing.T) {
 	obs := observer.New()
 	s := stack.Start(t, stack.Options{Observer: obs})
 	ctx := s.Ctx()
-	bot := s.App.AS.BotUserID()
 	alice := s.HS.RegisterUser(ctx, t, "alice")
 	zed := s.HS.RegisterUser(ctx, t, "zed") // the bot is responsible for calling zed
-	roomID := callRoom(ctx, t, s, alice, zed.UserID)
-	sim(t, s, roomID, alice, simOpts{createCall: true})
-	pz := sim(t, s, roomID, zed, simOpts{tweak: func(c *simpeer.Config) { c.InviteAll, c.HoldInvites = true, true }})
-	require.Contains(t, waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec start")), "Joining")
-	key := botKey(t, s, roomID)
+	roomID := s.CallRoom(t, alice, zed.UserID)
+	s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	pz := s.Sim(t, roomID, zed, stack.SimOptions{Tweak: func(c *simpeer.Config) { c.InviteAll, c.HoldInvites = true, true }})
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	key := s.BotKey(t, roomID)
 	// zed prepares its own invite to the bot as soon as it sees the bot; send
 	// it while the bot's invite to zed is in flight or pending.
 	require.Eventually(t, func() bool {
@@ -222,7 +161,7 @@ func TestGlare(t *testing.T) {
 	var survivor simpeer.CallInfo
 	require.Eventually(t, func() bool {
 		var ok bool
-		survivor, ok = connectedTo(pz, key)
+		survivor, ok = stack.ConnectedTo(pz, key)
 		p, botOK := peerOf(t, s, roomID, zed.UserID)
 		return ok && botOK && p.State == callbot.PeerConnected && p.CallID == survivor.CallID
 	}, deadline, 50*time.Millisecond, "no single surviving call")
@@ -243,20 +182,19 @@ func TestGlare(t *testing.T) {
 func TestSpoofedSignalling(t *testing.T) {
 	s := stack.Start(t, stack.Options{})
 	ctx := s.Ctx()
-	bot := s.App.AS.BotUserID()
 	alice := s.HS.RegisterUser(ctx, t, "alice")
 	mallory := s.HS.RegisterUser(ctx, t, "mallory")
 	eve := s.HS.RegisterUser(ctx, t, "eve")
 	outsider := s.HS.RegisterUser(ctx, t, "outsider")
-	roomID := callRoom(ctx, t, s, alice, mallory.UserID, eve.UserID)
-	sim(t, s, roomID, alice, simOpts{createCall: true})
-	require.Contains(t, waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec start")), "Joining")
-	key := botKey(t, s, roomID)
+	roomID := s.CallRoom(t, alice, mallory.UserID, eve.UserID)
+	s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	key := s.BotKey(t, roomID)
 	calls := s.App.Calls
 
 	t.Run("user in the room but not in the call", func(t *testing.T) {
 		before := calls.Ignored(callbot.IgnoredNotInCall)
-		sim(t, s, roomID, mallory, simOpts{tweak: func(c *simpeer.Config) { c.SkipMemberEvent, c.InviteAll = true, true }})
+		s.Sim(t, roomID, mallory, stack.SimOptions{Tweak: func(c *simpeer.Config) { c.SkipMemberEvent, c.InviteAll = true, true }})
 		require.Eventually(t, func() bool { return calls.Ignored(callbot.IgnoredNotInCall) > before }, deadline, 50*time.Millisecond)
 		_, ok := peerOf(t, s, roomID, mallory.UserID)
 		require.False(t, ok)
@@ -264,7 +202,7 @@ func TestSpoofedSignalling(t *testing.T) {
 
 	t.Run("Olm sender device differs from the claimed device", func(t *testing.T) {
 		before := calls.Ignored(callbot.IgnoredWrongOlmDevice)
-		sim(t, s, roomID, eve, simOpts{encrypt: true, tweak: func(c *simpeer.Config) { c.ClaimDeviceID, c.InviteAll = "FORGEDDEV", true }})
+		s.Sim(t, roomID, eve, stack.SimOptions{Encrypt: true, Tweak: func(c *simpeer.Config) { c.ClaimDeviceID, c.InviteAll = "FORGEDDEV", true }})
 		require.Eventually(t, func() bool { return calls.Ignored(callbot.IgnoredWrongOlmDevice) > before }, deadline, 50*time.Millisecond)
 		_, ok := peerOf(t, s, roomID, eve.UserID)
 		require.False(t, ok)
@@ -309,7 +247,7 @@ func TestPowerLevelsForbidJoining(t *testing.T) {
 	}, deadline, 50*time.Millisecond)
 	_, err := alice.SendStateEvent(ctx, roomID, signaling.StateGroupCall, "conf1", map[string]any{"m.intent": "m.room", "m.type": "m.video"})
 	require.NoError(t, err)
-	command(ctx, t, alice, roomID, "!rec start")
+	s.Command(t, alice, roomID, "!rec start")
 	require.Eventually(t, func() bool {
 		resp, err := alice.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 20)
 		if err != nil {

@@ -3,71 +3,22 @@
 package callbot_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
-	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
 	"github.com/matrix-recorder/recorder/internal/testutil/jsclient"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/storage"
 )
 
-const deadline = 30 * time.Second
-
-// callRoom makes a room whose members may join calls, with the bot in it.
-func callRoom(ctx context.Context, t *testing.T, s *stack.Stack, creator *mautrix.Client, invite ...id.UserID) id.RoomID {
-	t.Helper()
-	bot := s.App.AS.BotUserID()
-	roomID := s.HS.CreateRoom(ctx, t, creator, homeserver.RoomOptions{
-		Name: "Call", Invite: append([]id.UserID{bot}, invite...), CallPowerLevelsZero: true,
-	})
-	require.Eventually(t, func() bool {
-		var m event.MemberEventContent
-		return creator.StateEvent(ctx, roomID, event.StateMember, string(bot), &m) == nil && m.Membership == event.MembershipJoin
-	}, deadline, 50*time.Millisecond, "bot did not join the room")
-	return roomID
-}
-
-func command(ctx context.Context, t *testing.T, cli *mautrix.Client, roomID id.RoomID, text string) id.EventID {
-	t.Helper()
-	resp, err := cli.SendText(ctx, roomID, text)
-	require.NoError(t, err)
-	return resp.EventID
-}
-
-// waitReply waits for the bot's notice replying to evtID and returns its body.
-func waitReply(ctx context.Context, t *testing.T, cli *mautrix.Client, roomID id.RoomID, bot id.UserID, evtID id.EventID) string {
-	t.Helper()
-	var body string
-	require.Eventually(t, func() bool {
-		resp, err := cli.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 50)
-		if err != nil {
-			return false
-		}
-		for _, evt := range resp.Chunk {
-			if evt.Sender != bot || evt.Type != event.EventMessage {
-				continue
-			}
-			_ = evt.Content.ParseRaw(evt.Type)
-			if msg := evt.Content.AsMessage(); msg.RelatesTo.GetReplyTo() == evtID {
-				body = msg.Body
-				return true
-			}
-		}
-		return false
-	}, deadline, 50*time.Millisecond, "no reply from the bot")
-	return body
-}
+const deadline = stack.Deadline
 
 // TestRealClient: matrix-js-sdk 43 in headless Chromium and the bot in one
 // call; the bot receives its audio and video.
@@ -75,15 +26,14 @@ func TestRealClient(t *testing.T) {
 	obs := observer.New()
 	s := stack.Start(t, stack.Options{Observer: obs})
 	ctx := s.Ctx()
-	bot := s.App.AS.BotUserID()
 	alice := s.HS.RegisterUser(ctx, t, "alice")
-	roomID := callRoom(ctx, t, s, alice)
+	roomID := s.CallRoom(t, alice)
 
 	js := jsclient.Start(t, jsclient.Options{HomeserverURL: s.HS.URL, UserID: alice.UserID, AccessToken: alice.AccessToken,
 		DeviceID: alice.DeviceID, RoomID: roomID, Video: true})
 
 	start := time.Now()
-	reply := waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec start"))
+	reply := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start"))
 	require.Contains(t, reply, "Joining the call")
 	recorder := s.App.AS.Users.UserID("1")
 
@@ -135,11 +85,11 @@ func TestRealClient(t *testing.T) {
 		require.NoError(t, js.SetScreensharing(ctx, false))
 	})
 
-	status := waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec status"))
+	status := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec status"))
 	require.Contains(t, status, "connected")
 	require.Contains(t, status, string(alice.UserID))
 
-	reply = waitReply(ctx, t, alice, roomID, bot, command(ctx, t, alice, roomID, "!rec stop"))
+	reply = s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop"))
 	require.Contains(t, reply, "Left the call")
 	js.WaitFor(t, deadline, "recorder gone from the call", func(st *jsclient.State) bool {
 		for _, p := range st.Participants {

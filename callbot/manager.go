@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-recorder/recorder/callbot/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/metrics"
 )
 
 // Sentinel errors of this package.
@@ -47,6 +48,8 @@ type Options struct {
 	Sink      Sink
 	// SignalHold overrides DefaultSignalHold (tests).
 	SignalHold time.Duration
+	// Metrics, if set, are updated with calls, peer states and timings.
+	Metrics *metrics.Metrics
 }
 
 // Manager owns every joined call and the virtual users' crypto devices.
@@ -57,6 +60,7 @@ type Manager struct {
 	pickleKey  []byte
 	sink       Sink
 	signalHold time.Duration
+	met        *metrics.Metrics
 	api        *webrtc.API
 	closeAPI   func() error
 
@@ -116,7 +120,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: opts.Config, as: opts.AS, cryptoDB: opts.CryptoDB, pickleKey: opts.PickleKey, sink: sink,
-		api: api, closeAPI: closer, signalHold: opts.SignalHold,
+		api: api, closeAPI: closer, signalHold: opts.SignalHold, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
 		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{}, ignored: map[IgnoreReason]int64{},
 	}
@@ -274,7 +278,7 @@ func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error
 		defer m.wg.Done()
 		c.run(log.WithContext(m.bgCtx))
 	}()
-	return CallStatus{RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.vu.DeviceID, SessionID: c.session, JoinedAt: c.joinedAt}, nil
+	return CallStatus{ID: c.id, RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.vu.DeviceID, SessionID: c.session, JoinedAt: c.joinedAt}, nil
 }
 
 // reserve picks the lowest-numbered free virtual user for the room.
@@ -354,12 +358,14 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 		return nil, err
 	}
 	session := signaling.SessionID(random.String(16))
+	now := time.Now()
 	c := &Call{
-		m: m, roomID: roomID, vu: vu, dev: dev, msgs: make(chan any, callQueueSize), done: make(chan struct{}),
+		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		m:  m, roomID: roomID, vu: vu, dev: dev, msgs: make(chan any, callQueueSize), done: make(chan struct{}),
 		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
 		outbox:   signaling.NewOutbox(vu.DeviceID, session),
 		inbox:    signaling.NewInbox(signaling.InboxConfig{SessionID: session, Confs: []signaling.ConfID{conf.ConfID}}),
-		joinedAt: time.Now(), memberEvents: map[id.UserID]*event.Event{},
+		joinedAt: now, memberEvents: map[id.UserID]*event.Event{},
 		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
 		byCallID: map[signaling.CallID]*peer{}, attempts: map[signaling.DeviceKey]*attemptState{},
 		sendQ: make(chan outgoing, callQueueSize),
@@ -519,4 +525,11 @@ func formatStatus(st CallStatus) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// peerState moves a peer connection between states in the metrics.
+func (m *Manager) peerState(from, to string) {
+	if m.met != nil {
+		m.met.PeerStateChanged(from, to)
+	}
 }

@@ -42,14 +42,17 @@ type peer struct {
 	remoteMeta    signaling.StreamMetadata
 
 	tracks map[string]*RemoteTrack // by track id
+	// pcState is the last connection state, for the metrics.
+	pcState string
 }
 
-func (p *peer) requestKeyframe(ssrc webrtc.SSRC) func() {
+func (p *peer) requestKeyframe(ssrc webrtc.SSRC, counted func()) func() {
 	pc := p.pc
 	return func() {
 		if pc.ConnectionState() == webrtc.PeerConnectionStateClosed {
 			return
 		}
+		counted()
 		_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}})
 	}
 }

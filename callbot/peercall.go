@@ -58,6 +58,8 @@ func (c *Call) newPeer(ctx context.Context, part signaling.Participant, callID s
 	})
 	c.peers[p.key] = p
 	c.byCallID[callID] = p
+	p.pcState = webrtc.PeerConnectionStateNew.String()
+	c.m.peerState("", p.pcState)
 	return p, nil
 }
 
@@ -254,6 +256,8 @@ func (c *Call) handlePeerEvent(ctx context.Context, msg peerEventMsg, now time.T
 		c.flushCandidates(ctx, p)
 	case peerConnState:
 		log.Debug().Str("state", msg.pcs).Msg("Peer connection state changed")
+		c.m.peerState(p.pcState, msg.pcs)
+		p.pcState = msg.pcs
 		switch msg.pcs {
 		case webrtc.PeerConnectionStateConnected.String():
 			if p.state != PeerConnected {
@@ -313,6 +317,10 @@ func (c *Call) dropPeer(p *peer) {
 		delete(c.peers, p.key)
 	}
 	delete(c.byCallID, p.info.CallID)
+	if p.pcState != "" {
+		c.m.peerState(p.pcState, "closed")
+		p.pcState = ""
+	}
 	c.inbox.ForgetCall(p.info.CallID)
 	c.outbox.Forget(p.info.CallID)
 	pc := p.pc
@@ -348,7 +356,11 @@ func (c *Call) startTrack(ctx context.Context, p *peer, tr *trackArrival) {
 		Codec: tr.track.Codec(), SSRC: tr.track.SSRC(), Purpose: p.purposeOf(tr.track.StreamID()), Started: tr.at,
 	}
 	if rt.Kind == webrtc.RTPCodecTypeVideo {
-		rt.RequestKeyframe = p.requestKeyframe(rt.SSRC)
+		rt.RequestKeyframe = p.requestKeyframe(rt.SSRC, func() {
+			if c.m.met != nil {
+				c.m.met.KeyframeRequests.Inc()
+			}
+		})
 	} else {
 		rt.RequestKeyframe = func() {}
 	}
@@ -362,7 +374,7 @@ func (c *Call) startTrack(ctx context.Context, p *peer, tr *trackArrival) {
 	c.readers.Add(2)
 	go func() {
 		defer c.readers.Done()
-		readRTP(tr.track, sink)
+		readRTP(tr.track, sink, c.onFirstPacket)
 	}()
 	go func() {
 		defer c.readers.Done()
@@ -372,14 +384,19 @@ func (c *Call) startTrack(ctx context.Context, p *peer, tr *trackArrival) {
 
 // readRTP feeds a track's packets to its sink until the track ends. The
 // packet is reused between reads.
-func readRTP(track *webrtc.TrackRemote, sink TrackSink) {
+func readRTP(track *webrtc.TrackRemote, sink TrackSink, onFirst func()) {
 	if sink != nil {
 		defer sink.Close()
 	}
+	first := true
 	for {
 		pkt, _, err := track.ReadRTP()
 		if err != nil {
 			return
+		}
+		if first {
+			first = false
+			onFirst()
 		}
 		if sink != nil {
 			if err = sink.WriteRTP(pkt, time.Now()); err != nil {
@@ -389,6 +406,13 @@ func readRTP(track *webrtc.TrackRemote, sink TrackSink) {
 				sink = nil
 			}
 		}
+	}
+}
+
+// onFirstPacket records the time from joining to the call's first packet.
+func (c *Call) onFirstPacket() {
+	if c.firstPacket.CompareAndSwap(false, true) && c.m.met != nil {
+		c.m.met.JoinToFirstPacket.Observe(time.Since(c.joinedAt).Seconds())
 	}
 }
 

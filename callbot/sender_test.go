@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -83,4 +84,41 @@ func TestNewAPIOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, pc.Close())
 	require.NoError(t, closer())
+}
+
+type countingTrack struct {
+	fail           bool
+	writes, closes int
+}
+
+func (ct *countingTrack) WriteRTP(*rtp.Packet, time.Time) error {
+	ct.writes++
+	if ct.fail {
+		return errCallEnded
+	}
+	return nil
+}
+func (ct *countingTrack) SenderReport(uint64, uint32, time.Time) {}
+func (ct *countingTrack) Close()                                 { ct.closes++ }
+
+type trackSinkFunc func() TrackSink
+
+func (f trackSinkFunc) CallJoined(context.Context, CallInfo)                 {}
+func (f trackSinkFunc) CallLeft(context.Context, CallInfo, time.Time)        {}
+func (f trackSinkFunc) TrackStarted(context.Context, *RemoteTrack) TrackSink { return f() }
+func (f trackSinkFunc) StreamChanged(context.Context, StreamChange)          {}
+func (f trackSinkFunc) ParticipantLeft(context.Context, PeerInfo, time.Time) {}
+
+func TestTeeDropsOnlyTheFailingSink(t *testing.T) {
+	bad, good := &countingTrack{fail: true}, &countingTrack{}
+	tee := Tee{trackSinkFunc(func() TrackSink { return bad }), trackSinkFunc(func() TrackSink { return good })}
+	ts := tee.TrackStarted(context.Background(), &RemoteTrack{})
+	require.NoError(t, ts.WriteRTP(&rtp.Packet{}, time.Now()))
+	require.NoError(t, ts.WriteRTP(&rtp.Packet{}, time.Now()))
+	require.Equal(t, 1, bad.writes, "a failed sink gets no more packets")
+	require.Equal(t, 1, bad.closes)
+	require.Equal(t, 2, good.writes)
+	ts.Close()
+	require.Equal(t, 1, good.closes)
+	require.Equal(t, 1, bad.closes, "closed once")
 }

@@ -31,6 +31,8 @@ type Sink interface {
 
 // CallInfo identifies the recorder's presence in one group call.
 type CallInfo struct {
+	// ID is unique per joined call; the archive uses it as recording id.
+	ID        string
 	RoomID    id.RoomID
 	ConfID    signaling.ConfID
 	UserID    id.UserID
@@ -132,7 +134,7 @@ func (t Tee) TrackStarted(ctx context.Context, track *RemoteTrack) TrackSink {
 	if len(sinks) == 0 {
 		return nil
 	}
-	return sinks
+	return &sinks
 }
 
 // StreamChanged implements Sink.
@@ -149,26 +151,37 @@ func (t Tee) ParticipantLeft(ctx context.Context, p PeerInfo, at time.Time) {
 	}
 }
 
+// teeTrack feeds several track sinks; a sink that fails is closed and
+// dropped, the others go on. It fails only when none is left.
 type teeTrack []TrackSink
 
-func (tt teeTrack) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
-	var firstErr error
-	for _, s := range tt {
-		if err := s.WriteRTP(pkt, arrival); err != nil && firstErr == nil {
-			firstErr = err
+func (tt *teeTrack) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
+	var lastErr error
+	kept := (*tt)[:0]
+	for _, s := range *tt {
+		if err := s.WriteRTP(pkt, arrival); err != nil {
+			s.Close()
+			lastErr = err
+			continue
 		}
+		kept = append(kept, s)
 	}
-	return firstErr
+	*tt = kept
+	if len(kept) == 0 {
+		return lastErr
+	}
+	return nil
 }
 
-func (tt teeTrack) SenderReport(ntpTime uint64, rtpTime uint32, arrival time.Time) {
-	for _, s := range tt {
+func (tt *teeTrack) SenderReport(ntpTime uint64, rtpTime uint32, arrival time.Time) {
+	for _, s := range *tt {
 		s.SenderReport(ntpTime, rtpTime, arrival)
 	}
 }
 
-func (tt teeTrack) Close() {
-	for _, s := range tt {
+func (tt *teeTrack) Close() {
+	for _, s := range *tt {
 		s.Close()
 	}
+	*tt = nil
 }

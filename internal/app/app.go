@@ -18,8 +18,10 @@ import (
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/archive"
+	"github.com/matrix-recorder/recorder/internal/metrics"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
+	"github.com/matrix-recorder/recorder/web"
 )
 
 // Exit codes, mautrix-bridge style: each startup failure class has its own.
@@ -42,12 +44,14 @@ func (se *StartupError) Unwrap() error { return se.Err }
 
 // App is the whole running recorder.
 type App struct {
-	Config *config.Config
-	DB     *storage.DB
-	AS     *appservice.Service
-	Calls  *callbot.Manager
-	Store  storage.FileStore
-	Rec    *archive.Recorder
+	Config  *config.Config
+	DB      *storage.DB
+	AS      *appservice.Service
+	Calls   *callbot.Manager
+	Store   storage.FileStore
+	Rec     *archive.Recorder
+	Metrics *metrics.Metrics
+	Web     *web.Server
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -102,7 +106,9 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
 	}
-	rec, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create})
+	met := metrics.New()
+	svc.Users.OnSyncError = met.SyncErrors.Inc
+	rec, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met})
 	if err != nil {
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
@@ -111,12 +117,19 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if opts.Observer != nil {
 		sink = callbot.Tee{rec, opts.Observer}
 	}
-	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink, SignalHold: opts.SignalHold})
+	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink, SignalHold: opts.SignalHold, Metrics: met})
 	if err != nil {
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitStartup, Err: err}
 	}
-	return &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec}, nil
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec, Metrics: met}
+	if cfg.API.Listen != "" {
+		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
+			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Metrics: met, Ready: a.readyChecks(),
+		}))
+	}
+	return a, nil
 }
 
 // Start starts every component. The homeserver must be reachable: the bot is
@@ -131,6 +144,12 @@ func (app *App) Start(ctx context.Context) error {
 		return &StartupError{Code: ExitStartup, Err: err}
 	}
 	app.Calls.Start(ctx)
+	if app.Web != nil {
+		if err := app.Web.Start(ctx); err != nil {
+			return &StartupError{Code: ExitStartup, Err: fmt.Errorf("config key api.listen: %w", err)}
+		}
+		zerolog.Ctx(ctx).Info().Str("address", app.Web.Addr()).Msg("Operator API and web page listening")
+	}
 	app.wg.Add(1)
 	go func() {
 		defer app.wg.Done()
@@ -159,6 +178,11 @@ func (app *App) pruneTransactions(ctx context.Context) {
 // Stop stops every component and closes the database.
 func (app *App) Stop(ctx context.Context) error {
 	var errs []error
+	if app.Web != nil {
+		if err := app.Web.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// Calls first: leaving hangs up peers and rewrites member events, which
 	// needs the virtual users and the homeserver connection.
 	if err := app.Calls.Stop(ctx); err != nil {
@@ -175,4 +199,16 @@ func (app *App) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("failed to close database: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// readyChecks are what /readyz runs: the database answers and the
+// homeserver is reachable.
+func (app *App) readyChecks() []web.ReadyCheck {
+	return []web.ReadyCheck{
+		{Name: "database", Check: func(ctx context.Context) error { return app.DB.RawDB.PingContext(ctx) }},
+		{Name: "homeserver", Check: func(ctx context.Context) error {
+			_, err := app.AS.Bot.Versions(ctx)
+			return err
+		}},
+	}
 }

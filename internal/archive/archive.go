@@ -23,6 +23,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/metrics"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
 )
@@ -42,6 +43,8 @@ type Options struct {
 	Dir string
 	// Create opens files (tests inject failures); nil means recording.CreateFile.
 	Create recording.CreateFunc
+	// Metrics, if set, count tracks, bytes and lost packets.
+	Metrics *metrics.Metrics
 }
 
 // Recorder implements callbot.Sink.
@@ -50,6 +53,7 @@ type Recorder struct {
 	store  storage.FileStore
 	spool  string
 	create recording.CreateFunc
+	met    *metrics.Metrics
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
@@ -63,7 +67,7 @@ func New(opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(spool, 0o750); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
-	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, calls: map[id.RoomID]*callRec{}}, nil
+	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{}}, nil
 }
 
 // callRec is one recording in progress.
@@ -108,7 +112,10 @@ func newRecordingID(now time.Time) storage.RecordingID {
 // CallJoined implements callbot.Sink: it starts a recording.
 func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	log := zerolog.Ctx(ctx)
-	recID := newRecordingID(call.JoinedAt)
+	recID := storage.RecordingID(call.ID)
+	if storage.CheckKey(call.ID) != nil {
+		recID = newRecordingID(call.JoinedAt)
+	}
 	folder := string(recID)
 	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
 	rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
@@ -196,6 +203,9 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		return nil
 	}
 	s.open++
+	if r.met != nil {
+		r.met.TracksRecording.Inc()
+	}
 	return &trackSink{s: s, kind: kind, ssrc: uint32(t.SSRC)}
 }
 
@@ -233,6 +243,9 @@ func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
 // Close ends the track; the last track of a stream finalizes its files.
 func (ts *trackSink) Close() {
 	c := ts.s.c
+	if c.r.met != nil {
+		c.r.met.TracksRecording.Dec()
+	}
 	c.lock.Lock()
 	ts.s.open--
 	last := ts.s.open == 0
@@ -263,6 +276,12 @@ func (c *callRec) finishStream(s *streamRec) {
 	defer cancel()
 	log := s.log
 	files, err := s.w.Close(log.WithContext(ctx))
+	if c.r.met != nil {
+		c.r.met.PacketsLost.Add(float64(s.w.Stats().LostPackets))
+		for _, f := range files {
+			c.r.met.BytesWritten.Add(float64(f.Bytes))
+		}
+	}
 	if err != nil {
 		log.Err(err).Msg("Stream writer failed")
 		c.fail(err)

@@ -5,6 +5,7 @@ package stack
 import (
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot"
@@ -31,6 +33,8 @@ type Options struct {
 	Observer callbot.Sink
 	// Create opens recording files (inject write errors).
 	Create recording.CreateFunc
+	// API enables the operator API on a free loopback port with APIToken.
+	API bool
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -62,6 +66,10 @@ func Start(t *testing.T, opts Options) *Stack {
 	}
 	cfg.Recordings.Path = filepath.Join(dir, "recordings")
 	cfg.API.Listen = ""
+	if opts.API {
+		cfg.API.Listen = "127.0.0.1:" + strconv.Itoa(freePort(t))
+		cfg.API.Tokens = []string{APIToken}
+	}
 	cfg.Logging.MinLevel = "debug"
 	cfg.WebRTC = config.WebRTCConfig{LoopbackOnly: true}
 	cfg.Permissions = opts.Permissions
@@ -81,6 +89,29 @@ func Start(t *testing.T, opts Options) *Stack {
 	s := &Stack{HS: hs, Config: cfg, Dir: dir, ctx: log.WithContext(context.Background()), opts: opts}
 	s.startApp(t)
 	return s
+}
+
+// APIToken is the operator API token of stacks started with Options.API.
+const APIToken = "test-api-token-0123456789"
+
+// APIURL is the base URL of the operator API.
+func (s *Stack) APIURL() string { return "http://" + s.Config.API.Listen }
+
+// WriteConfig writes the stack's config as a YAML file for running the
+// recorder binary, and returns its path.
+func (s *Stack) WriteConfig(t *testing.T) string {
+	t.Helper()
+	data, err := yaml.Marshal(s.Config)
+	require.NoError(t, err)
+	path := filepath.Join(s.Dir, "config.yaml")
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	return path
+}
+
+// StartApp starts the recorder again after StopApp.
+func (s *Stack) StartApp(t *testing.T) {
+	t.Helper()
+	s.startApp(t)
 }
 
 // Ctx is a context carrying the test logger.

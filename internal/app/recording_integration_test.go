@@ -1,0 +1,393 @@
+//go:build integration
+
+package app_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/simpeer"
+	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
+	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/stack"
+	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// storedPath is where the local file store keeps a recording's file.
+func storedPath(s *stack.Stack, rec *storage.Recording, name string) string {
+	return filepath.Join(s.Config.Recordings.Path, rec.Folder, name)
+}
+
+func waitConnected(t *testing.T, s *stack.Stack, roomID id.RoomID, peers ...*simpeer.Participant) {
+	t.Helper()
+	key := s.BotKey(t, roomID)
+	require.Eventually(t, func() bool {
+		for _, p := range peers {
+			if _, ok := stack.ConnectedTo(p, key); !ok {
+				return false
+			}
+		}
+		return true
+	}, stack.Deadline, 50*time.Millisecond, "participants did not connect to the recorder")
+}
+
+func onlyRecording(t *testing.T, s *stack.Stack, roomID id.RoomID) *storage.Recording {
+	t.Helper()
+	recs, err := s.App.DB.Recording.List(s.Ctx(), storage.ListFilter{RoomID: roomID})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	return recs[0]
+}
+
+// TestRecordThreeParticipants: an audio-only participant, one that mutes
+// for a few seconds and one that adds a screen share are recorded; every
+// file passes the media checks and lasts as long as the participant was
+// recorded.
+func TestRecordThreeParticipants(t *testing.T) {
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Observer: obs})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bob := s.HS.RegisterUser(ctx, t, "bob")
+	zoe := s.HS.RegisterUser(ctx, t, "zoe")
+	roomID := s.CallRoom(t, alice, bob.UserID, zoe.UserID)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true, Encrypt: true}) // audio only
+	pb := s.Sim(t, roomID, bob, stack.SimOptions{Video: true})
+	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true, Encrypt: true})
+
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	waitConnected(t, s, roomID, pa, pb, pz)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 10) &&
+			obs.HasMedia(zoe.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 10) &&
+			obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 10)
+	}, stack.Deadline, 50*time.Millisecond)
+
+	// bob mutes his microphone for 3 s; zoe shares her screen meanwhile.
+	muteStart := time.Now()
+	require.NoError(t, pb.SetMuted(ctx, true, false))
+	require.NoError(t, pz.ShareScreen(ctx, true))
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(zoe.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeScreenshare, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no screen share")
+	<-time.After(3 * time.Second) // the mute lasts 3 s of wall time: that gap is what is measured
+	require.NoError(t, pb.SetMuted(ctx, false, false))
+	mutedFor := time.Since(muteStart)
+	require.NoError(t, pz.ShareScreen(ctx, false))
+	<-time.After(time.Second) // one more second of media after the unmute
+	stopAt := time.Now()
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	byUser := map[id.UserID][]*storage.RecordingFile{}
+	for _, f := range files {
+		byUser[f.UserID] = append(byUser[f.UserID], f)
+		path := storedPath(s, rec, f.Name)
+		// Expected length: from the participant's first packet to the stop
+		// (user media) or the time the writer saw (screen share).
+		want := stopAt.Sub(obs.FirstPacket(f.UserID)).Seconds()
+		if f.Purpose == string(signaling.PurposeScreenshare) {
+			want = f.Duration.Seconds()
+		}
+		t.Logf("%s: %s %v %.2fs (want %.2fs), %d bytes", f.UserID, f.Name, f.Codecs, mediacheck.Duration(t, path), want, f.Bytes)
+		mediacheck.Check(t, path, want, 0.5)
+	}
+	require.Len(t, byUser[alice.UserID], 1)
+	require.Equal(t, "ogg", byUser[alice.UserID][0].Kind, "audio-only participant is recorded to Ogg Opus")
+	require.Len(t, byUser[bob.UserID], 1)
+	require.Equal(t, "webm", byUser[bob.UserID][0].Kind)
+	require.NotEmpty(t, byUser[bob.UserID][0].MuteIntervals, "bob's mute is recorded")
+	mute := byUser[bob.UserID][0].MuteIntervals[0]
+	require.InDelta(t, mutedFor.Seconds(), mute.End.Sub(mute.Start).Seconds(), 0.5, "mute interval length")
+	purposes := map[string]bool{}
+	for _, f := range byUser[zoe.UserID] {
+		purposes[f.Purpose] = true
+	}
+	require.True(t, purposes[string(signaling.PurposeUserMedia)] && purposes[string(signaling.PurposeScreenshare)],
+		"zoe's camera and screen share are separate files: %v", purposes)
+
+	// The manifest beside the files says the same.
+	data, err := os.ReadFile(storedPath(s, rec, recording.ManifestFileName))
+	require.NoError(t, err)
+	var manifest recording.Manifest
+	require.NoError(t, json.Unmarshal(data, &manifest))
+	require.Equal(t, string(rec.ID), manifest.RecordingID)
+	require.Len(t, manifest.Tracks, len(files))
+	for _, tr := range manifest.Tracks {
+		_, err := os.Stat(storedPath(s, rec, tr.File))
+		require.NoError(t, err, "manifest lists a missing file %s", tr.File)
+	}
+}
+
+// TestWriteErrorFailsOnlyThatRecording: a disk-full error in one call's
+// files marks that recording failed; a second call records normally.
+func TestWriteErrorFailsOnlyThatRecording(t *testing.T) {
+	create := func(path string) (recording.File, error) {
+		f, err := recording.CreateFile(path)
+		if err != nil || !strings.Contains(filepath.Base(path), "doomed") {
+			return f, err
+		}
+		return &fullDisk{File: f}, nil
+	}
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Create: create, Observer: obs})
+	ctx := s.Ctx()
+	doomed := s.HS.RegisterUser(ctx, t, "doomed")
+	fine := s.HS.RegisterUser(ctx, t, "fine")
+	roomA := s.CallRoom(t, doomed)
+	roomB := s.CallRoom(t, fine)
+	pd := s.Sim(t, roomA, doomed, stack.SimOptions{CreateCall: true, Video: true})
+	pf := s.Sim(t, roomB, fine, stack.SimOptions{CreateCall: true, Video: true})
+	s.WaitReply(t, doomed, roomA, s.Command(t, doomed, roomA, "!rec start"))
+	s.WaitReply(t, fine, roomB, s.Command(t, fine, roomB, "!rec start"))
+	waitConnected(t, s, roomA, pd)
+	waitConnected(t, s, roomB, pf)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(fine.UserID, webrtc.RTPCodecTypeVideo, "", 60) && obs.HasMedia(doomed.UserID, webrtc.RTPCodecTypeVideo, "", 60)
+	}, stack.Deadline, 50*time.Millisecond)
+	s.WaitReply(t, doomed, roomA, s.Command(t, doomed, roomA, "!rec stop"))
+	s.WaitReply(t, fine, roomB, s.Command(t, fine, roomB, "!rec stop"))
+	require.Eventually(t, func() bool {
+		a, b := onlyRecording(t, s, roomA), onlyRecording(t, s, roomB)
+		return a.State != storage.StateRecording && b.State != storage.StateRecording
+	}, stack.Deadline, 50*time.Millisecond)
+	a, b := onlyRecording(t, s, roomA), onlyRecording(t, s, roomB)
+	require.Equal(t, storage.StateFailed, a.State)
+	require.Contains(t, a.Error, "no space left")
+	require.Equal(t, storage.StateFinished, b.State, b.Error)
+	files, err := s.App.DB.File.GetAll(ctx, b.ID)
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		mediacheck.Check(t, storedPath(s, b, f.Name), mediacheck.Duration(t, storedPath(s, b, f.Name)), 0.01)
+	}
+}
+
+// fullDisk fails every write after the first few kilobytes, like a full disk.
+type fullDisk struct {
+	recording.File
+	written int
+}
+
+func (fd *fullDisk) Write(p []byte) (int, error) {
+	if fd.written > 4096 {
+		return 0, &os.PathError{Op: "write", Path: "doomed", Err: syscall.ENOSPC}
+	}
+	fd.written += len(p)
+	return fd.File.Write(p)
+}
+
+func (fd *fullDisk) WriteAt(p []byte, off int64) (int, error) {
+	if fd.written > 4096 {
+		return 0, &os.PathError{Op: "write", Path: "doomed", Err: syscall.ENOSPC}
+	}
+	return fd.File.WriteAt(p, off)
+}
+
+// TestKillDuringRecording: the recorder binary is killed with SIGKILL while
+// recording; at the next start every file is repaired, plays to about where
+// it stopped and the recording is marked repaired.
+func TestKillDuringRecording(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "recorder")
+	build := exec.Command("go", "build", "-tags", "goolm", "-o", bin, "../../cmd/recorder")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+
+	s := stack.Start(t, stack.Options{})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	zoe := s.HS.RegisterUser(ctx, t, "zoe")
+	roomID := s.CallRoom(t, alice, zoe.UserID)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
+
+	// Hand the appservice over to the real binary.
+	s.StopApp(t)
+	cfgPath := s.WriteConfig(t)
+	cmd := exec.Command(bin, "-c", cfgPath)
+	logFile, err := os.Create(filepath.Join(s.Dir, "recorder.log"))
+	require.NoError(t, err)
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			data, _ := os.ReadFile(logFile.Name())
+			t.Logf("recorder log:\n%s", data)
+		}
+	})
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(s.Config.Appservice.Address + "/_matrix/mau/live")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	}, stack.Deadline, 50*time.Millisecond, "recorder binary did not start")
+
+	// The bot answers through the binary now; the appservice in this test
+	// process is stopped, so ask for its user directly.
+	s.Command(t, alice, roomID, "!rec start")
+	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
+	var started time.Time
+	require.Eventually(t, func() bool {
+		for _, p := range []*simpeer.Participant{pa, pz} {
+			connected := false
+			for _, c := range p.Snapshot().Calls {
+				if c.Remote.UserID == recorder && c.State == simpeer.StateConnected {
+					connected = true
+					if started.IsZero() || c.ConnectedAt.Before(started) {
+						started = c.ConnectedAt
+					}
+				}
+			}
+			if !connected {
+				return false
+			}
+		}
+		return true
+	}, stack.Deadline, 50*time.Millisecond, "participants did not connect to the recorder binary")
+
+	// Let it write a few seconds, then kill it mid-file.
+	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
+	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond,
+		"no media written to the spool")
+	<-time.After(2 * time.Second) // a few seconds of media in the files before the kill
+	killedAt := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	err = <-exited
+	exited <- err
+	var exitErr *exec.ExitError
+	require.True(t, errors.As(err, &exitErr), "recorder should die from SIGKILL: %v", err)
+	require.Positive(t, partBytes(spool), "parts must be left behind by the kill")
+
+	// The next start repairs what the killed process left.
+	s.StartApp(t)
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateRepaired, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 2, "one file per participant")
+	for _, f := range files {
+		require.Equal(t, storage.StateRepaired, f.State)
+		path := storedPath(s, rec, f.Name)
+		got := mediacheck.Duration(t, path)
+		written := killedAt.Sub(started).Seconds()
+		t.Logf("%s: %s repaired, %.2fs (about %.2fs were written before the kill)", f.UserID, f.Name, got, written)
+		// Clusters and pages still in the writer's buffers at the kill are lost.
+		mediacheck.Check(t, path, got, 0.01)
+		require.InDelta(t, written, got, 1.5, "repaired file does not play to where it stopped")
+	}
+	require.Equal(t, 0, partBytes(spool), "parts left after repair")
+	_, err = os.Stat(storedPath(s, rec, recording.ManifestFileName))
+	require.NoError(t, err)
+}
+
+func partBytes(dir string) int {
+	total := 0
+	_ = filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && strings.HasSuffix(path, ".part") {
+			total += int(info.Size())
+		}
+		return nil
+	})
+	return total
+}
+
+// TestAPIRecordsCall: the operator API starts and stops a recording, lists
+// it and serves a file with a Range request.
+func TestAPIRecordsCall(t *testing.T) {
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{API: true, Observer: obs})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true, Video: true})
+
+	api := func(method, path, body string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, s.APIURL()+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+stack.APIToken)
+		if strings.HasPrefix(path, "/api/v1/recordings/") && strings.Contains(path, "/files/") {
+			req.Header.Set("Range", "bytes=0-99")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, data
+	}
+
+	resp, body := api(http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(body))
+	var started struct {
+		RecordingID string `json:"recording_id"`
+	}
+	require.NoError(t, json.Unmarshal(body, &started))
+	require.NotEmpty(t, started.RecordingID)
+	resp, body = api(http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
+	require.Equal(t, http.StatusConflict, resp.StatusCode, string(body))
+
+	waitConnected(t, s, roomID, pa)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, "", 60)
+	}, stack.Deadline, 50*time.Millisecond)
+	resp, body = api(http.MethodGet, "/api/v1/calls", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(body), string(roomID))
+
+	resp, body = api(http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
+	require.Equal(t, http.StatusNoContent, resp.StatusCode, string(body))
+
+	var list struct {
+		Recordings []struct {
+			ID     string `json:"id"`
+			State  string `json:"state"`
+			Tracks []struct {
+				File string `json:"file"`
+				Kind string `json:"kind"`
+			} `json:"tracks"`
+		} `json:"recordings"`
+	}
+	require.Eventually(t, func() bool {
+		resp, body := api(http.MethodGet, "/api/v1/recordings?room_id="+url.QueryEscape(string(roomID)), "")
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+		require.NoError(t, json.Unmarshal(body, &list))
+		return len(list.Recordings) == 1 && list.Recordings[0].State == "finished"
+	}, stack.Deadline, 100*time.Millisecond, "recording not listed as finished")
+	require.Equal(t, started.RecordingID, list.Recordings[0].ID)
+	require.NotEmpty(t, list.Recordings[0].Tracks)
+	file := list.Recordings[0].Tracks[0].File
+	resp, body = api(http.MethodGet, "/api/v1/recordings/"+started.RecordingID+"/files/"+url.PathEscape(file), "")
+	require.Equal(t, http.StatusPartialContent, resp.StatusCode)
+	require.Len(t, body, 100)
+	require.Equal(t, "video/webm", resp.Header.Get("Content-Type"))
+	require.Equal(t, []byte{0x1a, 0x45, 0xdf, 0xa3}, body[:4], "a WebM starts with the EBML magic")
+}
