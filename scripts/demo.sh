@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# make demo: a local Dendrite plus the recorder on embedded defaults; a demo
-# user invites the bot and asks it for help. Runs for DEMO_SECONDS (default 20;
-# 0 keeps it running until Ctrl-C), then stops everything it started.
+# make demo: a local Dendrite plus the recorder on embedded defaults; three
+# simulated participants hold a call (one audio only, one muting for a few
+# seconds, one adding a screen share); the bot records it for DEMO_SECONDS
+# (default 20), then the files are listed with their ffprobe durations.
+# DEMO_KEEP=1 keeps everything running afterwards (web page, API) until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${DEMO_DIR:-$ROOT/.demo}"
 DEMO_SECONDS="${DEMO_SECONDS:-20}"
+DEMO_KEEP="${DEMO_KEEP:-0}"
+API_TOKEN="demo-token-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 REC="$ROOT/bin/recorder"
 
 free_port() {
@@ -31,7 +35,9 @@ export RECORDER_APPSERVICE__PORT="$AS_PORT"
 export RECORDER_DATABASE__URI="file:$DIR/recorder.db?_txlock=immediate"
 export RECORDER_RECORDINGS__PATH="$DIR/recordings"
 export RECORDER_API__LISTEN="127.0.0.1:$API_PORT"
+export RECORDER_API__TOKENS="$API_TOKEN"
 export RECORDER_PERMISSIONS='*=user'
+export RECORDER_WEBRTC__LOOPBACK_ONLY=true
 "$REC" -e -c "$DIR/config.yaml" >/dev/null
 "$REC" -g -c "$DIR/config.yaml" -r "$DIR/registration.yaml"
 
@@ -56,15 +62,15 @@ for _ in $(seq 100); do
 	kill -0 "$REC_PID" 2>/dev/null || { cat "$DIR/recorder.log"; echo "recorder exited" >&2; exit 1; }
 	sleep 0.1
 done
-echo "Recorder is running (log: $DIR/recorder.log)"
+echo "Recorder is running (log: $DIR/recorder.log); API and web page on http://127.0.0.1:$API_PORT/"
 echo
-(cd "$ROOT" && go run -tags goolm ./cmd/demo-client -hs "$HS_URL" -bot "@recorder:localhost")
+(cd "$ROOT" && go run -tags goolm ./cmd/demo -hs "$HS_URL" -bot "@recorder:localhost" \
+	-api "http://127.0.0.1:$API_PORT" -token "$API_TOKEN" -seconds "$DEMO_SECONDS" \
+	-media "$ROOT/testdata/media" -recordings "$DIR/recordings")
 echo
-echo "Log in with any Matrix client to $HS_URL as demo / demo-password to talk to @recorder:localhost."
-if [[ "$DEMO_SECONDS" == 0 ]]; then
-	echo "Running until Ctrl-C."
+echo "Files are in $DIR/recordings; the recorder log is $DIR/recorder.log."
+if [[ "$DEMO_KEEP" == 1 ]]; then
+	echo "Running until Ctrl-C: open http://127.0.0.1:$API_PORT/ with token $API_TOKEN,"
+	echo "or log in to $HS_URL as alice / alice-demo-password with a Matrix client."
 	wait "$REC_PID"
-else
-	echo "Stopping in $DEMO_SECONDS s (DEMO_SECONDS=0 keeps it running)."
-	sleep "$DEMO_SECONDS"
 fi
