@@ -29,7 +29,7 @@ import (
 
 type options struct {
 	hsURL, bot, apiURL, apiToken, mediaDir, storeDir string
-	seconds                                           int
+	seconds                                          int
 }
 
 func main() {
