@@ -101,7 +101,7 @@ func (c *Config) Validate(needTokens bool) error {
 		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 			add("api.listen", "must be host:port")
 		}
-		if len(c.API.Tokens) == 0 {
+		if needTokens && len(c.API.Tokens) == 0 {
 			add("api.tokens", "at least one token is needed while api.listen is set (or leave api.listen empty)")
 		}
 		for _, tok := range c.API.Tokens {
