@@ -242,3 +242,43 @@ func matchesAny(list mautrixas.NamespaceList, user string) bool {
 	}
 	return false
 }
+
+func TestTransactionToDeviceRoutedAndDeduplicated(t *testing.T) {
+	s := newTestService(t, &memTxns{done: map[string]bool{}})
+	got := make(chan *event.Event, 10)
+	vu := &VirtualUser{UserID: "@recorder_1:localhost", DeviceID: "RECDEV", vm: s.Users, done: make(chan struct{}),
+		cancel: func() {}, seen: map[[32]byte]struct{}{}, seenRing: make([][32]byte, 4),
+		handler: func(_ context.Context, _ *VirtualUser, batch *DeviceEvents) {
+			require.True(t, batch.FromTransaction)
+			for _, evt := range batch.ToDevice {
+				got <- evt
+			}
+		}}
+	close(vu.done)
+	s.Users.users[vu.UserID] = vu
+	h := s.Handler()
+	toDevice := func(callID, toDevice string) string {
+		return `{"events":[],"de.sorunome.msc2409.to_device":[{"type":"m.call.invite","sender":"@alice:localhost",` +
+			`"to_user_id":"@recorder_1:localhost","to_device_id":"` + toDevice + `","content":{"call_id":"` + callID + `"}}]}`
+	}
+	require.Equal(t, http.StatusOK, putTxn(t, h, "d1", "hs-token", toDevice("c1", "RECDEV")).Code)
+	// The same event again (e.g. also seen by /sync): delivered once.
+	require.Equal(t, http.StatusOK, putTxn(t, h, "d2", "hs-token", toDevice("c1", "RECDEV")).Code)
+	// For a device we do not run: dropped.
+	require.Equal(t, http.StatusOK, putTxn(t, h, "d3", "hs-token", toDevice("c2", "OTHERDEV")).Code)
+	require.Equal(t, http.StatusOK, putTxn(t, h, "d4", "hs-token", toDevice("c3", "RECDEV")).Code)
+	for _, want := range []string{"c1", "c3"} {
+		select {
+		case evt := <-got:
+			require.Equal(t, want, evt.Content.Raw["call_id"])
+			require.Equal(t, id.UserID("@alice:localhost"), evt.Sender)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("to-device event %s not delivered", want)
+		}
+	}
+	select {
+	case evt := <-got:
+		t.Fatalf("unexpected delivery of %v", evt.Content.Raw["call_id"])
+	default:
+	}
+}

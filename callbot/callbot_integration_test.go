@@ -81,9 +81,19 @@ func TestBotInCall(t *testing.T) {
 	}
 
 	t.Run("a peer joins after the bot", func(t *testing.T) {
-		pb := s.Sim(t, roomID, bob, stack.SimOptions{})
+		// bob speaks like Hydrogen: metadata changes under the unstable name.
+		pb := s.Sim(t, roomID, bob, stack.SimOptions{Tweak: func(c *simpeer.Config) { c.UnstableMetadataEvent = true }})
 		require.Eventually(t, func() bool { _, ok := stack.ConnectedTo(pb, key); return ok }, deadline, 50*time.Millisecond)
 		requireMedia(t, obs, bob.UserID, false)
+		require.NoError(t, pb.SetMuted(ctx, true, false))
+		require.Eventually(t, func() bool {
+			for _, c := range obs.Changes(bob.UserID) {
+				if c.AudioMuted {
+					return true
+				}
+			}
+			return false
+		}, deadline, 50*time.Millisecond, "mute under org.matrix.call.sdp_stream_metadata_changed not reported")
 	})
 
 	t.Run("a peer leaves", func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/pgtest"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
@@ -390,4 +391,28 @@ func TestAPIRecordsCall(t *testing.T) {
 	require.Len(t, body, 100)
 	require.Equal(t, "video/webm", resp.Header.Get("Content-Type"))
 	require.Equal(t, []byte{0x1a, 0x45, 0xdf, 0xa3}, body[:4], "a WebM starts with the EBML magic")
+}
+
+// TestPostgresBackend: the whole recorder on PostgreSQL, including the
+// mautrix state and crypto stores, records an encrypted call.
+func TestPostgresBackend(t *testing.T) {
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Observer: obs, DatabaseType: "postgres", DatabaseURI: pgtest.Start(t)})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true, Encrypt: true, Video: true})
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	waitConnected(t, s, roomID, pa)
+	require.Positive(t, pa.Snapshot().Received.Encrypted, "signalling to alice was Olm-encrypted")
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, "", 60)
+	}, stack.Deadline, 50*time.Millisecond)
+	s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop"))
+	require.Eventually(t, func() bool { return onlyRecording(t, s, roomID).State == storage.StateFinished },
+		stack.Deadline, 50*time.Millisecond)
+	files, err := s.App.DB.File.GetAll(ctx, onlyRecording(t, s, roomID).ID)
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	require.Equal(t, "webm", files[0].Kind)
 }
