@@ -110,17 +110,13 @@ func (m *Manager) Ignored(reason IgnoreReason) int64 {
 // New builds the manager and registers its room event handlers and the
 // start/stop/status commands with the appservice.
 func New(opts Options) (*Manager, error) {
-	api, closer, err := newAPI(opts.Config.WebRTC)
-	if err != nil {
-		return nil, err
-	}
 	sink := opts.Sink
 	if sink == nil {
 		sink = DiscardSink{}
 	}
 	m := &Manager{
 		cfg: opts.Config, as: opts.AS, cryptoDB: opts.CryptoDB, pickleKey: opts.PickleKey, sink: sink,
-		api: api, closeAPI: closer, signalHold: opts.SignalHold, met: opts.Metrics,
+		closeAPI: func() error { return nil }, signalHold: opts.SignalHold, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
 		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{}, ignored: map[IgnoreReason]int64{},
 	}
@@ -136,9 +132,16 @@ func New(opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Start gives the manager its background context.
-func (m *Manager) Start(ctx context.Context) {
+// Start builds the WebRTC stack (logging into ctx's logger) and gives the
+// manager its background context.
+func (m *Manager) Start(ctx context.Context) error {
+	api, closer, err := newAPI(m.cfg.WebRTC, *zerolog.Ctx(ctx))
+	if err != nil {
+		return err
+	}
+	m.api, m.closeAPI = api, closer
 	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	return nil
 }
 
 // Stop leaves every call (hanging up and removing the member events) and

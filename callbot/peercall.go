@@ -383,23 +383,28 @@ func (c *Call) startTrack(ctx context.Context, p *peer, tr *trackArrival) {
 }
 
 // readRTP feeds a track's packets to its sink until the track ends. The
-// packet is reused between reads.
+// read buffer and the packet are reused: no allocation per packet.
 func readRTP(track *webrtc.TrackRemote, sink TrackSink, onFirst func()) {
 	if sink != nil {
 		defer sink.Close()
 	}
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
 	first := true
 	for {
-		pkt, _, err := track.ReadRTP()
+		n, _, err := track.Read(buf)
 		if err != nil {
 			return
+		}
+		if err = pkt.Unmarshal(buf[:n]); err != nil {
+			continue // not RTP; pion's interceptors already counted it
 		}
 		if first {
 			first = false
 			onFirst()
 		}
 		if sink != nil {
-			if err = sink.WriteRTP(pkt, time.Now()); err != nil {
+			if err = sink.WriteRTP(&pkt, time.Now()); err != nil {
 				// The sink stopped (e.g. disk full); keep draining so pion's
 				// buffers do not fill, but stop writing.
 				sink.Close()

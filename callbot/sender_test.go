@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -72,13 +73,13 @@ func TestSendLoopBatchesByTypeInOrder(t *testing.T) {
 }
 
 func TestNewAPIOptions(t *testing.T) {
-	_, closer, err := newAPI(config.WebRTCConfig{UDPPortMin: 40000, UDPPortMax: 40100, NAT1To1IPs: []string{"203.0.113.7"}, LoopbackOnly: true})
+	_, closer, err := newAPI(config.WebRTCConfig{UDPPortMin: 40000, UDPPortMax: 40100, NAT1To1IPs: []string{"203.0.113.7"}, LoopbackOnly: true}, zerolog.Nop())
 	require.NoError(t, err)
 	require.NoError(t, closer())
-	_, _, err = newAPI(config.WebRTCConfig{UDPPortMin: 50000, UDPPortMax: 40000})
+	_, _, err = newAPI(config.WebRTCConfig{UDPPortMin: 50000, UDPPortMax: 40000}, zerolog.Nop())
 	require.Error(t, err)
 
-	api, closer, err := newAPI(config.WebRTCConfig{UDPMuxPort: freeUDPPort(t), LoopbackOnly: true})
+	api, closer, err := newAPI(config.WebRTCConfig{UDPMuxPort: freeUDPPort(t), LoopbackOnly: true}, zerolog.Nop())
 	require.NoError(t, err)
 	pc, err := api.NewPeerConnection(webrtcConfig())
 	require.NoError(t, err)

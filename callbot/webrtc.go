@@ -8,6 +8,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
 
 	"github.com/matrix-recorder/recorder/config"
 )
@@ -56,7 +57,7 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 // newAPI builds the pion API from config: codecs, NACK/RTCP reports/TWCC
 // interceptors, port range or UDP mux, NAT 1:1 and interface filters. The
 // returned closer releases the UDP mux, if any.
-func newAPI(cfg config.WebRTCConfig) (*webrtc.API, func() error, error) {
+func newAPI(cfg config.WebRTCConfig, log zerolog.Logger) (*webrtc.API, func() error, error) {
 	m, err := newMediaEngine()
 	if err != nil {
 		return nil, nil, err
@@ -65,7 +66,7 @@ func newAPI(cfg config.WebRTCConfig) (*webrtc.API, func() error, error) {
 	if err = webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		return nil, nil, fmt.Errorf("failed to register interceptors: %w", err)
 	}
-	se := webrtc.SettingEngine{}
+	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	closer := func() error { return nil }
 	if cfg.UDPPortMin != 0 {
@@ -98,7 +99,7 @@ func newAPI(cfg config.WebRTCConfig) (*webrtc.API, func() error, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("failed to listen on UDP mux port %d: %w", cfg.UDPMuxPort, err)
 		}
-		mux := webrtc.NewICEUDPMux(nil, conn)
+		mux := webrtc.NewICEUDPMux(pionLogs{log: log}.NewLogger("udpmux"), conn)
 		se.SetICEUDPMux(mux)
 		closer = mux.Close
 	}

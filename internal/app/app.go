@@ -143,7 +143,9 @@ func (app *App) Start(ctx context.Context) error {
 	if err := app.AS.Start(ctx); err != nil {
 		return &StartupError{Code: ExitStartup, Err: err}
 	}
-	app.Calls.Start(ctx)
+	if err := app.Calls.Start(ctx); err != nil {
+		return &StartupError{Code: ExitStartup, Err: fmt.Errorf("failed to set up WebRTC (config section webrtc): %w", err)}
+	}
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
 			return &StartupError{Code: ExitStartup, Err: fmt.Errorf("config key api.listen: %w", err)}
