@@ -123,6 +123,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		return nil, &StartupError{Code: ExitStartup, Err: err}
 	}
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec, Metrics: met}
+	a.registerListCommand()
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,

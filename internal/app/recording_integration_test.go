@@ -101,6 +101,9 @@ func TestRecordThreeParticipants(t *testing.T) {
 	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
 	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
 	require.NoError(t, err)
+	listed := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec list"))
+	require.Contains(t, listed, string(rec.ID))
+	require.Contains(t, listed, fmt.Sprintf("finished, %d file(s)", len(files)))
 	byUser := map[id.UserID][]*storage.RecordingFile{}
 	for _, f := range files {
 		byUser[f.UserID] = append(byUser[f.UserID], f)
