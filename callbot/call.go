@@ -173,6 +173,8 @@ func (c *Call) run(ctx context.Context) {
 	}
 	log.Info().Str("conf_id", string(c.conf.ConfID)).Stringer("device_id", c.vu.DeviceID).Str("session_id", string(c.session)).Msg("Joined group call")
 	c.m.sink.CallJoined(ctx, c.info())
+	// Whoever started it (command, API), the room is told it is recorded.
+	c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.vu.UserID, c.m.cfg.Commands.Prefix))
 	if c.m.met != nil {
 		c.m.met.ActiveCalls.Inc()
 		defer c.m.met.ActiveCalls.Dec()
@@ -558,6 +560,7 @@ func (c *Call) leave(ctx context.Context, reason string) {
 	}
 	c.readers.Wait()
 	c.m.sink.CallLeft(ctx, c.info(), time.Now())
+	c.m.notice(ctx, c.roomID, "Stopped recording this call.")
 	log.Info().Msg("Left group call")
 }
 

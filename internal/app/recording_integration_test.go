@@ -358,6 +358,8 @@ func TestAPIRecordsCall(t *testing.T) {
 	require.NotEmpty(t, started.RecordingID)
 	resp, body = api(http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
 	require.Equal(t, http.StatusConflict, resp.StatusCode, string(body))
+	// The room is told it is being recorded, though nobody there asked.
+	s.WaitNotice(t, alice, roomID, "Recording this call")
 
 	waitConnected(t, s, roomID, pa)
 	require.Eventually(t, func() bool {
@@ -369,6 +371,7 @@ func TestAPIRecordsCall(t *testing.T) {
 
 	resp, body = api(http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
 	require.Equal(t, http.StatusNoContent, resp.StatusCode, string(body))
+	s.WaitNotice(t, alice, roomID, "Stopped recording")
 
 	var list struct {
 		Recordings []struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +132,27 @@ func (s *Stack) BotKey(t *testing.T, roomID id.RoomID) signaling.DeviceKey {
 func ConnectedTo(p *simpeer.Participant, bot signaling.DeviceKey) (simpeer.CallInfo, bool) {
 	c, ok := p.Snapshot().Current(bot)
 	return c, ok && c.State == simpeer.StateConnected
+}
+
+// WaitNotice waits for a notice from the bot in the room containing want.
+func (s *Stack) WaitNotice(t *testing.T, cli *mautrix.Client, roomID id.RoomID, want string) {
+	t.Helper()
+	ctx := s.Ctx()
+	bot := s.App.AS.BotUserID()
+	require.Eventually(t, func() bool {
+		resp, err := cli.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			return false
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Sender != bot || evt.Type != event.EventMessage {
+				continue
+			}
+			_ = evt.Content.ParseRaw(evt.Type)
+			if msg := evt.Content.AsMessage(); msg.MsgType == event.MsgNotice && strings.Contains(msg.Body, want) {
+				return true
+			}
+		}
+		return false
+	}, Deadline, 50*time.Millisecond, "no notice from the bot containing %q", want)
 }
