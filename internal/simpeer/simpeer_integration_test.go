@@ -196,8 +196,12 @@ func TestGlare(t *testing.T) {
 	bc := connected(t, bob, alice.Key(), false)
 	require.Equal(t, winner, ac.CallID)
 	require.Equal(t, winner, bc.CallID)
-	require.Equal(t, 1, alice.Snapshot().Glare)
-	require.Equal(t, 1, bob.Snapshot().Glare)
+	// Which side sees the glare depends on timing: if the winning invite
+	// arrives before the other side released its own, that side replaces its
+	// held call and never sends it. At least one side must have seen it.
+	glare := alice.Snapshot().Glare + bob.Snapshot().Glare
+	require.GreaterOrEqual(t, glare, 1)
+	require.LessOrEqual(t, glare, 2)
 	for _, p := range []*simpeer.Participant{alice, bob} {
 		live := 0
 		for _, c := range p.Snapshot().Calls {
