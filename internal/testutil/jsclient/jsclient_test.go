@@ -138,8 +138,14 @@ func TestTwoClients(t *testing.T) {
 
 	leaveStart := time.Now()
 	require.NoError(t, jb.Leave(ctx))
+	// A js-sdk peer that got bob's hangup before his member event may place
+	// one more call to him; that call never connects and js-sdk drops it on
+	// its own timers, so only the participant list is waited for.
 	stA = ja.WaitFor(t, changeTimeout, "alice to see bob leave", func(st *jsclient.State) bool {
-		return !st.HasParticipant(jb.UserID(), jb.DeviceID()) && st.Call(jb.UserID(), jb.DeviceID()) == nil
+		if call := st.Call(jb.UserID(), jb.DeviceID()); call != nil && call.Connected() {
+			return false
+		}
+		return !st.HasParticipant(jb.UserID(), jb.DeviceID())
 	})
 	t.Logf("alice saw bob leave %s after Leave; alice still %s", time.Since(leaveStart).Round(time.Millisecond), stA.GroupCallState)
 	assert.Equal(t, jsclient.GroupCallEntered, stA.GroupCallState)
