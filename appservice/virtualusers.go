@@ -132,7 +132,10 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler Devic
 		vm: vm, handler: handler, done: make(chan struct{}),
 		seen: make(map[[32]byte]struct{}), seenRing: make([][32]byte, 256),
 	}
-	syncCtx, cancel := context.WithCancel(log.WithContext(vm.svc.bgCtx))
+	// The sync loop outlives the request that created the user: log with the
+	// service's logger, not the caller's (e.g. a command's event fields).
+	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("virtual_user", userID).Logger()
+	syncCtx, cancel := context.WithCancel(syncLog.WithContext(vm.svc.bgCtx))
 	vu.cancel = cancel
 	vm.users[userID] = vu
 	vm.svc.wg.Add(1)
