@@ -407,6 +407,13 @@ func (m *Manager) device(ctx context.Context, vu *appservice.VirtualUser) (*e2ee
 	if dev := m.devices[vu.UserID]; dev != nil {
 		return dev, nil
 	}
+	m.lock.Lock()
+	stopped := m.stopped
+	m.lock.Unlock()
+	if stopped {
+		// Stop closed the devices; a late sync batch must not reopen one.
+		return nil, ErrStopped
+	}
 	dev, err := e2ee.Open(ctx, vu.Client, m.cryptoDB, m.pickleKey)
 	if err != nil {
 		return nil, fmt.Errorf("failed to set up encryption for %s: %w", vu.UserID, err)
