@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -60,8 +61,11 @@ type RecordingQuery struct {
 const (
 	recordingColumns   = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder`
 	getRecordingQuery  = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
+	// Keyset pagination in (started_at DESC, id) order: rows after the cursor.
 	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
-		WHERE ($1='' OR room_id=$1) AND ($2='' OR state=$2) ORDER BY started_at DESC, id LIMIT $3 OFFSET $4`
+		WHERE ($1='' OR room_id=$1) AND ($2='' OR state=$2)
+			AND (CAST($4 AS BIGINT)=0 OR started_at<CAST($4 AS BIGINT) OR (started_at=CAST($4 AS BIGINT) AND id>$5))
+		ORDER BY started_at DESC, id LIMIT $3`
 	getByStateQuery      = `SELECT ` + recordingColumns + ` FROM recording WHERE state=$1 ORDER BY started_at`
 	upsertRecordingQuery = `
 		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -86,15 +90,33 @@ type ListFilter struct {
 	RoomID id.RoomID
 	State  RecordingState
 	Limit  int
-	Offset int
+	// After continues a listing after this recording (keyset pagination:
+	// recordings added meanwhile do not shift the pages).
+	After *ListCursor
 }
 
-// List returns recordings, newest first.
+// ListCursor is the position of a recording in List's order.
+type ListCursor struct {
+	StartedAt time.Time
+	ID        RecordingID
+}
+
+// CursorOf is the cursor that continues a listing after rec.
+func CursorOf(rec *Recording) *ListCursor {
+	return &ListCursor{StartedAt: rec.StartedAt, ID: rec.ID}
+}
+
+// List returns recordings, newest first (then by id).
 func (rq *RecordingQuery) List(ctx context.Context, f ListFilter) ([]*Recording, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	return rq.QueryMany(ctx, listRecordingQuery, f.RoomID, f.State, f.Limit, f.Offset)
+	var afterMS int64
+	var afterID RecordingID
+	if f.After != nil {
+		afterMS, afterID = f.After.StartedAt.UnixMilli(), f.After.ID
+	}
+	return rq.QueryMany(ctx, listRecordingQuery, f.RoomID, f.State, f.Limit, afterMS, afterID)
 }
 
 // GetByState returns every recording in a state (e.g. those still
@@ -191,6 +213,29 @@ func (fq *RecordingFileQuery) New(recID RecordingID, name string) *RecordingFile
 // GetAll returns a recording's files in timeline order.
 func (fq *RecordingFileQuery) GetAll(ctx context.Context, recID RecordingID) ([]*RecordingFile, error) {
 	return fq.QueryMany(ctx, getFilesQuery, recID)
+}
+
+// GetAllFor returns the files of several recordings, by recording.
+func (fq *RecordingFileQuery) GetAllFor(ctx context.Context, ids []RecordingID) (map[RecordingID][]*RecordingFile, error) {
+	out := make(map[RecordingID][]*RecordingFile, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	placeholders := make([]string, len(ids))
+	args := make([]any, len(ids))
+	for i, recID := range ids {
+		placeholders[i] = fmt.Sprintf("$%d", i+1)
+		args[i] = recID
+	}
+	files, err := fq.QueryMany(ctx, `SELECT `+fileColumns+` FROM recording_file WHERE recording_id IN (`+
+		strings.Join(placeholders, ",")+`) ORDER BY recording_id, started_at, name`, args...)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		out[f.RecordingID] = append(out[f.RecordingID], f)
+	}
+	return out, nil
 }
 
 // Get returns one file or nil.

@@ -123,6 +123,28 @@ func TestStorage(t *testing.T) {
 				require.NoError(t, err)
 				require.Empty(t, list)
 
+				// Keyset pages are stable when a newer recording arrives.
+				for i, recID := range []storage.RecordingID{"rec2", "rec3"} {
+					r := db.Recording.New(recID, "!a:localhost", string(recID), started.Add(time.Duration(-i-1)*time.Second))
+					require.NoError(t, r.Save(ctx))
+				}
+				page1, err := db.Recording.List(ctx, storage.ListFilter{RoomID: "!a:localhost", Limit: 2})
+				require.NoError(t, err)
+				require.Equal(t, []storage.RecordingID{"rec1", "rec2"}, []storage.RecordingID{page1[0].ID, page1[1].ID})
+				newer := db.Recording.New("rec0", "!a:localhost", "rec0", started.Add(time.Hour))
+				require.NoError(t, newer.Save(ctx))
+				page2, err := db.Recording.List(ctx, storage.ListFilter{RoomID: "!a:localhost", Limit: 2, After: storage.CursorOf(page1[1])})
+				require.NoError(t, err)
+				require.Len(t, page2, 1)
+				require.Equal(t, storage.RecordingID("rec3"), page2[0].ID)
+				byRec, err := db.File.GetAllFor(ctx, []storage.RecordingID{"rec1", "rec2", "nope"})
+				require.NoError(t, err)
+				require.Len(t, byRec["rec1"], 1)
+				require.Empty(t, byRec["rec2"])
+				for _, recID := range []storage.RecordingID{"rec0", "rec2", "rec3"} {
+					require.NoError(t, db.Recording.Delete(ctx, recID))
+				}
+
 				require.NoError(t, db.ActiveCall.Put(ctx, &storage.ActiveCall{RoomID: "!a:localhost", RecordingID: "rec1",
 					ConfID: "conf", UserID: "@rec_1:localhost", DeviceID: "D", SessionID: "S", JoinedAt: started}))
 				calls, err := db.ActiveCall.GetAll(ctx)

@@ -51,6 +51,10 @@ func (s storageRecordings) RecordingFiles(ctx context.Context, id storage.Record
 	return s.db.File.GetAll(ctx, id)
 }
 
+func (s storageRecordings) FilesOf(ctx context.Context, ids []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error) {
+	return s.db.File.GetAllFor(ctx, ids)
+}
+
 func (s storageRecordings) DeleteRecording(ctx context.Context, id storage.RecordingID) error {
 	return s.db.Recording.Delete(ctx, id)
 }
@@ -169,8 +173,10 @@ func recordingFrom(r *http.Request) *storage.Recording {
 	return r.Context().Value(recordingKey).(*storage.Recording)
 }
 
+// cursor is the position after the last recording of a page (keyset).
 type cursor struct {
-	Offset int `json:"o"`
+	StartedMS int64               `json:"t"`
+	ID        storage.RecordingID `json:"i"`
 }
 
 func encodeCursor(c cursor) string {
@@ -184,8 +190,8 @@ func decodeCursor(s string) (cursor, error) {
 	if err == nil {
 		err = json.Unmarshal(data, &c)
 	}
-	if err == nil && c.Offset < 0 {
-		err = errors.New("negative offset")
+	if err == nil && (c.StartedMS <= 0 || storage.CheckKey(string(c.ID)) != nil) {
+		err = errors.New("bad cursor")
 	}
 	return c, err
 }
@@ -221,7 +227,7 @@ func listFilter(q url.Values) (storage.ListFilter, error) {
 		if err != nil {
 			return f, errors.New("query parameter cursor: not a cursor this API returned")
 		}
-		f.Offset = c.Offset
+		f.After = &storage.ListCursor{StartedAt: time.UnixMilli(c.StartedMS), ID: c.ID}
 	}
 	return f, nil
 }
@@ -242,15 +248,20 @@ func (rs recordingsResource) list(w http.ResponseWriter, r *http.Request) {
 	out := RecordingList{Recordings: make([]Recording, 0, min(len(recs), limit))}
 	if len(recs) > limit {
 		recs = recs[:limit]
-		out.NextCursor = encodeCursor(cursor{Offset: f.Offset + limit})
+		last := recs[limit-1]
+		out.NextCursor = encodeCursor(cursor{StartedMS: last.StartedAt.UnixMilli(), ID: last.ID})
+	}
+	ids := make([]storage.RecordingID, len(recs))
+	for i, rec := range recs {
+		ids[i] = rec.ID
+	}
+	files, err := rs.db.FilesOf(r.Context(), ids)
+	if err != nil {
+		internalError(w, r, err, "Failed to list recording files")
+		return
 	}
 	for _, rec := range recs {
-		files, err := rs.db.RecordingFiles(r.Context(), rec.ID)
-		if err != nil {
-			internalError(w, r, err, "Failed to list recording files")
-			return
-		}
-		out.Recordings = append(out.Recordings, toRecording(rec, files, time.Now()))
+		out.Recordings = append(out.Recordings, toRecording(rec, files[rec.ID], time.Now()))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

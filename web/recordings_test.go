@@ -136,6 +136,15 @@ func TestListRecordings(t *testing.T) {
 		require.Equal(t, []storage.RecordingID{"new", "mid", "old"}, got)
 	})
 
+	t.Run("pages do not shift when a recording starts meanwhile", func(t *testing.T) {
+		first := decode[web.RecordingList](t, e.get("/api/v1/recordings?limit=2"))
+		require.Equal(t, []storage.RecordingID{"new", "mid"}, ids(first))
+		e.seed("newest", "!roomA:example.org", storage.StateRecording, time.Now())
+		second := decode[web.RecordingList](t, e.get("/api/v1/recordings?limit=2&cursor="+first.NextCursor))
+		require.Equal(t, []storage.RecordingID{"old"}, ids(second))
+		require.NoError(t, e.db.Recording.Delete(e.t.Context(), "newest"))
+	})
+
 	bad := []struct {
 		name  string
 		query string
@@ -427,6 +436,10 @@ func (fr failingRecordings) ListRecordings(context.Context, storage.ListFilter) 
 }
 
 func (fr failingRecordings) RecordingFiles(context.Context, storage.RecordingID) ([]*storage.RecordingFile, error) {
+	return nil, fr.fail()
+}
+
+func (fr failingRecordings) FilesOf(context.Context, []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error) {
 	return nil, fr.fail()
 }
 

@@ -37,6 +37,8 @@ type Recordings interface {
 	ListRecordings(ctx context.Context, f storage.ListFilter) ([]*storage.Recording, error)
 	// RecordingFiles returns a recording's file rows in timeline order.
 	RecordingFiles(ctx context.Context, id storage.RecordingID) ([]*storage.RecordingFile, error)
+	// FilesOf returns the file rows of several recordings at once.
+	FilesOf(ctx context.Context, ids []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error)
 	// DeleteRecording removes the recording and its file rows.
 	DeleteRecording(ctx context.Context, id storage.RecordingID) error
 }
