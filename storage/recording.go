@@ -59,8 +59,8 @@ type RecordingQuery struct {
 }
 
 const (
-	recordingColumns   = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder`
-	getRecordingQuery  = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
+	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder`
+	getRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
 	// Keyset pagination in (started_at DESC, id) order: rows after the cursor.
 	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
 		WHERE ($1='' OR room_id=$1) AND ($2='' OR state=$2)
