@@ -354,11 +354,14 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 		log.Error().Msg("Timed out finalizing stream writers")
 		c.fail(errors.New("timed out finalizing files"))
 	}
+	c.lock.Lock()
+	failed := c.failed
+	c.lock.Unlock()
 	c.manifest.Ended = at
 	c.rec.EndedAt = at
 	c.rec.State = storage.StateFinished
-	if c.failed != nil {
-		c.rec.State, c.rec.Error = storage.StateFailed, c.failed.Error()
+	if failed != nil {
+		c.rec.State, c.rec.Error = storage.StateFailed, failed.Error()
 	}
 	if err := c.writeManifest(ctx); err != nil {
 		log.Err(err).Msg("Failed to write manifest")
@@ -369,7 +372,7 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	if err := r.db.ActiveCall.Delete(ctx, call.RoomID); err != nil {
 		log.Warn().Err(err).Msg("Failed to remove active call")
 	}
-	if c.failed == nil {
+	if failed == nil {
 		_ = os.RemoveAll(c.spoolDir)
 	}
 	log.Info().Str("state", string(c.rec.State)).Int("files", len(c.manifest.Tracks)).Msg("Recording ended")
