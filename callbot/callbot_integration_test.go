@@ -277,3 +277,43 @@ func TestPowerLevelsForbidJoining(t *testing.T) {
 	_, err = s.App.Calls.Status(ctx, roomID)
 	require.ErrorIs(t, err, callbot.ErrNotJoined)
 }
+
+// TestMemberExpiry: a device whose member entry expires (a client that died
+// without leaving) is called while listed and dropped when it expires.
+func TestMemberExpiry(t *testing.T) {
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Observer: obs})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	zz := s.HS.RegisterUser(ctx, t, "zz") // sorts above the bot: the bot calls it
+	roomID := s.CallRoom(t, alice, zz.UserID)
+	s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	_, err := zz.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	conf := mustConf(t, s, roomID)
+
+	// zz's client publishes its device with a short expiry and then dies.
+	expires := time.Now().Add(4 * time.Second)
+	_, err = zz.SendStateEvent(ctx, roomID, signaling.StateCallMember, string(zz.UserID), map[string]any{
+		"m.calls": []any{map[string]any{"m.call_id": string(conf), "m.devices": []any{map[string]any{
+			"device_id": "GHOSTDEV", "session_id": "ghost-session", "expires_ts": expires.UnixMilli(),
+			"feeds": []any{map[string]any{"purpose": "m.usermedia"}},
+		}}}},
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		p, ok := peerOf(t, s, roomID, zz.UserID)
+		return ok && p.DeviceID == "GHOSTDEV" && p.State == callbot.PeerInviteSent
+	}, deadline, 50*time.Millisecond, "the bot did not call the listed device")
+	require.Eventually(t, func() bool {
+		_, ok := peerOf(t, s, roomID, zz.UserID)
+		return !ok
+	}, deadline, 50*time.Millisecond, "the expired device was not dropped")
+	require.False(t, time.Now().Before(expires), "dropped before its expiry")
+	var left bool
+	for _, l := range obs.Left() {
+		left = left || l.DeviceID == "GHOSTDEV"
+	}
+	require.True(t, left)
+}
