@@ -255,6 +255,8 @@ func TestPowerLevelsForbidJoining(t *testing.T) {
 		var m event.MemberEventContent
 		return alice.StateEvent(ctx, roomID, event.StateMember, string(bot), &m) == nil && m.Membership == event.MembershipJoin
 	}, deadline, 50*time.Millisecond)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "no group call",
+		"a room without a call gets a clear answer")
 	_, err := alice.SendStateEvent(ctx, roomID, signaling.StateGroupCall, "conf1", map[string]any{"m.intent": "m.room", "m.type": "m.video"})
 	require.NoError(t, err)
 	s.Command(t, alice, roomID, "!rec start")
