@@ -59,11 +59,11 @@ lint: fmt-check vet staticcheck
 # Unit and integration tests in one run (integration tests need Dendrite,
 # PostgreSQL and the media tools, which `tools` installs).
 test: tools lint
-	$(GO) test -tags $(TAGS),integration -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -tags $(TAGS),integration -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: no homeserver needed.
 unit:
-	$(GO) test -tags $(TAGS) -race ./...
+	$(GO) test -tags $(TAGS) -race -count=1 ./...
 
 clean:
 	rm -rf bin
