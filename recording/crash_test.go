@@ -19,14 +19,10 @@ const (
 	crashSecs   = 3 // seconds of media written before the kill
 )
 
-// TestCrashChild is the child process of TestCrashRepair: it records a
-// WebM (VP8+Opus) and an Ogg stream for crashSecs seconds of media, prints
+// crashChild is TestCrashRepair in its re-executed child process: it records
+// a WebM (VP8+Opus) and an Ogg stream for crashSecs seconds of media, prints
 // READY and blocks until it is killed (or its stdin closes).
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(crashDirEnv)
-	if dir == "" {
-		t.Skip("helper process for TestCrashRepair")
-	}
+func crashChild(t *testing.T, dir string) {
 	audio := loadOpus(t)
 	video := loadIVF(t, "vp8-320x240.ivf")
 	nA, nV := crashSecs*50, crashSecs*30
@@ -51,11 +47,15 @@ func TestCrashChild(t *testing.T) {
 // repairs the orphaned .part files: both must play to (almost) the last
 // second written, pass the tool checks, and Repair must report them.
 func TestCrashRepair(t *testing.T) {
+	if dir := os.Getenv(crashDirEnv); dir != "" {
+		crashChild(t, dir)
+		return
+	}
 	t.Parallel()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1") //nolint:gosec // our own test binary
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashRepair$", "-test.count=1") //nolint:gosec // our own test binary
 	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)

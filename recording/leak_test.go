@@ -31,12 +31,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 	require.Zero(t, ebmlGoroutines())
 	defer func() {
 		// goroutines that were released may need a moment to retire
-		deadline := time.Now().Add(2 * time.Second)
-		for ebmlGoroutines() > 0 && time.Now().Before(deadline) {
-			runtime.Gosched()
-			time.Sleep(time.Millisecond)
-		}
-		require.Zero(t, ebmlGoroutines(), "ebml-go goroutines leaked")
+		require.Eventually(t, func() bool { return ebmlGoroutines() == 0 }, 2*time.Second, time.Millisecond,
+			"ebml-go goroutines leaked")
 	}()
 	audio := loadOpus(t)
 	video := loadIVF(t, "vp8-320x240.ivf")

@@ -49,6 +49,16 @@ func waitConnected(t *testing.T, s *stack.Stack, roomID id.RoomID, peers ...*sim
 	}, stack.Deadline, 50*time.Millisecond, "participants did not connect to the recorder")
 }
 
+// waitMedia waits until d more of user's camera media has reached the bot,
+// measured on the media clock (RTP time).
+func waitMedia(t *testing.T, obs *observer.Observer, user id.UserID, d time.Duration) {
+	t.Helper()
+	target := obs.Span(user, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia) + d
+	require.Eventually(t, func() bool {
+		return obs.Span(user, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia) >= target
+	}, stack.Deadline, 20*time.Millisecond, "%s's media stopped arriving", user)
+}
+
 func onlyRecording(t *testing.T, s *stack.Stack, roomID id.RoomID) *storage.Recording {
 	t.Helper()
 	recs, err := s.App.DB.Recording.List(s.Ctx(), storage.ListFilter{RoomID: roomID})
@@ -88,11 +98,13 @@ func TestRecordThreeParticipants(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return obs.HasMedia(zoe.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeScreenshare, 30)
 	}, stack.Deadline, 50*time.Millisecond, "no screen share")
-	<-time.After(3 * time.Second) // the mute lasts 3 s of wall time: that gap is what is measured
+	// The mute lasts while 3 s of zoe's camera media arrive: that gap is
+	// what the recording has to keep.
+	waitMedia(t, obs, zoe.UserID, 3*time.Second)
 	require.NoError(t, pb.SetMuted(ctx, false, false))
 	mutedFor := time.Since(muteStart)
 	require.NoError(t, pz.ShareScreen(ctx, false))
-	<-time.After(time.Second) // one more second of media after the unmute
+	waitMedia(t, obs, zoe.UserID, time.Second) // one more second of media after the unmute
 	stopAt := time.Now()
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
 	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
@@ -281,7 +293,10 @@ func TestKillDuringRecording(t *testing.T) {
 	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
 	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond,
 		"no media written to the spool")
-	<-time.After(2 * time.Second) // a few seconds of media in the files before the kill
+	// About 3 s of media before the kill: alice sends 50 Opus packets a second.
+	sent := pa.Snapshot().SentPackets["audio"]
+	require.Eventually(t, func() bool { return pa.Snapshot().SentPackets["audio"] >= sent+150 }, stack.Deadline,
+		20*time.Millisecond, "alice stopped sending")
 	killedAt := time.Now()
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	err = <-exited

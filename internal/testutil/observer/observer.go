@@ -22,6 +22,17 @@ type Track struct {
 	FirstRTP   time.Time
 	Closed     bool
 	SenderRept int
+	// firstTS and lastTS are the RTP timestamps of the first and the latest
+	// packet, for the media time the track has covered.
+	firstTS, lastTS uint32
+}
+
+// Span is the media time between the track's first and latest packet.
+func (t Track) Span() time.Duration {
+	if t.Packets == 0 || t.Info.Codec.ClockRate == 0 {
+		return 0
+	}
+	return time.Duration(t.lastTS-t.firstTS) * time.Second / time.Duration(t.Info.Codec.ClockRate)
 }
 
 // Observer implements callbot.Sink. All methods are safe for concurrent use.
@@ -81,12 +92,14 @@ type trackSink struct {
 	t *Track
 }
 
-func (ts *trackSink) WriteRTP(_ *rtp.Packet, arrival time.Time) error {
+func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 	ts.o.lock.Lock()
 	defer ts.o.lock.Unlock()
 	if ts.t.Packets == 0 {
 		ts.t.FirstRTP = arrival
+		ts.t.firstTS = pkt.Timestamp
 	}
+	ts.t.lastTS = pkt.Timestamp
 	ts.t.Packets++
 	return nil
 }
@@ -126,6 +139,17 @@ func (o *Observer) HasMedia(user id.UserID, kind webrtc.RTPCodecType, purpose si
 		}
 	}
 	return false
+}
+
+// Span is the longest media span of a user's tracks of that kind and purpose.
+func (o *Observer) Span(user id.UserID, kind webrtc.RTPCodecType, purpose signaling.Purpose) time.Duration {
+	var span time.Duration
+	for _, t := range o.Tracks(user) {
+		if t.Info.Kind == kind && (purpose == "" || t.Info.Purpose == purpose) {
+			span = max(span, t.Span())
+		}
+	}
+	return span
 }
 
 // FirstPacket is when the first RTP packet from user arrived (zero if none).
