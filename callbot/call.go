@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
 const (
@@ -26,7 +27,6 @@ const (
 	DefaultSignalHold = 10 * time.Second
 	// leaveFlushTimeout bounds how long leaving waits for hangups to go out.
 	leaveFlushTimeout = 5 * time.Second
-	callQueueSize     = 1024
 	maxPendingSignals = 256
 )
 
@@ -38,7 +38,7 @@ type Call struct {
 	roomID id.RoomID
 	vu     *appservice.VirtualUser
 	dev    *e2ee.Device
-	msgs   chan any
+	msgs   *mailbox.Box[any]
 	done   chan struct{}
 
 	conf       signaling.GroupCall
@@ -60,8 +60,7 @@ type Call struct {
 	memberRenewAt time.Time
 	lastReconcile time.Time
 
-	sendQ     chan outgoing
-	senderCtx context.CancelFunc
+	sendQ *mailbox.Box[outgoing]
 	// firstPacket is set by the first track reader that gets a packet.
 	firstPacket atomic.Bool
 	readers     sync.WaitGroup
@@ -93,10 +92,7 @@ type (
 		pcs  string
 		tr   *trackArrival
 	}
-	leaveMsg struct {
-		reason string
-		done   chan struct{}
-	}
+	leaveMsg  struct{ reason string }
 	statusMsg struct{ reply chan CallStatus }
 )
 
@@ -109,16 +105,9 @@ const (
 	peerTrack
 )
 
-// post delivers a message to the loop without blocking pion's goroutines for
-// long: a loop that is this far behind has a problem worth a log line.
-func (c *Call) post(msg any) {
-	select {
-	case c.msgs <- msg:
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		zerolog.Ctx(c.m.bgCtx).Error().Stringer("room_id", c.roomID).Msgf("Call loop is stuck; dropped %T", msg)
-	}
-}
+// post delivers a message to the loop. It never blocks: pion callbacks may
+// run while the loop is inside a pion call.
+func (c *Call) post(msg any) { c.msgs.Push(msg) }
 
 // CallStatus is a snapshot of a joined call.
 type CallStatus struct {
@@ -158,7 +147,6 @@ func (c *Call) run(ctx context.Context) {
 	defer c.m.forget(c)
 	log := zerolog.Ctx(ctx)
 	senderCtx, cancelSender := context.WithCancel(ctx)
-	c.senderCtx = cancelSender
 	c.m.wg.Add(1)
 	go func() {
 		defer c.m.wg.Done()
@@ -187,8 +175,10 @@ func (c *Call) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			c.leave(context.WithoutCancel(ctx), "shutdown")
-		case msg := <-c.msgs:
-			c.handle(ctx, msg)
+		case <-c.msgs.Notify():
+			for _, msg := range c.msgs.Take() {
+				c.handle(ctx, msg)
+			}
 		case now := <-ticker.C:
 			c.tick(ctx, now)
 		}
@@ -198,7 +188,7 @@ func (c *Call) run(ctx context.Context) {
 func (c *Call) handle(ctx context.Context, msg any) {
 	defer func() {
 		if r := recover(); r != nil {
-			zerolog.Ctx(ctx).Error().Any("panic", r).Stack().Msgf("Panic handling %T in call loop", msg)
+			zerolog.Ctx(ctx).Error().Any("panic", r).Str("message_type", fmt.Sprintf("%T", msg)).Stack().Msg("Panic in call loop")
 		}
 	}()
 	now := time.Now()
@@ -211,7 +201,6 @@ func (c *Call) handle(ctx context.Context, msg any) {
 		c.handlePeerEvent(ctx, msg, now)
 	case leaveMsg:
 		c.leave(ctx, msg.reason)
-		close(msg.done)
 	case statusMsg:
 		msg.reply <- c.status()
 	}
@@ -362,7 +351,7 @@ func (c *Call) send(p *peer, msg signaling.Message) {
 		zerolog.Ctx(c.m.bgCtx).Err(err).Str("event_type", msg.Type().Type).Msg("Refusing to send invalid message")
 		return
 	}
-	c.sendQ <- outgoing{evtType: msg.Type(), user: p.key.UserID, device: p.key.DeviceID, content: content}
+	c.sendQ.Push(outgoing{evtType: msg.Type(), user: p.key.UserID, device: p.key.DeviceID, content: content})
 }
 
 // deliver processes what the inbox released, in order, and logs its drops.
@@ -543,7 +532,7 @@ func (c *Call) leave(ctx context.Context, reason string) {
 		c.endPeer(ctx, p, signaling.ReasonUserHangup, false, now)
 	}
 	flushed := make(chan struct{})
-	c.sendQ <- outgoing{flushed: flushed}
+	c.sendQ.Push(outgoing{flushed: flushed})
 	select {
 	case <-flushed:
 	case <-time.After(leaveFlushTimeout):

@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-recorder/recorder/callbot/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/mailbox"
 	"github.com/matrix-recorder/recorder/internal/metrics"
 )
 
@@ -209,13 +210,7 @@ func (m *Manager) Status(ctx context.Context, roomID id.RoomID) (CallStatus, err
 
 func (c *Call) requestStatus(ctx context.Context) (CallStatus, error) {
 	reply := make(chan CallStatus, 1)
-	select {
-	case c.msgs <- statusMsg{reply: reply}:
-	case <-c.done:
-		return CallStatus{}, ErrNotJoined
-	case <-ctx.Done():
-		return CallStatus{}, ctx.Err()
-	}
+	c.post(statusMsg{reply: reply})
 	select {
 	case st := <-reply:
 		return st, nil
@@ -227,14 +222,7 @@ func (c *Call) requestStatus(ctx context.Context) (CallStatus, error) {
 }
 
 func (c *Call) requestLeave(ctx context.Context, reason string) error {
-	done := make(chan struct{})
-	select {
-	case c.msgs <- leaveMsg{reason: reason, done: done}:
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	c.post(leaveMsg{reason: reason})
 	select {
 	case <-c.done:
 	case <-ctx.Done():
@@ -364,14 +352,14 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 	now := time.Now()
 	c := &Call{
 		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
-		m:  m, roomID: roomID, vu: vu, dev: dev, msgs: make(chan any, callQueueSize), done: make(chan struct{}),
+		m:  m, roomID: roomID, vu: vu, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
 		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
 		outbox:   signaling.NewOutbox(vu.DeviceID, session),
 		inbox:    signaling.NewInbox(signaling.InboxConfig{SessionID: session, Confs: []signaling.ConfID{conf.ConfID}}),
 		joinedAt: now, memberEvents: map[id.UserID]*event.Event{},
 		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
 		byCallID: map[signaling.CallID]*peer{}, attempts: map[signaling.DeviceKey]*attemptState{},
-		sendQ: make(chan outgoing, callQueueSize),
+		sendQ: mailbox.New[outgoing](),
 	}
 	for key, evt := range state[memberType] {
 		if key != string(userID) {

@@ -8,6 +8,8 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
 // outgoing is one to-device message waiting to be sent.
@@ -28,49 +30,40 @@ type toDeviceSender interface {
 // sendLoop sends a call's to-device messages in order, off the call loop.
 // Consecutive messages of one type to different devices go out in one
 // sendToDevice request (hangups on leave, metadata changes).
-func sendLoop(ctx context.Context, dev toDeviceSender, queue <-chan outgoing) {
+func sendLoop(ctx context.Context, dev toDeviceSender, queue *mailbox.Box[outgoing]) {
 	log := zerolog.Ctx(ctx)
-	var pending *outgoing
 	for {
-		var first outgoing
-		if pending != nil {
-			first, pending = *pending, nil
-		} else {
-			select {
-			case <-ctx.Done():
-				return
-			case first = <-queue:
+		select {
+		case <-ctx.Done():
+			return
+		case <-queue.Notify():
+		}
+		items := queue.Take()
+		for len(items) > 0 {
+			first := items[0]
+			if first.flushed != nil {
+				close(first.flushed)
+				items = items[1:]
+				continue
 			}
-		}
-		if first.flushed != nil {
-			close(first.flushed)
-			continue
-		}
-		batch := map[id.UserID]map[id.DeviceID]json.RawMessage{first.user: {first.device: first.content}}
-		count := 1
-	collect:
-		for {
-			select {
-			case next := <-queue:
+			batch := map[id.UserID]map[id.DeviceID]json.RawMessage{first.user: {first.device: first.content}}
+			n := 1
+			for ; n < len(items); n++ {
+				next := items[n]
 				if next.flushed != nil || next.evtType != first.evtType || batch[next.user][next.device] != nil {
-					pending = &next
-					break collect
+					break
 				}
 				if batch[next.user] == nil {
 					batch[next.user] = map[id.DeviceID]json.RawMessage{}
 				}
 				batch[next.user][next.device] = next.content
-				count++
-			default:
-				break collect
 			}
+			items = items[n:]
+			sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if err := dev.Send(sendCtx, first.evtType, batch, true); err != nil {
+				log.Err(err).Str("event_type", first.evtType.Type).Int("messages", n).Msg("Failed to send to-device messages")
+			}
+			cancel()
 		}
-		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		if err := dev.Send(sendCtx, first.evtType, batch, true); err != nil {
-			log.Err(err).Str("event_type", first.evtType.Type).Int("messages", count).Msg("Failed to send to-device messages")
-		} else {
-			log.Trace().Str("event_type", first.evtType.Type).Int("messages", count).Msg("Sent to-device messages")
-		}
-		cancel()
 	}
 }

@@ -14,16 +14,21 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
 type fakeSender struct {
-	lock  sync.Mutex
-	calls []map[id.UserID]map[id.DeviceID]json.RawMessage
-	types []string
-	block chan struct{}
+	lock    sync.Mutex
+	calls   []map[id.UserID]map[id.DeviceID]json.RawMessage
+	types   []string
+	block   chan struct{}
+	entered chan struct{}
 }
 
 func (fs *fakeSender) Send(_ context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, _ bool) error {
+	if fs.entered != nil {
+		fs.entered <- struct{}{}
+	}
 	if fs.block != nil {
 		<-fs.block
 	}
@@ -37,24 +42,28 @@ func (fs *fakeSender) Send(_ context.Context, evtType event.Type, msgs map[id.Us
 func TestSendLoopBatchesByTypeInOrder(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	fs := &fakeSender{block: make(chan struct{})}
-	queue := make(chan outgoing, 100)
+	fs := &fakeSender{block: make(chan struct{}), entered: make(chan struct{}, 10)}
+	queue := mailbox.New[outgoing]()
 	done := make(chan struct{})
 	go func() { defer close(done); sendLoop(ctx, fs, queue) }()
 
 	hangup := event.Type{Type: "m.call.hangup", Class: event.ToDeviceEventType}
 	cands := event.Type{Type: "m.call.candidates", Class: event.ToDeviceEventType}
 	// The first message is in flight (blocked); the rest queue up behind it.
-	queue <- outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":0}`)}
-	require.Eventually(t, func() bool { return len(queue) == 0 }, 5*time.Second, time.Millisecond)
-	queue <- outgoing{evtType: hangup, user: "@a:x", device: "A", content: json.RawMessage(`{"n":1}`)}
-	queue <- outgoing{evtType: hangup, user: "@b:x", device: "B", content: json.RawMessage(`{"n":2}`)}
-	queue <- outgoing{evtType: hangup, user: "@b:x", device: "B2", content: json.RawMessage(`{"n":3}`)}
-	queue <- outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":4}`)}
+	queue.Push(outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":0}`)})
+	select {
+	case <-fs.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first message not sent")
+	}
+	queue.Push(outgoing{evtType: hangup, user: "@a:x", device: "A", content: json.RawMessage(`{"n":1}`)})
+	queue.Push(outgoing{evtType: hangup, user: "@b:x", device: "B", content: json.RawMessage(`{"n":2}`)})
+	queue.Push(outgoing{evtType: hangup, user: "@b:x", device: "B2", content: json.RawMessage(`{"n":3}`)})
+	queue.Push(outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":4}`)})
 	// Same device twice cannot share one request: the second starts a new batch.
-	queue <- outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":5}`)}
+	queue.Push(outgoing{evtType: cands, user: "@a:x", device: "A", content: json.RawMessage(`{"n":5}`)})
 	flushed := make(chan struct{})
-	queue <- outgoing{flushed: flushed}
+	queue.Push(outgoing{flushed: flushed})
 	close(fs.block)
 	select {
 	case <-flushed:

@@ -87,14 +87,14 @@ func (p *Participant) newPC(c *peerCall) error {
 		return fmt.Errorf("failed to create peer connection: %w", err)
 	}
 	callID := c.id
-	pc.OnICECandidate(func(cand *webrtc.ICECandidate) { p.box.push(iceCandMsg{callID: callID, cand: cand}) })
-	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) { p.box.push(iceStateMsg{callID: callID, state: s}) })
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) { p.box.push(pcStateMsg{callID: callID, state: s}) })
+	pc.OnICECandidate(func(cand *webrtc.ICECandidate) { p.box.Push(iceCandMsg{callID: callID, cand: cand}) })
+	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) { p.box.Push(iceStateMsg{callID: callID, state: s}) })
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) { p.box.Push(pcStateMsg{callID: callID, state: s}) })
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		st := &trackStats{info: TrackInfo{
 			StreamID: t.StreamID(), TrackID: t.ID(), Kind: t.Kind(), MimeType: t.Codec().MimeType, StartedAt: time.Now(),
 		}}
-		p.box.push(trackMsg{callID: callID, stats: st})
+		p.box.Push(trackMsg{callID: callID, stats: st})
 		p.media.Add(1)
 		go func() {
 			defer p.media.Done()

@@ -32,6 +32,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
 var (
@@ -118,7 +119,7 @@ type Participant struct {
 	audio, video, screen *source
 
 	obs observer
-	box *mailbox
+	box *mailbox.Box[any]
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // loop, sync, media sources
@@ -208,7 +209,7 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 		cfg:       cfg,
 		cli:       cli,
 		self:      signaling.DeviceKey{UserID: cli.UserID, DeviceID: cli.DeviceID},
-		box:       newMailbox(),
+		box:       mailbox.New[any](),
 		done:      make(chan struct{}),
 		state:     map[stateKey]*event.Event{},
 		ownEvents: map[id.EventID]struct{}{},
@@ -385,7 +386,7 @@ func (p *Participant) do(ctx context.Context, fn func(ctx context.Context) error
 		return fmt.Errorf("%w: not started", ErrStopped)
 	}
 	cmd := cmdMsg{ctx: p.log.WithContext(ctx), fn: fn, done: make(chan error, 1)}
-	p.box.push(cmd)
+	p.box.Push(cmd)
 	select {
 	case err := <-cmd.done:
 		return err
@@ -413,7 +414,7 @@ func (p *Participant) syncLoop(ctx context.Context) {
 			continue
 		}
 		p.since = resp.NextBatch
-		p.box.push(p.batch(ctx, resp))
+		p.box.Push(p.batch(ctx, resp))
 	}
 }
 
@@ -458,8 +459,8 @@ func (p *Participant) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.box.notify:
-			for _, m := range p.box.take() {
+		case <-p.box.Notify():
+			for _, m := range p.box.Take() {
 				p.handle(ctx, m)
 			}
 		case <-timer.C:
