@@ -146,7 +146,9 @@ func (c *Call) run(ctx context.Context) {
 	defer close(c.done)
 	defer c.m.forget(c)
 	log := zerolog.Ctx(ctx)
-	senderCtx, cancelSender := context.WithCancel(ctx)
+	// The sender outlives a cancelled ctx until leave has flushed the
+	// hangups; the deferred cancel stops it after that.
+	senderCtx, cancelSender := context.WithCancel(context.WithoutCancel(ctx))
 	c.m.wg.Add(1)
 	go func() {
 		defer c.m.wg.Done()
