@@ -72,6 +72,11 @@ type RecordingsConfig struct {
 type APIConfig struct {
 	Listen string   `yaml:"listen"` // host:port; empty disables the API
 	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
+	// ProtectMetrics requires a token on /metrics too.
+	ProtectMetrics bool `yaml:"protect_metrics"`
+	// TrustedProxies are CIDR prefixes of reverse proxies whose
+	// X-Forwarded-For gives the client address in the request log.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // CommandsConfig configures chat commands.

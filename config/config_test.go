@@ -89,6 +89,7 @@ func TestValidateErrorsNameTheKey(t *testing.T) {
 		{"bad level", func(c *Config) { c.Permissions = map[string]PermissionLevel{"*": "root"} }, "permissions.*"},
 		{"short api token", func(c *Config) { c.API.Tokens = []string{"short"} }, "api.tokens"},
 		{"api without tokens", func(c *Config) { c.API.Tokens = nil }, "api.tokens"},
+		{"bad proxy prefix", func(c *Config) { c.API.TrustedProxies = []string{"10.0.0.0/33"} }, "api.trusted_proxies"},
 		{"bad port", func(c *Config) { c.Appservice.Port = 0 }, "appservice.port"},
 		{"bad log level", func(c *Config) { c.Logging.MinLevel = "loud" }, "logging.min_level"},
 	}

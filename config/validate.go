@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -103,6 +104,11 @@ func (c *Config) Validate(needTokens bool) error {
 		}
 		if needTokens && len(c.API.Tokens) == 0 {
 			add("api.tokens", "at least one token is needed while api.listen is set (or leave api.listen empty)")
+		}
+		for _, prefix := range c.API.TrustedProxies {
+			if _, err := netip.ParsePrefix(prefix); err != nil {
+				add("api.trusted_proxies", "not a CIDR prefix: "+prefix)
+			}
 		}
 		for _, tok := range c.API.Tokens {
 			if len(tok) < 16 {

@@ -34,8 +34,9 @@
 //   - A track's "kind" is the media kind, "audio" or "video" (video when it
 //     has a video codec); its container (the file row's kind) is "container".
 //     "codec" is the first of "codecs" (the video one for video files).
-//   - Cursors are opaque base64url strings wrapping an offset into the
-//     newest-first listing; limit defaults to 50 and is capped at 500.
+//   - Cursors are opaque base64url strings naming the last recording of a
+//     page (keyset on started_at, id), so pages do not shift when recordings
+//     start meanwhile; limit defaults to 50 and is capped at 500.
 //   - Joining and leaving calls run detached from the request's
 //     cancellation (bounded by a timeout), so a client that goes away does
 //     not leave a half-joined call.

@@ -51,6 +51,10 @@ func (s storageRecordings) RecordingFiles(ctx context.Context, id storage.Record
 	return s.db.File.GetAll(ctx, id)
 }
 
+func (s storageRecordings) RecordingFile(ctx context.Context, id storage.RecordingID, name string) (*storage.RecordingFile, error) {
+	return s.db.File.Get(ctx, id, name)
+}
+
 func (s storageRecordings) FilesOf(ctx context.Context, ids []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error) {
 	return s.db.File.GetAllFor(ctx, ids)
 }
@@ -334,17 +338,10 @@ func (rs recordingsResource) file(w http.ResponseWriter, r *http.Request) {
 	}
 	contentType := "application/json"
 	if name != ManifestName {
-		files, err := rs.db.RecordingFiles(r.Context(), rec.ID)
+		row, err := rs.db.RecordingFile(r.Context(), rec.ID, name)
 		if err != nil {
-			internalError(w, r, err, "Failed to list recording files")
+			internalError(w, r, err, "Failed to read the file row")
 			return
-		}
-		var row *storage.RecordingFile
-		for _, f := range files {
-			if f.Name == name {
-				row = f
-				break
-			}
 		}
 		if row == nil {
 			writeError(w, http.StatusNotFound, CodeNotFound, "The recording has no file "+name)

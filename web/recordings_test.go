@@ -439,6 +439,10 @@ func (fr failingRecordings) RecordingFiles(context.Context, storage.RecordingID)
 	return nil, fr.fail()
 }
 
+func (fr failingRecordings) RecordingFile(context.Context, storage.RecordingID, string) (*storage.RecordingFile, error) {
+	return nil, fr.fail()
+}
+
 func (fr failingRecordings) FilesOf(context.Context, []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error) {
 	return nil, fr.fail()
 }

@@ -37,6 +37,8 @@ type Recordings interface {
 	ListRecordings(ctx context.Context, f storage.ListFilter) ([]*storage.Recording, error)
 	// RecordingFiles returns a recording's file rows in timeline order.
 	RecordingFiles(ctx context.Context, id storage.RecordingID) ([]*storage.RecordingFile, error)
+	// RecordingFile returns one file row or nil if the recording has none by that name.
+	RecordingFile(ctx context.Context, id storage.RecordingID, name string) (*storage.RecordingFile, error)
 	// FilesOf returns the file rows of several recordings at once.
 	FilesOf(ctx context.Context, ids []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error)
 	// DeleteRecording removes the recording and its file rows.
@@ -118,9 +120,7 @@ func New(opts Options) http.Handler {
 	}
 	auth := newAuthenticator(opts.Tokens)
 
-	r := chi.NewRouter()
-	r.NotFound(notFound)
-	r.MethodNotAllowed(methodNotAllowed)
+	r := newRouter()
 	r.Use(middleware.RequestID)
 	if len(opts.TrustedProxies) > 0 {
 		r.Use(middleware.ClientIPFromXFF(opts.TrustedProxies...))

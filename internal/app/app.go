@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
-			Metrics: met, Ready: a.readyChecks(),
+			Metrics: met, Ready: a.readyChecks(), ProtectMetrics: cfg.API.ProtectMetrics, TrustedProxies: cfg.API.TrustedProxies,
 		}))
 	}
 	return a, nil
@@ -151,7 +151,6 @@ func (app *App) Start(ctx context.Context) error {
 		if err := app.Web.Start(ctx); err != nil {
 			return &StartupError{Code: ExitStartup, Err: fmt.Errorf("config key api.listen: %w", err)}
 		}
-		zerolog.Ctx(ctx).Info().Str("address", app.Web.Addr()).Msg("Operator API and web page listening")
 	}
 	app.wg.Add(1)
 	go func() {
