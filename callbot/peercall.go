@@ -12,7 +12,6 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
@@ -65,7 +64,7 @@ func (c *Call) newPeer(ctx context.Context, part signaling.Participant, callID s
 
 // placeCall sends an invite to a device the bot is responsible for calling.
 func (c *Call) placeCall(ctx context.Context, part signaling.Participant, now time.Time) error {
-	callID := signaling.CallID(fmt.Sprintf("%d%s", now.UnixMilli(), random.String(16)))
+	callID := signaling.NewCallID(now)
 	p, err := c.newPeer(ctx, part, callID, true, now)
 	if err != nil {
 		return err

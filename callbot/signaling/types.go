@@ -1,10 +1,14 @@
 package signaling
 
 import (
+	"strconv"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"go.mau.fi/util/random"
 )
 
 // CallID identifies one 1:1 peer call (one per pair of devices per attempt).
@@ -81,4 +85,10 @@ type DeviceKey struct {
 
 func (k DeviceKey) String() string {
 	return k.UserID.String() + "/" + k.DeviceID.String()
+}
+
+// NewCallID makes a call id the way js-sdk does: the time in ms followed by
+// 16 random characters.
+func NewCallID(now time.Time) CallID {
+	return CallID(strconv.FormatInt(now.UnixMilli(), 10) + random.String(16))
 }

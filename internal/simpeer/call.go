@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -57,7 +58,7 @@ type localTrack struct {
 }
 
 func (p *Participant) newCall(callID signaling.CallID, remote signaling.DeviceKey, session signaling.SessionID, outbound bool, now time.Time) *peerCall {
-	c := &peerCall{id: callID, remote: remote, remoteSession: session, outbound: outbound, userStream: randomString(12)}
+	c := &peerCall{id: callID, remote: remote, remoteSession: session, outbound: outbound, userStream: random.String(12)}
 	c.rec = &callRecord{info: CallInfo{CallID: callID, Remote: remote, RemoteSession: session, Outbound: outbound, StartedAt: now, RemoteMetadata: signaling.StreamMetadata{}}}
 	p.obs.update(func() { p.obs.calls = append(p.obs.calls, c.rec) })
 	p.calls[callID] = c
@@ -94,18 +95,9 @@ func (p *Participant) newPC(c *peerCall) error {
 		st := &trackStats{info: TrackInfo{
 			StreamID: t.StreamID(), TrackID: t.ID(), Kind: t.Kind(), MimeType: t.Codec().MimeType, StartedAt: time.Now(),
 		}}
-		p.box.Push(trackMsg{callID: callID, stats: st})
-		p.media.Add(1)
-		go func() {
-			defer p.media.Done()
-			for {
-				if _, _, err := t.ReadRTP(); err != nil {
-					return
-				}
-				st.packets.Add(1)
-				st.lastAt.Store(time.Now().UnixNano())
-			}
-		}()
+		// The loop starts the reader, so every media.Add happens before
+		// Stop's media.Wait (the loop has ended by then).
+		p.box.Push(trackMsg{callID: callID, stats: st, track: t})
 	})
 	c.pc = pc
 	return nil
@@ -113,7 +105,7 @@ func (p *Participant) newPC(c *peerCall) error {
 
 // addTrack adds a local track of src in stream to the call.
 func (p *Participant) addTrack(c *peerCall, src *source, stream string) (*localTrack, error) {
-	track, err := webrtc.NewTrackLocalStaticRTP(src.capability, src.kind.String()+"-"+randomString(8), stream)
+	track, err := webrtc.NewTrackLocalStaticRTP(src.capability, src.kind.String()+"-"+random.String(8), stream)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create %s track: %w", src.kind, err)
 	}
@@ -158,7 +150,7 @@ func (p *Participant) addScreenTrack(c *peerCall) error {
 	if c.screen != nil {
 		return nil
 	}
-	c.screenStream = randomString(12)
+	c.screenStream = random.String(12)
 	lt, err := p.addTrack(c, p.screen, c.screenStream)
 	if err != nil {
 		return err
@@ -192,7 +184,7 @@ func (p *Participant) localMetadata(c *peerCall) signaling.StreamMetadata {
 // placeCall starts an outgoing call to part (§3.2): offer now, invite after
 // GatherWait.
 func (p *Participant) placeCall(ctx context.Context, part signaling.Participant, now time.Time) {
-	c := p.newCall(newCallID(), part.Key(), part.SessionID, true, now)
+	c := p.newCall(signaling.NewCallID(time.Now()), part.Key(), part.SessionID, true, now)
 	c.listed = true
 	p.deliver(ctx, p.inbox.KnowCall(c.id), now)
 	fail := func(reason signaling.HangupReason, err error) {
@@ -354,6 +346,7 @@ func (p *Participant) endCall(ctx context.Context, c *peerCall, reason signaling
 	})
 	p.closeCall(c)
 	p.outbox.Forget(c.id)
+	p.inbox.ForgetCall(c.id)
 	if p.current[c.remote] == c {
 		delete(p.current, c.remote)
 		r := p.retry[c.remote]
@@ -693,6 +686,18 @@ func (p *Participant) onPCState(ctx context.Context, m pcStateMsg, _ time.Time) 
 }
 
 func (p *Participant) onTrack(m trackMsg) {
+	p.media.Add(1)
+	go func() {
+		defer p.media.Done()
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := m.track.Read(buf); err != nil {
+				return
+			}
+			m.stats.packets.Add(1)
+			m.stats.lastAt.Store(time.Now().UnixNano())
+		}
+	}()
 	var rec *callRecord
 	var purpose signaling.Purpose
 	if c := p.calls[m.callID]; c != nil {

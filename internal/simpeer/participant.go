@@ -13,19 +13,18 @@ package simpeer
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
+	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -129,23 +128,22 @@ type Participant struct {
 	since    string // owned by the sync goroutine after Start
 
 	// Everything below is owned by the event loop.
-	session     signaling.SessionID
-	outbox      *signaling.Outbox
-	inbox       *signaling.Inbox
-	conf        signaling.ConfID
-	joined      bool
-	sharing     bool
-	audioMuted  bool
-	videoMuted  bool
-	state       map[stateKey]*event.Event
-	ownEvents   map[id.EventID]struct{}
-	lastOwn     id.EventID
-	calls       map[signaling.CallID]*peerCall // live calls
-	current     map[signaling.DeviceKey]*peerCall
-	retry       map[signaling.DeviceKey]*retryState
-	renewAt     time.Time
-	reconciled  time.Time
-	initialSync []*event.Event
+	session    signaling.SessionID
+	outbox     *signaling.Outbox
+	inbox      *signaling.Inbox
+	conf       signaling.ConfID
+	joined     bool
+	sharing    bool
+	audioMuted bool
+	videoMuted bool
+	state      map[stateKey]*event.Event
+	ownEvents  map[id.EventID]struct{}
+	lastOwn    id.EventID
+	calls      map[signaling.CallID]*peerCall // live calls
+	current    map[signaling.DeviceKey]*peerCall
+	retry      map[signaling.DeviceKey]*retryState
+	renewAt    time.Time
+	reconciled time.Time
 }
 
 type stateKey struct {
@@ -185,6 +183,7 @@ type (
 	trackMsg struct {
 		callID signaling.CallID
 		stats  *trackStats
+		track  *webrtc.TrackRemote
 	}
 )
 
@@ -250,8 +249,9 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 		return nil, fmt.Errorf("initial sync failed: %w", err)
 	}
 	p.since = resp.NextBatch
-	batch := p.batch(ctx, resp)
-	p.initialSync = batch.state
+	// Queued for the loop like every later batch: its to-device events are
+	// decrypted here and cannot be decrypted again.
+	p.box.Push(p.batch(ctx, resp))
 	return p, nil
 }
 
@@ -259,10 +259,6 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 func (p *Participant) Start(ctx context.Context) {
 	loopCtx, cancel := context.WithCancel(p.log.WithContext(context.WithoutCancel(ctx)))
 	p.cancel = cancel
-	for _, evt := range p.initialSync {
-		p.applyState(evt)
-	}
-	p.initialSync = nil
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
@@ -555,7 +551,7 @@ func (p *Participant) sortedCalls() []*peerCall {
 
 // newSession starts a fresh session id with its own seq counters and inbox.
 func (p *Participant) newSession() {
-	p.session = signaling.SessionID(randomString(10))
+	p.session = signaling.SessionID(random.String(10))
 	claimed := p.self.DeviceID
 	if p.cfg.ClaimDeviceID != "" {
 		claimed = p.cfg.ClaimDeviceID
@@ -649,7 +645,7 @@ func (p *Participant) join(ctx context.Context) error {
 		case err == nil:
 			conf = call.ConfID
 		case errors.Is(err, signaling.ErrNoActiveCall) && p.cfg.CreateCall:
-			conf = signaling.ConfID(randomString(16))
+			conf = signaling.ConfID(random.String(16))
 		default:
 			return fmt.Errorf("%w: %w", ErrNoCall, err)
 		}
@@ -896,17 +892,3 @@ func (p *Participant) deliver(ctx context.Context, out signaling.Output, now tim
 }
 
 // randomString returns n characters of [A-Za-z0-9].
-func randomString(n int) string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
-}
-
-// newCallID makes a js-sdk style call id: ms timestamp + 16 random chars.
-func newCallID() signaling.CallID {
-	return signaling.CallID(strconv.FormatInt(time.Now().UnixMilli(), 10) + randomString(16))
-}
