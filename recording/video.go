@@ -52,6 +52,10 @@ func (a *frameAssembler) push(p jbPacket) (assembledFrame, bool, bool) {
 	var payload []byte
 	var start bool
 	if a.vp9 {
+		// pion's Unmarshal appends the reference lists to the reused packet
+		// (flexible mode): empty them first, keeping their capacity.
+		a.vp9pkt.PDiff, a.vp9pkt.PGTID, a.vp9pkt.PGU, a.vp9pkt.PGPDiff =
+			a.vp9pkt.PDiff[:0], a.vp9pkt.PGTID[:0], a.vp9pkt.PGU[:0], a.vp9pkt.PGPDiff[:0]
 		pl, err := a.vp9pkt.Unmarshal(p.payload)
 		if err != nil {
 			a.broken = true
