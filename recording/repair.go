@@ -385,7 +385,7 @@ func repairWebM(part, final string) (RepairResult, error) {
 	tmp := final + ".repair"
 	_ = os.Remove(tmp)
 	w := &blockRewriter{}
-	n, last, err := w.run(e, size, tmp, tracks.Tracks.TrackEntry, info.Info)
+	n, last, err := w.run(e, tmp, tracks.Tracks.TrackEntry, info.Info)
 	if err != nil {
 		_ = os.Remove(tmp)
 
@@ -426,7 +426,7 @@ type blockRewriter struct {
 // run walks clusters starting with one whose header (size) was just read,
 // and writes every complete block to a new file at tmp. It returns the
 // number of blocks and the resulting Duration.
-func (b *blockRewriter) run(e *ebmlReader, clusterSize int64, tmp string, entries []webm.TrackEntry, info webm.Info) (int, time.Duration, error) {
+func (b *blockRewriter) run(e *ebmlReader, tmp string, entries []webm.TrackEntry, info webm.Info) (int, time.Duration, error) {
 	out, err := CreateFile(tmp)
 	if err != nil {
 		return 0, 0, err
@@ -466,7 +466,7 @@ func (b *blockRewriter) run(e *ebmlReader, clusterSize int64, tmp string, entrie
 	}
 	n := 0
 	var first, last int64 = -1, 0
-	werr := b.walk(e, clusterSize, func(f webmFrameOut) {
+	werr := b.walk(e, func(f webmFrameOut) {
 		w, ok := byTrack[f.track]
 		if !ok {
 			return
@@ -503,27 +503,17 @@ func (b *blockRewriter) run(e *ebmlReader, clusterSize int64, tmp string, entrie
 
 // walk calls fn for every complete block. It stops at the end of the data,
 // at the first truncated element, or at the first element it cannot parse.
-func (b *blockRewriter) walk(e *ebmlReader, size int64, fn func(webmFrameOut)) error {
-	var end int64 = -1 // end offset of the current cluster if its size is known
-	if size >= 0 {
-		end = e.off + size
-	}
+func (b *blockRewriter) walk(e *ebmlReader, fn func(webmFrameOut)) error {
 	var tc int64
 	var data []byte
 	for {
-		if end >= 0 && e.off >= end {
-			end = -1
-		}
 		id, size, err := e.header()
 		if err != nil {
 			return err
 		}
 		switch id {
 		case idCluster:
-			end = -1
-			if size >= 0 {
-				end = e.off + size
-			}
+			// descend: a cluster's children (timecode, blocks) follow
 		case idTimecode:
 			if size < 1 || size > 8 {
 				return errBadEBML

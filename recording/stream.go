@@ -183,7 +183,6 @@ type trackState struct {
 	jb     *jitterBuffer
 	asm    *frameAssembler // video only
 
-	haveTS      bool
 	ext         int64 // unwrapped RTP timestamp of the last released packet
 	lastArrival time.Time
 
@@ -237,7 +236,6 @@ type segment struct {
 	width     int
 	height    int
 	codecs    []string
-	hasVideo  bool
 	hasAudio  bool
 	audioOpen bool  // WebM: the pre-skip silence has been written
 	audioEnd  int64 // end of the last audio written, ns from start
@@ -432,9 +430,11 @@ func (s *StreamWriter) WriteRTP(kind Kind, pkt *rtp.Packet, arrival time.Time) e
 func (s *StreamWriter) process(t *trackState, p jbPacket) {
 	s.stats.LostPackets += p.lost
 	// Unwrap the 32-bit RTP timestamp against the previous released packet.
-	if !t.haveTS {
-		t.haveTS = true
+	if !t.anchorSet {
+		t.anchorSet = true
 		t.ext = 1<<32 | int64(p.ts)
+		t.anchorExt, t.anchorWall = t.ext, p.arrival
+		t.arrExt, t.arrWall = t.ext, p.arrival
 	} else {
 		prev := t.ext
 		t.ext = prev + int64(int32(p.ts-uint32(prev))) //nolint:gosec // wrap intended
@@ -442,7 +442,7 @@ func (s *StreamWriter) process(t *trackState, p jbPacket) {
 		// timestamps. Keep the timeline on arrival time.
 		rtpDelta := time.Duration((t.ext - prev) * int64(time.Second) / t.clock)
 		arrDelta := p.arrival.Sub(t.lastArrival)
-		if d := rtpDelta - arrDelta; (d > discontinuity || d < -discontinuity) && t.anchorSet {
+		if d := rtpDelta - arrDelta; d > discontinuity || d < -discontinuity {
 			wall := t.wallOf(prev).Add(arrDelta)
 			t.anchorExt, t.anchorWall, t.aligned = t.ext, wall, false
 			t.arrExt, t.arrWall = t.ext, p.arrival
@@ -451,11 +451,6 @@ func (s *StreamWriter) process(t *trackState, p jbPacket) {
 		}
 	}
 	t.lastArrival = p.arrival
-	if !t.anchorSet {
-		t.anchorSet = true
-		t.anchorExt, t.anchorWall = t.ext, p.arrival
-		t.arrExt, t.arrWall = t.ext, p.arrival
-	}
 	if t.kind == KindAudio {
 		s.deliver(t, t.ext, p.payload, false, 0, 0)
 
@@ -850,7 +845,7 @@ func (s *StreamWriter) open(kind FileKind, origin time.Time, width, height int) 
 	seg.file = &stickyFile{f: f}
 	a, v := s.tracks[trackAudio], s.tracks[trackVideo]
 	if kind == FileKindWebM {
-		seg.hasVideo, seg.hasAudio = true, a != nil
+		seg.hasAudio = a != nil
 		codec := "V_VP8"
 		if v.asm.vp9 {
 			codec = "V_VP9"

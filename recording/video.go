@@ -19,14 +19,12 @@ type frameAssembler struct {
 	active  bool
 	broken  bool
 	ts      uint32
-	first   bool // the first packet of the current frame was a frame start
 	keyHint bool // the payload descriptor says keyframe (VP9: !P)
 	buf     []byte
 }
 
 // assembledFrame is a complete frame; data aliases the assembler's buffer.
 type assembledFrame struct {
-	ts     uint32
 	data   []byte
 	key    bool
 	width  int // set for keyframes when known
@@ -79,21 +77,17 @@ func (a *frameAssembler) push(p jbPacket) (assembledFrame, bool, bool) {
 		a.active = true
 		a.ts = p.ts
 		a.buf = a.buf[:0]
-		a.broken = p.lost > 0 && !start
-		a.first = start
-		if !start {
-			a.broken = true
-		}
+		a.broken = !start // a frame must begin with its first packet
 	}
 	a.buf = append(a.buf, payload...)
 	if !p.marker {
 		return assembledFrame{}, false, lostFrame
 	}
 	a.active = false
-	if a.broken || !a.first || len(a.buf) == 0 {
+	if a.broken || len(a.buf) == 0 {
 		return assembledFrame{}, false, true
 	}
-	f := assembledFrame{ts: a.ts, data: a.buf}
+	f := assembledFrame{data: a.buf}
 	if a.vp9 {
 		f.key, f.width, f.height = vp9Keyframe(a.buf, a.keyHint)
 	} else {

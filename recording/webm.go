@@ -45,8 +45,6 @@ type webmMuxer struct {
 	newest  int64
 	first   int64
 	lastAny int64
-	written int
-	dropped int
 
 	pool     *bufPool
 	inflight *[]byte // handed to ebml-go, reusable after the next Write
@@ -112,8 +110,8 @@ func newWebMMuxer(file *stickyFile, video *webmTrackSpec, audio *webmTrackSpec, 
 }
 
 // onError receives non-fatal ebml-go errors (e.g. ErrIgnoreOldFrame). Our
-// interleaving keeps frames in order, so these only count as drops. It runs
-// on ebml-go's goroutine, so it only touches the sticky file's lock.
+// interleaving keeps frames in order, so there is nothing to do; installing
+// it keeps ebml-go from panicking.
 func (m *webmMuxer) onError(error) {}
 
 // onFatal receives marshal errors; I/O errors never reach it because the
@@ -133,9 +131,7 @@ func (m *webmMuxer) push(track int, ts int64, key bool, data []byte) error {
 		return nil
 	}
 	if ts < m.last[track] || (len(m.queues[track]) > 0 && ts < m.queues[track][len(m.queues[track])-1].ts) {
-		m.dropped++ // non-monotonic on this track
-
-		return nil
+		return nil // non-monotonic on this track
 	}
 	b := m.pool.get()
 	*b = append((*b)[:0], data...)
@@ -199,7 +195,6 @@ func (m *webmMuxer) write(t int, f webmFrame) error {
 		m.first = f.ts
 	}
 	m.lastAny = f.ts
-	m.written++
 
 	return nil
 }
