@@ -50,7 +50,7 @@ func TestStorage(t *testing.T) {
 				vu = db.VirtualUser.New("@rec_1:localhost", "RECDEV1")
 				vu.AccessToken = "tok"
 				require.NoError(t, vu.Save(ctx))
-				require.NoError(t, vu.SetNextBatch(ctx, "s42"))
+				require.NoError(t, db.VirtualUser.SetNextBatch(ctx, "@rec_1:localhost", "s42"))
 				got, err := db.VirtualUser.Get(ctx, "@rec_1:localhost")
 				require.NoError(t, err)
 				require.Equal(t, id.DeviceID("RECDEV1"), got.DeviceID)

@@ -74,8 +74,7 @@ func (vu *VirtualUser) Save(ctx context.Context) error {
 	return vu.qh.Exec(ctx, upsertVirtualUser, vu.sqlVariables()...)
 }
 
-// SetNextBatch stores the sync token after a sync response was handled.
-func (vu *VirtualUser) SetNextBatch(ctx context.Context, nextBatch string) error {
-	vu.NextBatch = nextBatch
-	return vu.qh.Exec(ctx, setNextBatchQuery, vu.UserID, nextBatch)
+// SetNextBatch stores a user's sync token without reading the row first.
+func (vq *VirtualUserQuery) SetNextBatch(ctx context.Context, userID id.UserID, nextBatch string) error {
+	return vq.Exec(ctx, setNextBatchQuery, userID, nextBatch)
 }

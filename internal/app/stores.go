@@ -79,9 +79,5 @@ func (ds deviceStore) SaveDevice(ctx context.Context, rec *appservice.DeviceReco
 }
 
 func (ds deviceStore) SaveNextBatch(ctx context.Context, userID id.UserID, nextBatch string) error {
-	vu, err := ds.db.VirtualUser.Get(ctx, userID)
-	if err != nil || vu == nil {
-		return err
-	}
-	return vu.SetNextBatch(ctx, nextBatch)
+	return ds.db.VirtualUser.SetNextBatch(ctx, userID, nextBatch)
 }
