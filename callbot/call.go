@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -48,6 +49,8 @@ type Call struct {
 	outbox     *signaling.Outbox
 	inbox      *signaling.Inbox
 	joinedAt   time.Time
+	// iceServers are fetched once per join (TURN credentials last a day).
+	iceServers []webrtc.ICEServer
 
 	memberEvents map[id.UserID]*event.Event
 	participants map[signaling.DeviceKey]signaling.Participant

@@ -359,7 +359,7 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 		joinedAt: now, memberEvents: map[id.UserID]*event.Event{},
 		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
 		byCallID: map[signaling.CallID]*peer{}, attempts: map[signaling.DeviceKey]*attemptState{},
-		sendQ: mailbox.New[outgoing](),
+		sendQ: mailbox.New[outgoing](), iceServers: m.iceServers(ctx),
 	}
 	for key, evt := range state[memberType] {
 		if key != string(userID) {

@@ -24,7 +24,7 @@ const candidateBatchDelay = 100 * time.Millisecond
 // newPeer creates the PeerConnection for one remote device, with the bot's
 // silent audio track, and wires its callbacks to post into the loop.
 func (c *Call) newPeer(ctx context.Context, part signaling.Participant, callID signaling.CallID, outgoing bool, now time.Time) (*peer, error) {
-	pc, err := c.m.api.NewPeerConnection(webrtc.Configuration{ICEServers: c.m.iceServers(ctx)})
+	pc, err := c.m.api.NewPeerConnection(webrtc.Configuration{ICEServers: c.iceServers})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create peer connection: %w", err)
 	}
