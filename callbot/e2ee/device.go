@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -388,19 +389,25 @@ func (d *Device) Send(ctx context.Context, evtType event.Type, msgs map[id.UserI
 		plain.Messages[user][device] = &event.Content{VeryRaw: raw}
 		nPlain++
 	}
+	var known map[deviceKey]*id.Device
+	if encrypt {
+		var targets []deviceKey
+		for user, devices := range msgs {
+			for device := range devices {
+				targets = append(targets, deviceKey{user, device})
+			}
+		}
+		var err error
+		if known, err = d.lookupDevices(ctx, targets); err != nil {
+			return err
+		}
+	}
 	for user, devices := range msgs {
 		for device, raw := range devices {
 			if !json.Valid(raw) {
 				return fmt.Errorf("content for %s/%s is not valid JSON", user, device)
 			}
-			var dev *id.Device
-			if encrypt {
-				var err error
-				if dev, err = d.lookupDevice(ctx, user, device); err != nil {
-					return err
-				}
-			}
-			if dev != nil {
+			if known[deviceKey{user, device}] != nil {
 				if toEncrypt == nil {
 					toEncrypt = &mautrix.ReqSendToDevice{Messages: make(map[id.UserID]map[id.DeviceID]*event.Content)}
 				}
@@ -452,39 +459,57 @@ func (d *Device) Send(ctx context.Context, evtType event.Type, msgs map[id.UserI
 	return errors.Join(errs...)
 }
 
-// lookupDevice returns the device's keys from the store or the server; nil
-// when the server has none (remembered for FetchFailureTTL). A store error is
-// returned: it must not silently downgrade a message to plaintext.
-func (d *Device) lookupDevice(ctx context.Context, user id.UserID, device id.DeviceID) (*id.Device, error) {
-	key := deviceKey{user, device}
+// lookupDevices returns the keys of the target devices that have any, from
+// the store or, for the rest, from one /keys/query. Devices the server has
+// no keys for are remembered for FetchFailureTTL and get plaintext. A store
+// error is returned: it must not silently downgrade a message to plaintext.
+func (d *Device) lookupDevices(ctx context.Context, targets []deviceKey) (map[deviceKey]*id.Device, error) {
+	found := make(map[deviceKey]*id.Device, len(targets))
+	var missing []deviceKey
+	var users []id.UserID
 	d.failLock.Lock()
-	failed, ok := d.failedAt[key]
-	if ok && time.Since(failed) >= FetchFailureTTL {
-		delete(d.failedAt, key)
-		ok = false
-	}
-	d.failLock.Unlock()
-	if ok {
-		return nil, nil
-	}
-	dev, err := d.store.GetDevice(ctx, user, device)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read device %s of %s from the crypto store: %w", device, user, err)
-	} else if dev != nil {
-		return dev, nil
-	}
-	devices, err := d.mach.FetchKeys(ctx, []id.UserID{user}, true)
-	if err == nil {
-		if dev = devices[user][device]; dev != nil {
-			return dev, nil
+	now := time.Now()
+	for _, key := range targets {
+		if failed, ok := d.failedAt[key]; ok {
+			if now.Sub(failed) < FetchFailureTTL {
+				continue
+			}
+			delete(d.failedAt, key)
 		}
+		missing = append(missing, key)
 	}
-	zerolog.Ctx(ctx).Debug().Err(err).Stringer("target_user_id", user).Stringer("target_device_id", device).
-		Msg("No device keys, target gets plaintext")
-	d.failLock.Lock()
-	d.failedAt[key] = time.Now()
 	d.failLock.Unlock()
-	return nil, nil
+	unknown := missing[:0]
+	for _, key := range missing {
+		dev, err := d.store.GetDevice(ctx, key.user, key.device)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read device %s of %s from the crypto store: %w", key.device, key.user, err)
+		}
+		if dev != nil {
+			found[key] = dev
+			continue
+		}
+		if !slices.Contains(users, key.user) {
+			users = append(users, key.user)
+		}
+		unknown = append(unknown, key)
+	}
+	if len(unknown) == 0 {
+		return found, nil
+	}
+	devices, err := d.mach.FetchKeys(ctx, users, true)
+	d.failLock.Lock()
+	defer d.failLock.Unlock()
+	for _, key := range unknown {
+		if dev := devices[key.user][key.device]; err == nil && dev != nil {
+			found[key] = dev
+			continue
+		}
+		zerolog.Ctx(ctx).Debug().Err(err).Stringer("target_user_id", key.user).Stringer("target_device_id", key.device).
+			Msg("No device keys, target gets plaintext")
+		d.failedAt[key] = now
+	}
+	return found, nil
 }
 
 // forgetFailures drops remembered lookup failures of users whose device
