@@ -308,10 +308,11 @@ func (s *StreamWriter) AddTrack(kind Kind, p TrackParams) error {
 }
 
 func (s *StreamWriter) addTrack(kind Kind, p TrackParams) error {
-	mime := strings.ToLower(p.MimeType)
 	t := &trackState{kind: kind, params: p, needKey: true}
+	isVP8, isVP9 := strings.EqualFold(p.MimeType, MimeTypeVP8), strings.EqualFold(p.MimeType, MimeTypeVP9)
 	switch {
-	case kind == KindAudio && mime == strings.ToLower(MimeTypeOpus):
+	case kind == KindAudio && strings.EqualFold(p.MimeType, MimeTypeOpus):
+		t.params.MimeType = MimeTypeOpus // canonical spelling from here on
 		if p.ClockRate == 0 {
 			t.params.ClockRate = opusSampleRate
 		}
@@ -322,12 +323,16 @@ func (s *StreamWriter) addTrack(kind Kind, p TrackParams) error {
 			return fmt.Errorf("%w: opus with %d channels", ErrUnsupportedCodec, p.Channels)
 		}
 		t.jb = newJitterBuffer(128, 50, s.cfg.JitterDelay)
-	case kind == KindVideo && (mime == strings.ToLower(MimeTypeVP8) || mime == strings.ToLower(MimeTypeVP9)):
+	case kind == KindVideo && (isVP8 || isVP9):
+		t.params.MimeType = MimeTypeVP8
+		if isVP9 {
+			t.params.MimeType = MimeTypeVP9
+		}
 		if p.ClockRate == 0 {
 			t.params.ClockRate = 90000
 		}
 		t.jb = newJitterBuffer(1024, 256, s.cfg.JitterDelay)
-		t.asm = &frameAssembler{vp9: mime == strings.ToLower(MimeTypeVP9)}
+		t.asm = &frameAssembler{vp9: isVP9}
 	default:
 		return fmt.Errorf("%w: %s track with %q", ErrUnsupportedCodec, kind, p.MimeType)
 	}
@@ -852,7 +857,7 @@ func (s *StreamWriter) open(kind FileKind, origin time.Time, width, height int) 
 		}
 		vs := &webmTrackSpec{codec: codec, width: width, height: height}
 		var as *webmTrackSpec
-		seg.codecs = append(seg.codecs, canonicalMime(v.params.MimeType))
+		seg.codecs = append(seg.codecs, v.params.MimeType)
 		if a != nil {
 			as = &webmTrackSpec{channels: int(a.params.Channels)}
 			seg.codecs = append(seg.codecs, MimeTypeOpus)
@@ -875,17 +880,6 @@ func (s *StreamWriter) open(kind FileKind, origin time.Time, width, height int) 
 	}
 	s.seg = seg
 	s.log.Debug().Str("path", seg.part).Str("kind", string(kind)).Time("start", origin).Msg("recording file opened")
-}
-
-func canonicalMime(m string) string {
-	switch strings.ToLower(m) {
-	case strings.ToLower(MimeTypeVP8):
-		return MimeTypeVP8
-	case strings.ToLower(MimeTypeVP9):
-		return MimeTypeVP9
-	default:
-		return MimeTypeOpus
-	}
 }
 
 // rotate finishes the current segment and opens a WebM one for a video
