@@ -784,10 +784,7 @@ func (s *StreamWriter) start(kind FileKind) {
 			continue
 		}
 		if kind == FileKindOgg && t.kind == KindVideo {
-			for _, p := range t.pending {
-				s.pool.put(p.buf)
-			}
-			t.pending = t.pending[:0]
+			s.dropPending(t)
 		}
 	}
 	a := s.tracks[trackAudio]
@@ -819,10 +816,7 @@ func (s *StreamWriter) start(kind FileKind) {
 		if t == nil {
 			continue
 		}
-		for _, p := range t.pending {
-			s.pool.put(p.buf)
-		}
-		t.pending = t.pending[:0]
+		s.dropPending(t)
 	}
 }
 
@@ -880,6 +874,14 @@ func (s *StreamWriter) open(kind FileKind, origin time.Time, width, height int) 
 	}
 	s.seg = seg
 	s.log.Debug().Str("path", seg.part).Str("kind", string(kind)).Time("start", origin).Msg("recording file opened")
+}
+
+// dropPending returns a track's held samples' buffers to the pool.
+func (s *StreamWriter) dropPending(t *trackState) {
+	for _, p := range t.pending {
+		s.pool.put(p.buf)
+	}
+	t.pending = t.pending[:0]
 }
 
 // rotate finishes the current segment and opens a WebM one for a video
@@ -1087,10 +1089,7 @@ func (s *StreamWriter) Close(ctx context.Context) ([]FileResult, error) {
 		if t == nil {
 			continue
 		}
-		for _, p := range t.pending {
-			s.pool.put(p.buf)
-		}
-		t.pending = nil
+		s.dropPending(t)
 	}
 	if s.err != nil {
 		return s.results, s.err
