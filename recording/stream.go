@@ -239,6 +239,7 @@ type segment struct {
 	hasAudio  bool
 	audioOpen bool  // WebM: the pre-skip silence has been written
 	audioEnd  int64 // end of the last audio written, ns from start
+	audioNext int64 // WebM: 48 kHz sample position where the next audio packet is due
 	sender    bool
 }
 
@@ -941,18 +942,7 @@ func (s *StreamWriter) write(t *trackState, ext int64, data []byte, key bool) {
 				err = seg.file.err()
 			}
 		case seg.webm != nil && seg.hasAudio:
-			if !seg.audioOpen {
-				seg.audioOpen = true
-				for i := range int64(opusPreSkip / 960) {
-					sil := opusSilence(960, t.params.Channels > 1)
-					if err = seg.webm.push(trackAudio, (pos+i*960)/48, false, sil); err != nil {
-						break
-					}
-				}
-			}
-			if err == nil {
-				err = seg.webm.push(trackAudio, (pos+opusPreSkip)/48, false, data)
-			}
+			err = s.writeWebMAudio(seg, t.params.Channels > 1, pos, n, data)
 		}
 		if end := (pos + n) * int64(time.Second) / opusSampleRate; end > seg.audioEnd {
 			seg.audioEnd = end
@@ -963,6 +953,40 @@ func (s *StreamWriter) write(t *trackState, ext int64, data []byte, key bool) {
 	if err != nil {
 		s.fail(seg, err)
 	}
+}
+
+// writeWebMAudio puts an Opus packet whose first sample is at pos (48 kHz
+// samples from the file's start) into a WebM segment. The track starts with
+// the pre-skip's worth of silence (CodecDelay); a gap since the previous
+// packet (mute, DTX, loss) is filled with silence frames so the audio
+// timeline stays continuous, as in the Ogg writer.
+func (s *StreamWriter) writeWebMAudio(seg *segment, stereo bool, pos, n int64, data []byte) error {
+	if !seg.audioOpen {
+		seg.audioOpen = true
+		seg.audioNext = pos
+		for i := range int64(opusPreSkip / 960) {
+			if err := seg.webm.push(trackAudio, (pos+i*960)/48, false, opusSilence(960, stereo)); err != nil {
+				return err
+			}
+		}
+	}
+	if gap := pos - seg.audioNext; gap >= 120 && gap <= oggMaxFill {
+		for gap >= 120 {
+			f := int64(960)
+			for f > gap {
+				f /= 2
+			}
+			if err := seg.webm.push(trackAudio, (seg.audioNext+opusPreSkip)/48, false, opusSilence(int(f), stereo)); err != nil {
+				return err
+			}
+			seg.audioNext += f
+			gap -= f
+			s.stats.SilenceSamples += f
+		}
+	}
+	seg.audioNext = max(seg.audioNext, pos+n)
+
+	return seg.webm.push(trackAudio, (pos+opusPreSkip)/48, false, data)
 }
 
 // finish finalizes the current segment and records its result.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) //nolint:gochecknoglobals // test epoch
@@ -125,6 +127,12 @@ func TestStreamWriter(t *testing.T) {
 				t.Helper()
 				oneFile(FileKindWebM, span)(t, res, st, 0)
 				require.Len(t, res[0].MuteIntervals, 1)
+				// The audio track is continuous: the mute is silence, not a hole
+				// (players and mixers without aresample=async would shift audio).
+				pcm := mediacheck.DecodeAudio(t, res[0].Path)
+				require.InDelta(t, res[0].Duration.Seconds(), float64(len(pcm))/mediacheck.AudioRate, 0.1, "decoded audio")
+				require.InDelta(t, 3.0, float64(st.SilenceSamples)/48000, 0.05)
+				require.Less(t, mediacheck.Peak(pcm, 1.2, 3.8), 50, "the mute span is silent")
 			},
 		},
 		{

@@ -116,3 +116,55 @@ func Check(t testing.TB, path string, want, tolerance float64) {
 		requireOpusinfoClean(t, path)
 	}
 }
+
+// VideoFrames counts the video frames ffprobe reads from the first video
+// stream of a file.
+func VideoFrames(t testing.TB, path string) int {
+	t.Helper()
+	out, errOut, err := Run(t, "ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path)
+	require.NoError(t, err, errOut)
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	require.NoError(t, err, "ffprobe frame count of %s: %q %s", path, out, errOut)
+
+	return n
+}
+
+// AudioRate is the sample rate DecodeAudio returns.
+const AudioRate = 8000
+
+// DecodeAudio decodes the first audio stream of a file as ffmpeg does
+// without resampling to the timeline (gaps in the stream's timestamps are
+// not filled): mono 16-bit samples at AudioRate.
+func DecodeAudio(t testing.TB, path string) []int16 {
+	t.Helper()
+	cmd := exec.Command(requireTool(t, "ffmpeg"), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", //nolint:gosec // test tool
+		"-ac", "1", "-ar", strconv.Itoa(AudioRate), "-f", "s16le", "-")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), stderr.String())
+	b := stdout.Bytes()
+	pcm := make([]int16, len(b)/2)
+	for i := range pcm {
+		pcm[i] = int16(uint16(b[2*i]) | uint16(b[2*i+1])<<8) //nolint:gosec // s16le
+	}
+
+	return pcm
+}
+
+// Peak is the largest absolute sample of pcm[from:to] (seconds at AudioRate,
+// clipped to the slice).
+func Peak(pcm []int16, from, to float64) int {
+	a, b := int(from*AudioRate), int(to*AudioRate)
+	a, b = max(a, 0), min(b, len(pcm))
+	peak := 0
+	for _, s := range pcm[a:max(a, b)] {
+		v := int(s)
+		if v < 0 {
+			v = -v
+		}
+		peak = max(peak, v)
+	}
+
+	return peak
+}
