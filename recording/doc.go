@@ -10,7 +10,7 @@
 //
 //	w, err := recording.NewStreamWriter(ctx, recording.StreamConfig{
 //		Dir:      dir,
-//		BaseName: recording.SafeName(userID, deviceID, purpose),
+//		BaseName: naming.Safe(userID, deviceID, purpose),
 //		Audio:    &recording.TrackParams{MimeType: recording.MimeTypeOpus, ClockRate: 48000, Channels: 2, SSRC: a},
 //		Video:    &recording.TrackParams{MimeType: recording.MimeTypeVP8, ClockRate: 90000, SSRC: v},
 //		RequestKeyframe: func() { _ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: v}}) },
@@ -28,7 +28,7 @@
 //
 // Each StreamWriter writes files named BaseName-NNN.webm or BaseName-NNN.ogg
 // (NNN = segment index, starting at StreamConfig.FirstSegment). BaseName
-// must be a SafeName result; nothing else from outside reaches a path.
+// must be a naming.Safe result; nothing else from outside reaches a path.
 // A new segment starts when a video keyframe has a different resolution
 // (WebM track dimensions are fixed) and when video (re)appears on a stream
 // that is currently written as Ogg. A new peer session or a rejoin is a new

@@ -13,6 +13,8 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/rs/zerolog"
+
+	"github.com/matrix-recorder/recorder/storage/naming"
 )
 
 // Kind is a track kind.
@@ -78,7 +80,7 @@ type StreamConfig struct {
 	// Dir is the directory the files are written to; it must exist.
 	Dir string
 	// BaseName is the file name prefix chosen by the caller. It must be a
-	// SafeName result (or otherwise equal to SafeName(BaseName)); files are
+	// naming.Safe result (naming.Safe(BaseName) == BaseName); files are
 	// named BaseName-NNN.webm / .ogg with NNN the segment index.
 	BaseName string
 	// Audio and Video are the tracks of the stream; at least one is needed.
@@ -250,8 +252,8 @@ func NewStreamWriter(ctx context.Context, cfg StreamConfig) (*StreamWriter, erro
 	if cfg.Audio == nil && cfg.Video == nil {
 		return nil, fmt.Errorf("%w: no track", ErrInvalidConfig)
 	}
-	if cfg.BaseName == "" || cfg.BaseName != SafeName(cfg.BaseName) {
-		return nil, fmt.Errorf("%w: base name %q is not a SafeName", ErrInvalidConfig, cfg.BaseName)
+	if cfg.BaseName == "" || cfg.BaseName != naming.Safe(cfg.BaseName) {
+		return nil, fmt.Errorf("%w: base name %q is not a naming.Safe result", ErrInvalidConfig, cfg.BaseName)
 	}
 	if st, err := os.Stat(cfg.Dir); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%w: directory %q not usable: %w", ErrInvalidConfig, cfg.Dir, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
+	"github.com/matrix-recorder/recorder/storage/naming"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) //nolint:gochecknoglobals // test epoch
@@ -181,7 +182,7 @@ func TestStreamWriter(t *testing.T) {
 			dir := t.TempDir()
 			var plis atomic.Int64
 			cfg := StreamConfig{
-				Dir: dir, BaseName: SafeName("@alice:example.org", "DEV", tc.name),
+				Dir: dir, BaseName: naming.Safe("@alice:example.org", "DEV", tc.name),
 				RequestKeyframe: func() { plis.Add(1) },
 				Clock:           func() time.Time { return t0.Add(time.Hour) },
 			}

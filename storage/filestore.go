@@ -7,13 +7,18 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"syscall"
 	"time"
+
+	"github.com/matrix-recorder/recorder/storage/naming"
 )
 
 // ErrBadKey means a folder or file name is not a safe single path component.
-var ErrBadKey = errors.New("unsafe file store key")
+var ErrBadKey = naming.ErrUnsafe
+
+// ErrExists means a file or row of that name is already stored; nothing
+// is ever replaced.
+var ErrExists = errors.New("already stored")
 
 // ErrNotFound means the file store has no such file.
 var ErrNotFound = errors.New("file not found")
@@ -38,18 +43,10 @@ type StoredFile struct {
 	ModTime time.Time
 }
 
-// safeComponent is what folder and file names may look like: one path
-// component, no leading dot, no separators.
-var safeComponent = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$`)
-
-// CheckKey validates a folder or file name.
+// CheckKey validates folder and file names by the store's one naming rule
+// (naming.Check); names made with naming.Safe always pass.
 func CheckKey(parts ...string) error {
-	for _, p := range parts {
-		if !safeComponent.MatchString(p) || p == "." || p == ".." {
-			return fmt.Errorf("%w: %q", ErrBadKey, p)
-		}
-	}
-	return nil
+	return naming.Check(parts...)
 }
 
 // LocalStore is a FileStore in a local directory.
@@ -82,8 +79,9 @@ func (ls *LocalStore) path(folder, name string) (string, error) {
 	return filepath.Join(ls.root, folder, name), nil
 }
 
-// Put implements FileStore: a rename, or a copy when the spool is on
-// another file system.
+// Put implements FileStore: a hard link and unlink (a copy when the spool
+// is on another file system). It never replaces a stored file: a name
+// already taken fails with ErrExists and the local file stays where it is.
 func (ls *LocalStore) Put(_ context.Context, folder, name, localPath string) error {
 	dst, err := ls.path(folder, name)
 	if err != nil {
@@ -92,12 +90,15 @@ func (ls *LocalStore) Put(_ context.Context, folder, name, localPath string) err
 	if err = os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return fmt.Errorf("failed to create folder: %w", err)
 	}
-	err = os.Rename(localPath, dst)
+	err = os.Link(localPath, dst)
 	if errors.Is(err, syscall.EXDEV) {
 		err = copyFile(localPath, dst)
-		if err == nil {
-			err = os.Remove(localPath)
-		}
+	}
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%w: %s/%s", ErrExists, folder, name)
+	}
+	if err == nil {
+		err = os.Remove(localPath)
 	}
 	if err != nil {
 		return fmt.Errorf("failed to store %s/%s: %w", folder, name, err)
@@ -122,11 +123,11 @@ func copyFile(src, dst string) error {
 	if closeErr := out.Close(); err == nil {
 		err = closeErr
 	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
+	if err == nil {
+		err = os.Link(tmp, dst) // fails if dst exists: never replace
 	}
-	return os.Rename(tmp, dst)
+	_ = os.Remove(tmp)
+	return err
 }
 
 // Open implements FileStore.

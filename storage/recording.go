@@ -197,10 +197,9 @@ const (
 		started_at, segment, width, height, mute_intervals, state`
 	getFilesQuery   = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 ORDER BY started_at, name`
 	getFileQuery    = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 AND name=$2`
-	upsertFileQuery = `
+	insertFileQuery = `
 		INSERT INTO recording_file (` + fileColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-		ON CONFLICT (recording_id, name) DO UPDATE SET bytes=excluded.bytes, duration_ms=excluded.duration_ms,
-			mute_intervals=excluded.mute_intervals, state=excluded.state`
+		ON CONFLICT (recording_id, name) DO NOTHING`
 )
 
 // New returns an unsaved file row.
@@ -243,7 +242,9 @@ func (fq *RecordingFileQuery) Get(ctx context.Context, recID RecordingID, name s
 	return fq.QueryOne(ctx, getFileQuery, recID, name)
 }
 
-// Save inserts or updates the row.
+// Save inserts the row. A file's row is written once: a second row with the
+// same recording and name is refused with ErrExists (never an update, so
+// nothing already recorded is replaced).
 func (f *RecordingFile) Save(ctx context.Context) error {
 	mutes := f.MuteIntervals
 	if mutes == nil {
@@ -253,9 +254,16 @@ func (f *RecordingFile) Save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return f.qh.Exec(ctx, upsertFileQuery, f.RecordingID, f.Name, f.UserID, f.DeviceID, f.SessionID, f.Purpose, f.Kind,
+	res, err := f.qh.GetDB().Exec(ctx, insertFileQuery, f.RecordingID, f.Name, f.UserID, f.DeviceID, f.SessionID, f.Purpose, f.Kind,
 		strings.Join(f.Codecs, ","), f.Bytes, f.Duration.Milliseconds(), toUnixMilli(f.StartedAt), f.Segment,
 		f.Width, f.Height, string(mutesJSON), f.State)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("%w: file %s of recording %s", ErrExists, f.Name, f.RecordingID)
+	}
+	return nil
 }
 
 // ActiveCall is a call the recorder is in.

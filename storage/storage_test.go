@@ -105,9 +105,14 @@ func TestStorage(t *testing.T) {
 				f.Bytes, f.Duration, f.StartedAt, f.State = 1234, 2500*time.Millisecond, started, storage.StateFinished
 				f.MuteIntervals = []storage.Interval{{Start: started, End: started.Add(time.Second)}}
 				require.NoError(t, f.Save(ctx))
+				// A second file under the same name never replaces the first row.
+				dup := db.File.New("rec1", "alice-usermedia-000.webm")
+				dup.UserID, dup.Kind, dup.Bytes, dup.State = "@alice:localhost", "webm", 99, storage.StateFinished
+				require.ErrorIs(t, dup.Save(ctx), storage.ErrExists)
 				files, err := db.File.GetAll(ctx, "rec1")
 				require.NoError(t, err)
 				require.Len(t, files, 1)
+				require.EqualValues(t, 1234, files[0].Bytes)
 				require.Equal(t, []string{"video/VP8", "audio/opus"}, files[0].Codecs)
 				require.Equal(t, 2500*time.Millisecond, files[0].Duration)
 				require.Len(t, files[0].MuteIntervals, 1)
@@ -207,4 +212,27 @@ func TestLocalStore(t *testing.T) {
 	require.NoError(t, store.DeleteFolder(ctx, "folder1"))
 	_, err = os.Stat(filepath.Join(root, "folder1"))
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestLocalStoreNeverReplaces: a second file under a name already stored is
+// refused and both files are kept (the first in the store, the second where
+// it was).
+func TestLocalStoreNeverReplaces(t *testing.T) {
+	ctx := testCtx(t)
+	store, err := storage.NewLocalStore(t.TempDir())
+	require.NoError(t, err)
+	first, second := filepath.Join(t.TempDir(), "1.part"), filepath.Join(t.TempDir(), "2.part")
+	require.NoError(t, os.WriteFile(first, []byte("first"), 0o600))
+	require.NoError(t, os.WriteFile(second, []byte("second"), 0o600))
+	require.NoError(t, store.Put(ctx, "rec", "a.webm", first))
+	require.ErrorIs(t, store.Put(ctx, "rec", "a.webm", second), storage.ErrExists)
+	f, err := store.Open(ctx, "rec", "a.webm")
+	require.NoError(t, err)
+	data, err := io.ReadAll(f)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, "first", string(data))
+	data, err = os.ReadFile(second)
+	require.NoError(t, err)
+	require.Equal(t, "second", string(data))
 }

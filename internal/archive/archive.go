@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/matrix-recorder/recorder/internal/metrics"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
+	"github.com/matrix-recorder/recorder/storage/naming"
 )
 
 // spoolName is the folder under the recordings path where files are written
@@ -79,6 +81,7 @@ type callRec struct {
 
 	lock    sync.Mutex
 	streams map[string]*streamRec // by call id + stream id
+	bases   map[string]bool       // base names given out in this recording
 	mutes   map[string]callbot.StreamChange
 	closing sync.WaitGroup
 	failed  error
@@ -122,7 +125,7 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	c := &callRec{
 		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
 		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), ConfID: string(call.ConfID), Started: call.JoinedAt},
-		streams:  map[string]*streamRec{}, mutes: map[string]callbot.StreamChange{},
+		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
 	}
 	if err := os.MkdirAll(c.spoolDir, 0o750); err != nil {
 		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
@@ -156,6 +159,12 @@ func shortPurpose(p signaling.Purpose) string {
 	return strings.TrimPrefix(string(p), "m.")
 }
 
+// streamBaseName names a stream's files from who sent it: user, device,
+// purpose and peer call. The names always pass the file store's rule.
+func streamBaseName(peer callbot.PeerInfo, purpose signaling.Purpose) string {
+	return naming.Safe(string(peer.UserID), string(peer.DeviceID), shortPurpose(purpose), string(peer.CallID))
+}
+
 func trackParams(t *callbot.RemoteTrack) (recording.Kind, recording.TrackParams) {
 	kind := recording.KindAudio
 	if t.Kind == webrtc.RTPCodecTypeVideo {
@@ -178,8 +187,7 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 	key := streamKey(t.Peer.CallID, t.StreamID)
 	s := c.streams[key]
 	if s == nil {
-		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose,
-			base: recording.SafeName(string(t.Peer.UserID), string(t.Peer.DeviceID), shortPurpose(t.Purpose), string(t.Peer.CallID))}
+		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose))}
 		s.log = log.With().Str("stream", s.base).Logger()
 		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: t.RequestKeyframe, Create: r.create}
 		if kind == recording.KindVideo {
@@ -207,6 +215,19 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		r.met.TracksRecording.Inc()
 	}
 	return &trackSink{s: s, kind: kind, ssrc: uint32(t.SSRC)}
+}
+
+// uniqueBase returns base, or base with a counter if another stream of
+// this recording (another stream with the same purpose, a screen share
+// started again, names that mapped alike) already has it: every writer
+// gets names of its own. Call with c.lock held.
+func (c *callRec) uniqueBase(base string) string {
+	name := base
+	for n := 2; c.bases[name]; n++ {
+		name = naming.Safe(base, strconv.Itoa(n))
+	}
+	c.bases[name] = true
+	return name
 }
 
 func (c *callRec) writeStreamMeta(ctx context.Context, s *streamRec) {
@@ -292,14 +313,18 @@ func (c *callRec) finishStream(s *streamRec) {
 	_ = os.Remove(filepath.Join(c.spoolDir, s.base+".json"))
 }
 
-// storeFile hands a finished file to the store and records it.
+// storeFile hands a finished file to the store and records it. A file is
+// never lost to a store failure: a name already taken is stored under
+// another name, a transient error is retried, and a file the store still
+// refuses stays in the spool with a failed row and the reason on the
+// recording.
 func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose signaling.Purpose, f recording.FileResult, state storage.RecordingState) {
 	log := zerolog.Ctx(ctx)
-	name := filepath.Base(f.Path)
-	if err := c.r.store.Put(ctx, c.rec.Folder, name, f.Path); err != nil {
-		log.Err(err).Str("file", name).Msg("Failed to store recording file")
-		c.fail(err)
-		return
+	name, err := c.put(ctx, filepath.Base(f.Path), f.Path)
+	if err != nil {
+		log.Err(err).Str("file", name).Str("spool_path", f.Path).Msg("Failed to store recording file; it stays in the spool")
+		c.fail(fmt.Errorf("file %s could not be stored (%w); it is kept at %s", name, err, f.Path))
+		state = storage.StateFailed
 	}
 	row := c.r.db.File.New(c.rec.ID, name)
 	row.UserID, row.DeviceID, row.SessionID, row.Purpose = peer.UserID, peer.DeviceID, string(peer.SessionID), string(purpose)
@@ -310,11 +335,46 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	}
 	if err := row.Save(ctx); err != nil {
 		log.Err(err).Str("file", name).Msg("Failed to record file")
+		c.fail(fmt.Errorf("file %s is stored but could not be recorded: %w", name, err))
 	}
+	f.Path = name
 	c.lock.Lock()
 	c.manifest.Tracks = append(c.manifest.Tracks, recording.NewManifestTrack(&c.manifest, string(peer.UserID), string(peer.DeviceID), string(purpose), f))
 	c.lock.Unlock()
-	log.Info().Str("file", name).Dur("duration", f.Duration).Int64("bytes", f.Bytes).Msg("Stored recording file")
+	if err == nil {
+		log.Info().Str("file", name).Dur("duration", f.Duration).Int64("bytes", f.Bytes).Msg("Stored recording file")
+	}
+}
+
+// storeRetries is how often a failing Put is tried (with a doubling pause).
+const storeRetries = 3
+
+// put stores a local file under name, or under a name of its own if name
+// is taken, and returns the name it was stored as.
+func (c *callRec) put(ctx context.Context, name, path string) (string, error) {
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	pause := 100 * time.Millisecond
+	for attempt, alt := 1, 2; ; attempt++ {
+		err := c.r.store.Put(ctx, c.rec.Folder, name, path)
+		switch {
+		case err == nil:
+			return name, nil
+		case errors.Is(err, storage.ErrExists) && alt < 100:
+			name = naming.Safe(stem, strconv.Itoa(alt)) + ext
+			alt++
+			attempt--
+			continue
+		case errors.Is(err, storage.ErrBadKey) || errors.Is(err, storage.ErrExists) || attempt >= storeRetries:
+			return name, err
+		}
+		select {
+		case <-ctx.Done():
+			return name, err
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
 }
 
 // StreamChanged implements callbot.Sink: mute changes go to the writer.

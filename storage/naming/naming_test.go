@@ -1,4 +1,4 @@
-package recording
+package naming
 
 import (
 	"path/filepath"
@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestSafeName(t *testing.T) {
+func TestSafe(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
@@ -37,38 +37,58 @@ func TestSafeName(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := SafeName(tc.in...)
+			got := Safe(tc.in...)
 			if tc.want != "" {
 				require.Equal(t, tc.want, got)
 			}
 			require.NotEmpty(t, got)
-			require.LessOrEqual(t, len(got), maxSafeNameLen)
+			require.LessOrEqual(t, len(got), MaxLen)
 			require.NotContains(t, got, "..")
 			require.NotContains(t, got, "/")
 			require.NotContains(t, got, `\`)
 			require.False(t, strings.HasPrefix(got, "."), got)
 			for _, r := range got {
-				require.True(t, r == '.' || r == '-' || r == '_' || r == '~' ||
+				require.True(t, r == '.' || r == '-' || r == '_' ||
 					(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9'), "rune %q in %q", r, got)
 			}
 			// joined to a directory it stays directly inside it
 			require.Equal(t, "/rec", filepath.Dir(filepath.Join("/rec", got)))
 			// stable, and idempotent (a SafeName is a valid BaseName)
-			require.Equal(t, got, SafeName(tc.in...))
-			require.Equal(t, got, SafeName(got))
+			require.Equal(t, got, Safe(tc.in...))
+			require.Equal(t, got, Safe(got))
 		})
 	}
 	// lossy mappings stay distinct
-	require.NotEqual(t, SafeName("@ålice:x"), SafeName("@älice:x"))
-	require.NotEqual(t, SafeName(strings.Repeat("a", 300)+"1"), SafeName(strings.Repeat("a", 300)+"2"))
+	require.NotEqual(t, Safe("@ålice:x"), Safe("@älice:x"))
+	require.NotEqual(t, Safe(strings.Repeat("a", 300)+"1"), Safe(strings.Repeat("a", 300)+"2"))
 }
 
-func TestNewStreamWriterRejectsUnsafeBaseName(t *testing.T) {
-	t.Parallel()
-	for _, name := range []string{"", "../x", "a/b", "@alice:example.org", ".hidden"} {
-		_, err := NewStreamWriter(testCtx(t), StreamConfig{Dir: t.TempDir(), BaseName: name, Audio: &TrackParams{MimeType: MimeTypeOpus}})
-		require.ErrorIs(t, err, ErrInvalidConfig, name)
+// FuzzSafe: whatever identifiers come from outside, Safe's result (with a
+// segment suffix) passes Check, is stable and idempotent.
+func FuzzSafe(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"@bob:localhost", "FZ1Buwm-"}, {"@a_b:x.org", "_x_"}, {"@c:y", "dev.ice~1"}, {"@d:z", "..."}, {"@é:ü", "~"},
+		{"@e:f", "-lead"}, {"@g:h", "a__b"}, {"", ""},
+	} {
+		f.Add(seed[0], seed[1])
 	}
-	_, err := NewStreamWriter(testCtx(t), StreamConfig{Dir: t.TempDir(), BaseName: "x", Video: &TrackParams{MimeType: "video/H264"}})
-	require.ErrorIs(t, err, ErrUnsupportedCodec)
+	f.Fuzz(func(t *testing.T, user, device string) {
+		base := Safe(user, device, "usermedia", "callid")
+		require.NoError(t, Check(base))
+		for _, name := range []string{base + "-000.webm", base + "-012.ogg", base + ".json", base + "-2-000.webm.part"} {
+			require.NoError(t, Check(name), "user %q device %q", user, device)
+		}
+		require.Equal(t, base, Safe(base))
+		require.Equal(t, base, Safe(user, device, "usermedia", "callid"))
+	})
+}
+
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"", ".", "..", ".hidden", "-flag", "a/b", `a\b`, "a..b", "a~b", "a b", "é", strings.Repeat("a", 231)} {
+		require.ErrorIs(t, Check(bad), ErrUnsafe, "%q", bad)
+	}
+	for _, good := range []string{"a", "_x", "20261125T115026Z-vr25lxat", "bob_localhost-FZ1Buwm_07be9a90-usermedia-x-000.webm"} {
+		require.NoError(t, Check(good), good)
+	}
 }

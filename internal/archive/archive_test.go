@@ -1,0 +1,112 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).WithContext(context.Background())
+}
+
+// newTestRecorder is a Recorder on a fresh SQLite database and local store.
+func newTestRecorder(t *testing.T) (*Recorder, *storage.DB, string) {
+	t.Helper()
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	db, err := storage.Open(ctx, storage.Options{Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(dir, "db.sqlite") + "?_txlock=immediate", MaxOpenConns: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	root := filepath.Join(dir, "recordings")
+	store, err := storage.NewLocalStore(root)
+	require.NoError(t, err)
+	r, err := New(Options{DB: db, Store: store, Dir: root})
+	require.NoError(t, err)
+	return r, db, root
+}
+
+// opusPackets returns the test media's Opus packets.
+func opusPackets(t *testing.T) [][]byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "..", "testdata", "media", "beeps-opus-48k-stereo.ogg"))
+	require.NoError(t, err)
+	defer f.Close()
+	r, _, err := oggreader.NewWith(f)
+	require.NoError(t, err)
+	var out [][]byte
+	for {
+		payload, hdr, err := r.ParseNextPage()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		require.NoError(t, err)
+		if bytes.HasPrefix(payload, []byte("OpusTags")) || hdr.GranulePosition == 0 {
+			continue
+		}
+		out = append(out, append([]byte(nil), payload...))
+	}
+}
+
+// sendAudio feeds n 20 ms Opus packets into a track sink, starting at t0.
+func sendAudio(t *testing.T, ts callbot.TrackSink, pkts [][]byte, n int, t0 time.Time) {
+	t.Helper()
+	for i := range n {
+		p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 960), SSRC: 1},
+			Payload: pkts[i%len(pkts)]}
+		require.NoError(t, ts.WriteRTP(p, t0.Add(time.Duration(i)*20*time.Millisecond)))
+	}
+}
+
+// TestStreamsWithSamePurposeKeepTheirFiles: a participant whose screen
+// share stops and starts again in one call (two streams, same purpose)
+// gets two files and two rows; nothing is overwritten.
+func TestStreamsWithSamePurposeKeepTheirFiles(t *testing.T) {
+	ctx := testCtx(t)
+	r, db, _ := newTestRecorder(t)
+	t0 := time.Now()
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", UserID: "@recorder_1:localhost", DeviceID: "REC", JoinedAt: t0}
+	r.CallJoined(ctx, call)
+	peer := callbot.PeerInfo{RoomID: call.RoomID, ConfID: call.ConfID, CallID: "c1", UserID: "@bob:localhost", DeviceID: "FZ1Buwm-", SessionID: "s"}
+	pkts := opusPackets(t)
+	for i, stream := range []string{"share-one", "share-two"} {
+		ts := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: stream, TrackID: stream + "-a", Kind: webrtc.RTPCodecTypeAudio,
+			Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}},
+			SSRC:  1, Purpose: signaling.PurposeScreenshare, RequestKeyframe: func() {}})
+		require.NotNil(t, ts)
+		sendAudio(t, ts, pkts, 50*(i+1), t0.Add(time.Duration(i)*3*time.Second))
+		ts.Close()
+	}
+	r.CallLeft(ctx, call, t0.Add(10*time.Second))
+
+	rec, err := db.Recording.Get(ctx, "rec1")
+	require.NoError(t, err)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := db.File.GetAll(ctx, "rec1")
+	require.NoError(t, err)
+	require.Len(t, files, 2, "both screen shares are kept")
+	require.NotEqual(t, files[0].Name, files[1].Name)
+	require.InDelta(t, 1.0, files[0].Duration.Seconds()+files[1].Duration.Seconds()-2, 0.2, "1 s and 2 s of audio")
+	for _, f := range files {
+		sf, err := r.store.Open(ctx, rec.Folder, f.Name)
+		require.NoError(t, err)
+		require.Equal(t, f.Bytes, sf.Size)
+		require.NoError(t, sf.Close())
+	}
+}
