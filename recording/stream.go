@@ -205,7 +205,8 @@ type trackState struct {
 	arrExt       int64 // first packet: unwrapped RTP time and arrival
 	arrWall      time.Time
 
-	pending []pendingSample
+	pending   []pendingSample
+	carryLost uint64 // packets lost before padding, reported with the next media packet
 
 	// video
 	needKey bool
@@ -413,9 +414,9 @@ func (s *StreamWriter) WriteRTP(kind Kind, pkt *rtp.Packet, arrival time.Time) e
 	if s.first.IsZero() {
 		s.first = arrival
 	}
-	if len(pkt.Payload) > 0 {
-		t.jb.push(pkt, arrival)
-	}
+	// Padding-only packets (bandwidth probes) go in too: they take a
+	// sequence number, and skipping them would look like loss.
+	t.jb.push(pkt, arrival)
 	for {
 		p, ok := t.jb.pop(arrival, false)
 		if !ok {
@@ -437,6 +438,15 @@ func (s *StreamWriter) WriteRTP(kind Kind, pkt *rtp.Packet, arrival time.Time) e
 // process handles one in-order packet.
 func (s *StreamWriter) process(t *trackState, p jbPacket) {
 	s.stats.LostPackets += p.lost
+	if len(p.payload) == 0 {
+		// Padding: no media and, from some senders, no meaningful
+		// timestamp. A loss before it still concerns the next frame.
+		t.carryLost += p.lost
+
+		return
+	}
+	p.lost += t.carryLost
+	t.carryLost = 0
 	// Unwrap the 32-bit RTP timestamp against the previous released packet.
 	if !t.anchorSet {
 		t.anchorSet = true

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
@@ -115,6 +116,23 @@ func TestStreamWriter(t *testing.T) {
 				require.EqualValues(t, 1, st.LostPackets)
 				require.GreaterOrEqual(t, st.DroppedFrames, uint64(19))
 				require.GreaterOrEqual(t, plis, int64(2), "PLI at start and on loss")
+			},
+		},
+		{
+			// Chrome probes bandwidth with padding-only packets on the media
+			// SSRC (no RTX): they take sequence numbers but carry nothing.
+			name: "webm vp8 padding probes", audio: true, video: MimeTypeVP8,
+			mutate: func(t *testing.T, p []tpkt) []tpkt {
+				t.Helper()
+				return padVideo(p, 10, 5)
+			},
+			check: func(t *testing.T, res []FileResult, st Stats, plis int64) {
+				t.Helper()
+				oneFile(FileKindWebM, span)(t, res, st, 0)
+				require.Zero(t, st.LostPackets, "padding is not loss")
+				require.Zero(t, st.DroppedFrames)
+				require.LessOrEqual(t, plis, int64(2), "the PLI at start and at most one safety PLI, none for padding")
+				require.Equal(t, len(vp8), mediacheck.VideoFrames(t, res[0].Path))
 			},
 		},
 		{
@@ -245,6 +263,34 @@ func TestStreamWriter(t *testing.T) {
 }
 
 // ---- packet list mutations ----
+
+// padVideo inserts k padding-only packets (RTP padding bit, no payload)
+// after the last packet of every nth video frame, renumbering the video
+// packets after them, as a browser's bandwidth probe does.
+func padVideo(p []tpkt, n, k int) []tpkt {
+	var out []tpkt
+	var shift uint16
+	for _, x := range p {
+		if x.kind != KindVideo {
+			out = append(out, x)
+			continue
+		}
+		c := *x.pkt
+		c.SequenceNumber += shift
+		x.pkt = &c
+		out = append(out, x)
+		if c.Marker && x.frame%n == 0 {
+			for i := range k {
+				pad := &rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, PayloadType: c.PayloadType,
+					SequenceNumber: c.SequenceNumber + uint16(i) + 1, Timestamp: c.Timestamp, SSRC: c.SSRC}, PaddingSize: 255}
+				out = append(out, tpkt{kind: KindVideo, pkt: pad, sent: x.sent, arrival: x.arrival.Add(time.Duration(i+1) * 100 * time.Microsecond), frame: x.frame})
+			}
+			shift += uint16(k)
+		}
+	}
+
+	return out
+}
 
 func swapEvery(p []tpkt, n int) []tpkt {
 	p = append([]tpkt(nil), p...)

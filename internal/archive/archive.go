@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtp"
@@ -97,6 +98,18 @@ type streamRec struct {
 	log     zerolog.Logger
 	w       *recording.StreamWriter
 	open    int // tracks not yet closed
+	// keyframe asks the stream's video track for a key frame; set when
+	// the video track arrives (often after the audio track the writer
+	// was created for).
+	keyframe atomic.Pointer[func()]
+}
+
+// requestKeyframe is the writer's RequestKeyframe: it goes to the video
+// track, whichever track the stream started with.
+func (s *streamRec) requestKeyframe() {
+	if f := s.keyframe.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // streamMeta is written beside a stream's spooled files so a crash repair
@@ -189,8 +202,9 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 	if s == nil {
 		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose))}
 		s.log = log.With().Str("stream", s.base).Logger()
-		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: t.RequestKeyframe, Create: r.create}
+		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create}
 		if kind == recording.KindVideo {
+			s.keyframe.Store(&t.RequestKeyframe)
 			cfg.Video = &params
 		} else {
 			cfg.Audio = &params
@@ -206,9 +220,14 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		if m, ok := c.mutes[key]; ok {
 			s.applyMute(m)
 		}
-	} else if err := s.w.AddTrack(kind, params); err != nil {
-		log.Err(err).Str("kind", t.Kind.String()).Msg("Failed to add track to stream writer")
-		return nil
+	} else {
+		if kind == recording.KindVideo {
+			s.keyframe.Store(&t.RequestKeyframe)
+		}
+		if err := s.w.AddTrack(kind, params); err != nil {
+			log.Err(err).Str("kind", t.Kind.String()).Msg("Failed to add track to stream writer")
+			return nil
+		}
 	}
 	s.open++
 	if r.met != nil {
@@ -297,8 +316,12 @@ func (c *callRec) finishStream(s *streamRec) {
 	defer cancel()
 	log := s.log
 	files, err := s.w.Close(log.WithContext(ctx))
+	st := s.w.Stats()
+	log.Info().Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
+		Uint64("duplicate_packets", st.DuplicatePackets).Uint64("dropped_frames", st.DroppedFrames).
+		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).Msg("Stream writer closed")
 	if c.r.met != nil {
-		c.r.met.PacketsLost.Add(float64(s.w.Stats().LostPackets))
+		c.r.met.PacketsLost.Add(float64(st.LostPackets))
 		for _, f := range files {
 			c.r.met.BytesWritten.Add(float64(f.Bytes))
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +110,29 @@ func TestStreamsWithSamePurposeKeepTheirFiles(t *testing.T) {
 		require.Equal(t, f.Bytes, sf.Size)
 		require.NoError(t, sf.Close())
 	}
+}
+
+// TestKeyframeRequestsReachTheVideoTrack: browsers announce the microphone
+// track before the camera; the stream's writer must still ask the camera
+// for key frames (not the audio track it was created with).
+func TestKeyframeRequestsReachTheVideoTrack(t *testing.T) {
+	ctx := testCtx(t)
+	r, _, _ := newTestRecorder(t)
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", JoinedAt: time.Now()}
+	r.CallJoined(ctx, call)
+	peer := callbot.PeerInfo{RoomID: call.RoomID, ConfID: call.ConfID, CallID: "c1", UserID: "@alice:localhost", DeviceID: "DEV"}
+	var audioPLIs, videoPLIs atomic.Int64
+	audio := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "a", Kind: webrtc.RTPCodecTypeAudio,
+		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}},
+		SSRC: 1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() { audioPLIs.Add(1) }})
+	require.NotNil(t, audio)
+	video := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "v", Kind: webrtc.RTPCodecTypeVideo,
+		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}},
+		SSRC: 2, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() { videoPLIs.Add(1) }})
+	require.NotNil(t, video)
+	require.Positive(t, videoPLIs.Load(), "the camera is asked for a key frame as soon as it appears")
+	require.Zero(t, audioPLIs.Load())
+	audio.Close()
+	video.Close()
+	r.CallLeft(ctx, call, time.Now())
 }

@@ -321,6 +321,13 @@ func (s *Server) NewClient(t testing.TB) *mautrix.Client {
 // DeviceID(localpart) and returns the logged-in client.
 func (s *Server) RegisterUser(ctx context.Context, t testing.TB, localpart string) *mautrix.Client {
 	t.Helper()
+	return s.RegisterUserDevice(ctx, t, localpart, DeviceID(localpart))
+}
+
+// RegisterUserDevice is RegisterUser with a chosen device ID (clients may
+// pick any device ID at login).
+func (s *Server) RegisterUserDevice(ctx context.Context, t testing.TB, localpart string, deviceID id.DeviceID) *mautrix.Client {
+	t.Helper()
 	cli := s.NewClient(t)
 	_, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{
 		Username:     localpart,
@@ -334,7 +341,7 @@ func (s *Server) RegisterUser(ctx context.Context, t testing.TB, localpart strin
 		Type:             mautrix.AuthTypePassword,
 		Identifier:       mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: localpart},
 		Password:         Password(localpart),
-		DeviceID:         DeviceID(localpart),
+		DeviceID:         deviceID,
 		StoreCredentials: true,
 	})
 	if err != nil {

@@ -101,6 +101,8 @@ type Feed struct {
 	StreamID    string      `json:"streamId"`
 	AudioTracks int         `json:"audioTracks"`
 	VideoTracks int         `json:"videoTracks"`
+	// VideoTrackIDs are the MediaStreamTrack ids of the feed's video tracks.
+	VideoTrackIDs []string `json:"videoTrackIds"`
 }
 
 // PeerCall is one MatrixCall of the group call and its RTCPeerConnection.
@@ -125,9 +127,30 @@ type PeerCall struct {
 	RemoteFeeds []Feed `json:"remoteFeeds"`
 	// Inbound and Outbound sum the inbound-rtp / outbound-rtp stats by kind
 	// ("audio", "video").
-	Inbound       map[string]RTPStats `json:"inbound"`
-	Outbound      map[string]RTPStats `json:"outbound"`
-	CandidatePair *CandidatePair      `json:"candidatePair"`
+	Inbound  map[string]RTPStats `json:"inbound"`
+	Outbound map[string]RTPStats `json:"outbound"`
+	// OutboundStreams are the outbound-rtp stats one by one.
+	OutboundStreams []OutboundStream `json:"outboundStreams"`
+	CandidatePair   *CandidatePair   `json:"candidatePair"`
+}
+
+// OutboundStream is one RTCOutboundRtpStreamStats of a peer connection.
+type OutboundStream struct {
+	Kind                 string `json:"kind"`
+	SSRC                 uint32 `json:"ssrc"`
+	Mid                  string `json:"mid"`
+	TrackID              string `json:"trackId"`
+	PacketsSent          int64  `json:"packetsSent"`
+	BytesSent            int64  `json:"bytesSent"`
+	RetransmittedPackets int64  `json:"retransmittedPackets"`
+	FramesSent           int64  `json:"framesSent"`
+	FramesEncoded        int64  `json:"framesEncoded"`
+	KeyFramesEncoded     int64  `json:"keyFramesEncoded"`
+	FrameWidth           int    `json:"frameWidth"`
+	FrameHeight          int    `json:"frameHeight"`
+	ResolutionChanges    int64  `json:"resolutionChanges"`
+	NackCount            int64  `json:"nackCount"`
+	PLICount             int64  `json:"pliCount"`
 }
 
 // RTPStats sums RTP stats of one kind.
@@ -135,6 +158,7 @@ type RTPStats struct {
 	Packets       int64 `json:"packets"`
 	Bytes         int64 `json:"bytes"`
 	FramesDecoded int64 `json:"framesDecoded"`
+	FramesSent    int64 `json:"framesSent"`
 }
 
 // CandidatePair is the selected ICE candidate pair ("ip:port" each).
@@ -223,4 +247,14 @@ func (c *PeerCall) PacketsSent(kind string) int64 {
 		return 0
 	}
 	return c.Outbound[kind].Packets
+}
+
+// LocalFeed returns the local feed with the purpose, or nil.
+func (s *State) LocalFeed(purpose string) *Feed {
+	for i := range s.Feeds {
+		if s.Feeds[i].Local && s.Feeds[i].Purpose == purpose {
+			return &s.Feeds[i]
+		}
+	}
+	return nil
 }

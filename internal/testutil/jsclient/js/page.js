@@ -129,11 +129,12 @@ function feedState(feed) {
 		streamId: feed.stream?.id ?? "",
 		audioTracks: feed.stream?.getAudioTracks().length ?? 0,
 		videoTracks: feed.stream?.getVideoTracks().length ?? 0,
+		videoTrackIds: feed.stream?.getVideoTracks().map((t) => t.id) ?? [],
 	};
 }
 
 async function rtpStats(pc) {
-	const out = { inbound: {}, outbound: {}, candidatePair: null };
+	const out = { inbound: {}, outbound: {}, outboundStreams: [], candidatePair: null };
 	if (!pc) return out;
 	let report;
 	try {
@@ -155,10 +156,29 @@ async function rtpStats(pc) {
 			out.inbound[k] = cur;
 		} else if (s.type === "outbound-rtp") {
 			const k = s.kind || s.mediaType;
-			const cur = out.outbound[k] || { packets: 0, bytes: 0 };
+			const cur = out.outbound[k] || { packets: 0, bytes: 0, framesSent: 0 };
 			cur.packets += s.packetsSent || 0;
 			cur.bytes += s.bytesSent || 0;
+			cur.framesSent += s.framesSent || 0;
 			out.outbound[k] = cur;
+			const src = s.mediaSourceId ? report.get(s.mediaSourceId) : undefined;
+			out.outboundStreams.push({
+				kind: k,
+				ssrc: s.ssrc,
+				mid: s.mid ?? "",
+				trackId: src?.trackIdentifier ?? "",
+				packetsSent: s.packetsSent || 0,
+				bytesSent: s.bytesSent || 0,
+				retransmittedPackets: s.retransmittedPacketsSent || 0,
+				framesSent: s.framesSent || 0,
+				framesEncoded: s.framesEncoded || 0,
+				keyFramesEncoded: s.keyFramesEncoded || 0,
+				frameWidth: s.frameWidth || 0,
+				frameHeight: s.frameHeight || 0,
+				resolutionChanges: s.qualityLimitationResolutionChanges || 0,
+				nackCount: s.nackCount || 0,
+				pliCount: s.pliCount || 0,
+			});
 		} else if (s.type === "candidate-pair" && (s.id === selectedPairId || (!selectedPairId && s.nominated && s.state === "succeeded"))) {
 			const local = report.get(s.localCandidateId);
 			const remote = report.get(s.remoteCandidateId);
