@@ -130,8 +130,17 @@ func (m *webmMuxer) push(track int, ts int64, key bool, data []byte) error {
 	if m.ws[track] == nil {
 		return nil
 	}
-	if ts < m.last[track] || (len(m.queues[track]) > 0 && ts < m.queues[track][len(m.queues[track])-1].ts) {
+	prev := m.last[track]
+	if q := m.queues[track]; len(q) > 0 {
+		prev = q[len(q)-1].ts
+	}
+	switch {
+	case ts < prev:
 		return nil // non-monotonic on this track
+	case ts == prev && track == trackVideo:
+		// Two frames within one millisecond (a key frame sent on request
+		// right after a frame): players need distinct frame times.
+		ts++
 	}
 	b := m.pool.get()
 	*b = append((*b)[:0], data...)

@@ -136,6 +136,37 @@ func TestStreamWriter(t *testing.T) {
 			},
 		},
 		{
+			// Browsers sometimes capture two frames well under 1 ms apart (a
+			// key frame on request right after a frame): distinct WebM times.
+			name: "webm vp8 frames under 1 ms apart", audio: true, video: MimeTypeVP8,
+			mutate: func(t *testing.T, p []tpkt) []tpkt {
+				t.Helper()
+				var prevTS uint32
+				for i, x := range p {
+					if x.kind != KindVideo {
+						continue
+					}
+					if x.frame == 9 {
+						prevTS = x.pkt.Timestamp
+					}
+					if x.frame == 10 || x.frame == 40 {
+						c := *x.pkt
+						c.Timestamp = prevTS + 45 // 0.5 ms after the previous frame
+						p[i].pkt = &c
+					}
+					if x.frame == 39 {
+						prevTS = x.pkt.Timestamp
+					}
+				}
+				return p
+			},
+			check: func(t *testing.T, res []FileResult, st Stats, plis int64) {
+				t.Helper()
+				oneFile(FileKindWebM, span)(t, res, st, 0)
+				require.Equal(t, len(vp8), mediacheck.VideoFrames(t, res[0].Path))
+			},
+		},
+		{
 			name: "webm 3s audio mute", audio: true, video: MimeTypeVP8,
 			mutate: func(t *testing.T, p []tpkt) []tpkt {
 				t.Helper()

@@ -71,6 +71,15 @@ func TestRealBrowserRecording(t *testing.T) {
 	waitMedia(t, obs, alice.UserID, 3*time.Second)
 	sentAfter := cameraFramesSent(t, js, key.UserID, key.DeviceID)
 
+	// A screen share stopped and started again: two streams, two files.
+	for i := 1; i <= 2; i++ {
+		require.NoError(t, js.SetScreensharing(ctx, true))
+		require.Eventually(t, func() bool { return screenTracks(obs, alice.UserID) >= i }, stack.Deadline, 50*time.Millisecond,
+			"screen share %d not received", i)
+		waitMedia(t, obs, alice.UserID, time.Second)
+		require.NoError(t, js.SetScreensharing(ctx, false))
+	}
+
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
 	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
 
@@ -79,7 +88,12 @@ func TestRealBrowserRecording(t *testing.T) {
 	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
 	require.NoError(t, err)
 	var cam *storage.RecordingFile
+	shares := 0
 	for _, f := range files {
+		if f.Purpose == string(signaling.PurposeScreenshare) {
+			shares++
+			mediacheck.Check(t, storedPath(s, rec, f.Name), mediacheck.Duration(t, storedPath(s, rec, f.Name)), 0.01)
+		}
 		t.Logf("file %s: %s %v %v, %d bytes, mutes %v", f.Name, f.Kind, f.Codecs, f.Duration, f.Bytes, f.MuteIntervals)
 		require.Equal(t, device, f.DeviceID)
 		if f.Purpose == string(signaling.PurposeUserMedia) && f.Kind == "webm" {
@@ -88,6 +102,7 @@ func TestRealBrowserRecording(t *testing.T) {
 		}
 	}
 	require.NotNil(t, cam, "no camera file for %s", device)
+	require.Equal(t, 2, shares, "both screen shares are kept")
 	path := storedPath(s, rec, cam.Name)
 	dur := mediacheck.Duration(t, path)
 	mediacheck.Check(t, path, dur, 0.01)
@@ -110,4 +125,16 @@ func TestRealBrowserRecording(t *testing.T) {
 	peak := mediacheck.Peak(pcm, from+0.3, to-0.3)
 	t.Logf("mute %.2f-%.2f s: peak %d", from, to, peak)
 	require.Less(t, peak, 100, "the mute span must be silent")
+}
+
+// screenTracks counts the screen-share video tracks received from user
+// that carried media.
+func screenTracks(obs *observer.Observer, user id.UserID) int {
+	n := 0
+	for _, tr := range obs.Tracks(user) {
+		if tr.Info.Purpose == signaling.PurposeScreenshare && tr.Info.Kind == webrtc.RTPCodecTypeVideo && tr.Packets >= 10 {
+			n++
+		}
+	}
+	return n
 }

@@ -44,10 +44,16 @@ func Duration(t testing.TB, path string) float64 {
 	return d
 }
 
-// requireDecodesClean: ffmpeg -v error decodes the whole file without a message.
+// requireDecodesClean: ffmpeg -v error decodes the whole file without a
+// message. Frames keep the file's own times (-fps_mode passthrough, the
+// demuxer's time base): WebRTC video has a variable frame rate, and
+// ffmpeg's default constant-rate output would merge frames closer than its
+// guessed frame interval; two frames with the same time in the file itself
+// are still reported.
 func requireDecodesClean(t testing.TB, path string) {
 	t.Helper()
-	out, errOut, err := Run(t, "ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-")
+	out, errOut, err := Run(t, "ffmpeg", "-nostdin", "-v", "error", "-i", path,
+		"-fps_mode", "passthrough", "-enc_time_base:v", "-1", "-f", "null", "-")
 	require.NoError(t, err, errOut)
 	require.Empty(t, strings.TrimSpace(out+errOut), "ffmpeg reported problems decoding %s", path)
 }
