@@ -124,11 +124,11 @@ func TestKeyframeRequestsReachTheVideoTrack(t *testing.T) {
 	var audioPLIs, videoPLIs atomic.Int64
 	audio := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "a", Kind: webrtc.RTPCodecTypeAudio,
 		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}},
-		SSRC: 1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() { audioPLIs.Add(1) }})
+		SSRC:  1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() { audioPLIs.Add(1) }})
 	require.NotNil(t, audio)
 	video := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "v", Kind: webrtc.RTPCodecTypeVideo,
 		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}},
-		SSRC: 2, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() { videoPLIs.Add(1) }})
+		SSRC:  2, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() { videoPLIs.Add(1) }})
 	require.NotNil(t, video)
 	require.Positive(t, videoPLIs.Load(), "the camera is asked for a key frame as soon as it appears")
 	require.Zero(t, audioPLIs.Load())
