@@ -37,5 +37,13 @@ video 320x240 libvpx vp8-320x240.ivf
 video 160x120 libvpx vp8-160x120.ivf
 video 320x240 libvpx-vp9 vp9-320x240.ivf -row-mt 0
 
+# Browser-like camera for the simulator: 10 s with a key frame only at the
+# start (browsers send key frames on request; the simulator makes one by
+# going back to frame 0 on a PLI).
+ff -f lavfi -i "color=c=black:s=320x240:r=30:d=10" \
+	-vf "drawbox=x='mod(t*60\,iw-20)':y=ih/3:w=20:h=20:c=gray:t=fill,drawbox=enable='${beep}':x=0:y=0:w=iw:h=ih:c=white:t=fill" \
+	-c:v libvpx -g 1000 -keyint_min 1000 -b:v 60k -deadline realtime -cpu-used 8 \
+	-auto-alt-ref 0 -lag-in-frames 0 -f ivf "$out/vp8-320x240-longgop.ivf"
+
 ls -l "$out"
 du -ch "$out"/* | tail -1

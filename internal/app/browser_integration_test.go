@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/jsclient"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
@@ -137,4 +138,58 @@ func screenTracks(obs *observer.Observer, user id.UserID) int {
 		}
 	}
 	return n
+}
+
+// TestRecordBrowserLikeParticipant: a simulated participant that behaves
+// like a browser where it matters (padding probes, key frames only on
+// request, a resolution change during ramp-up, 2 % loss and reordering on
+// the wire with NACK) is recorded without losing its camera: the files hold
+// at least 90 % of the frames sent after the first key frame, with no storm
+// of key frame requests.
+func TestRecordBrowserLikeParticipant(t *testing.T) {
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Observer: obs})
+	ctx := s.Ctx()
+	bob := s.HS.RegisterUserDevice(ctx, t, "bob", "b0b_Dev-1.~")
+	roomID := s.CallRoom(t, bob)
+	browser := simpeer.Browser{Probes: true, KeyframesOnRequest: true, RampUp: true, Loss: 0.02, Reorder: 0.02, Seed: time.Now().UnixNano()}
+	t.Logf("network seed %d", browser.Seed)
+	pb := s.Sim(t, roomID, bob, stack.SimOptions{Video: true, CreateCall: true, Tweak: func(c *simpeer.Config) { c.Browser = browser }})
+
+	require.Contains(t, s.WaitReply(t, bob, roomID, s.Command(t, bob, roomID, "!rec start")), "Joining")
+	waitConnected(t, s, roomID, pb)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 10)
+	}, stack.Deadline, 50*time.Millisecond)
+	// Count the frames sent once the recording has its first key frame.
+	waitMedia(t, obs, bob.UserID, 2*time.Second)
+	before := pb.Snapshot()
+	waitMedia(t, obs, bob.UserID, 6*time.Second)
+	snap := pb.Snapshot()
+	require.Contains(t, s.WaitReply(t, bob, roomID, s.Command(t, bob, roomID, "!rec stop")), "Left the call")
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	frames, sizes := 0, map[[2]int]bool{}
+	var span time.Duration
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		n := mediacheck.VideoFrames(t, path)
+		t.Logf("file %s: %dx%d %v, %d frames", f.Name, f.Width, f.Height, f.Duration, n)
+		mediacheck.Check(t, path, mediacheck.Duration(t, path), 0.01)
+		frames += n
+		span += f.Duration
+		sizes[[2]int{f.Width, f.Height}] = true
+	}
+	require.True(t, sizes[[2]int{320, 240}], "the full resolution is recorded")
+	sent := snap.FramesSent["video"] - before.FramesSent["video"]
+	plis := snap.KeyframeRequests["video"]
+	t.Logf("camera: %d frames sent in all, %d in the window counted, %d written in %v; %d padding packets; %d key frame requests",
+		snap.FramesSent["video"], sent, frames, span, snap.PaddingPackets["video"], plis)
+	require.NotZero(t, snap.PaddingPackets["video"])
+	require.GreaterOrEqual(t, float64(frames), 0.9*float64(sent), "frames written")
+	require.LessOrEqual(t, plis, uint64(span/time.Second)+3, "no storm of key frame requests")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/random"
@@ -113,14 +114,26 @@ func (p *Participant) addTrack(c *peerCall, src *source, stream string) (*localT
 	if err != nil {
 		return nil, fmt.Errorf("failed to add %s track: %w", src.kind, err)
 	}
-	// Read RTCP so the interceptors (NACK responder, reports) see it.
+	// Read RTCP so the interceptors (NACK responder, reports) see it, and
+	// pass key frame requests to the source.
 	p.media.Add(1)
 	go func() {
 		defer p.media.Done()
 		buf := make([]byte, 1500)
 		for {
-			if _, _, err := sender.Read(buf); err != nil {
+			n, _, err := sender.Read(buf)
+			if err != nil {
 				return
+			}
+			pkts, err := rtcp.Unmarshal(buf[:n])
+			if err != nil {
+				continue
+			}
+			for _, pkt := range pkts {
+				switch pkt.(type) {
+				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					src.requestKeyframe()
+				}
 			}
 		}
 	}()

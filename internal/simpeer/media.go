@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -26,6 +27,36 @@ const (
 	AudioFile  = "beeps-opus-48k-stereo.ogg"
 	VideoFile  = "vp8-320x240.ivf"
 	ScreenFile = "vp8-160x120.ivf"
+	// LongGOPFile is the camera of a browser-like participant: a key frame
+	// only at the start of its 10 s.
+	LongGOPFile = "vp8-320x240-longgop.ivf"
+)
+
+// Browser makes a participant's media behave like a browser's where it
+// matters to a recorder. The zero value is the plain simulator: media files
+// looped with a key frame every second, PLIs ignored, a perfect network.
+type Browser struct {
+	// Probes sends bursts of padding-only RTP on the camera's SSRC, as
+	// browsers probe bandwidth when no RTX is negotiated.
+	Probes bool
+	// KeyframesOnRequest sends a long-GOP camera (a key frame every 10 s)
+	// and a key frame right after each PLI or FIR.
+	KeyframesOnRequest bool
+	// RampUp sends the camera's first second at 160x120 and then switches
+	// to 320x240 at a key frame: a resolution change during ramp-up.
+	RampUp bool
+	// Loss drops this fraction of outgoing RTP packets on the wire, below
+	// the NACK responder (so retransmissions may repair them); Reorder sends
+	// this fraction one packet late. Seed makes the pattern repeatable.
+	Loss, Reorder float64
+	Seed          int64
+}
+
+// probeEvery and probePackets shape the padding probes: this many
+// padding-only packets after every probeEvery-th camera frame.
+const (
+	probeEvery   = 10
+	probePackets = 4
 )
 
 const (
@@ -62,6 +93,23 @@ type source struct {
 
 	muted atomic.Bool
 	sent  atomic.Uint64
+
+	// browser-like behaviour (see Browser); fixed before run
+	ramp         []frame // played once before frames
+	probes       bool
+	keyOnRequest bool
+	wantKey      atomic.Bool
+	keyRequests  atomic.Uint64 // PLIs and FIRs received
+	padding      atomic.Uint64 // padding-only packets sent
+	framesSent   atomic.Uint64 // frames sent
+}
+
+// requestKeyframe is called for a PLI or FIR from any receiver.
+func (s *source) requestKeyframe() {
+	s.keyRequests.Add(1)
+	if s.keyOnRequest {
+		s.wantKey.Store(true)
+	}
 }
 
 func (s *source) attach(t *webrtc.TrackLocalStaticRTP) {
@@ -76,6 +124,12 @@ func (s *source) detach(t *webrtc.TrackLocalStaticRTP) {
 	s.mu.Unlock()
 }
 
+func (s *source) attached() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tracks) > 0
+}
+
 func (s *source) snapshot() []*webrtc.TrackLocalStaticRTP {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -87,24 +141,48 @@ func (s *source) snapshot() []*webrtc.TrackLocalStaticRTP {
 }
 
 // run paces the frames in real time until ctx ends. While muted it sends
-// nothing but keeps the RTP clock running.
+// nothing but keeps the RTP clock running. A browser-like source plays its
+// ramp first, goes back to its key frame (frame 0) on request, and sends
+// padding probes.
 func (s *source) run(ctx context.Context) {
 	pk := rtp.NewPacketizer(rtpMTU, 0, 0, s.payloader(), rtp.NewRandomSequencer(), s.capability.ClockRate)
 	start := time.Now()
 	var mediaTime time.Duration
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for i := 0; ; i = (i + 1) % len(s.frames) {
+	ramp := s.ramp
+	for i, n := 0, 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		f := s.frames[i]
+		switch {
+		case !s.attached():
+			// Encoding starts with the first receiver, at the beginning.
+			ramp, i = s.ramp, 0
+		case s.wantKey.Swap(false):
+			if len(ramp) > 0 {
+				ramp = s.ramp // a key frame at the ramp's resolution
+			} else {
+				i = 0 // the key frame
+			}
+		}
+		var f frame
+		if len(ramp) > 0 {
+			f, ramp = ramp[0], ramp[1:]
+		} else {
+			f, i = s.frames[i], (i+1)%len(s.frames)
+		}
 		if s.muted.Load() {
 			pk.SkipSamples(f.ticks)
 		} else {
 			pkts := pk.Packetize(f.data, f.ticks)
+			if s.probes && n%probeEvery == probeEvery-1 {
+				pad := pk.GeneratePadding(probePackets)
+				pkts = append(pkts, pad...)
+				s.padding.Add(uint64(len(pad)))
+			}
 			for _, t := range s.snapshot() {
 				for _, p := range pkts {
 					// Errors come from bindings of closed connections; they
@@ -113,6 +191,7 @@ func (s *source) run(ctx context.Context) {
 				}
 			}
 			s.sent.Add(uint64(len(pkts)))
+			s.framesSent.Add(1)
 		}
 		mediaTime += time.Duration(f.ticks) * time.Second / time.Duration(s.capability.ClockRate)
 		timer.Reset(time.Until(start.Add(mediaTime)))
@@ -245,7 +324,7 @@ func loadVP8(path string) (*source, error) {
 // newAPI builds a pion API for loopback-only ICE: UDP4, 127.0.0.1 only, no
 // mDNS; Opus, VP8 and VP9 with the default interceptors (NACK, RTCP
 // reports, TWCC).
-func newAPI() (*webrtc.API, error) {
+func newAPI(b Browser) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	videoFB := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBNACK}, {Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"}, {Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"}}
 	for _, c := range []struct {
@@ -261,6 +340,10 @@ func newAPI() (*webrtc.API, error) {
 		}
 	}
 	ir := &interceptor.Registry{}
+	if b.Loss > 0 || b.Reorder > 0 {
+		// First in the chain: closest to the network, below the NACK responder.
+		ir.Add(&wireFactory{loss: b.Loss, reorder: b.Reorder, seed: b.Seed})
+	}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		return nil, fmt.Errorf("failed to register interceptors: %w", err)
 	}
@@ -276,4 +359,55 @@ func newAPI() (*webrtc.API, error) {
 func isLoopbackInterface(name string) bool {
 	iface, err := net.InterfaceByName(name)
 	return err == nil && iface.Flags&net.FlagLoopback != 0
+}
+
+// wireFactory makes wire interceptors: a lossy, reordering network for the
+// RTP a participant sends.
+type wireFactory struct {
+	loss, reorder float64
+	seed          int64
+	n             atomic.Int64
+}
+
+func (f *wireFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &wire{f: f, rng: rand.New(rand.NewPCG(uint64(f.seed), uint64(f.n.Add(1))))}, nil //nolint:gosec // test network
+}
+
+// wire drops and reorders outgoing RTP (one peer connection).
+type wire struct {
+	interceptor.NoOp
+	f   *wireFactory
+	mu  sync.Mutex
+	rng *rand.Rand
+}
+
+type heldPacket struct {
+	header  rtp.Header
+	payload []byte
+	attrs   interceptor.Attributes
+}
+
+func (w *wire) BindLocalStream(_ *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	var held *heldPacket
+	var mu sync.Mutex
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		w.mu.Lock()
+		r := w.rng.Float64()
+		w.mu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r < w.f.loss:
+			return len(payload), nil
+		case r < w.f.loss+w.f.reorder && held == nil:
+			held = &heldPacket{header: h.Clone(), payload: append([]byte(nil), payload...), attrs: a}
+			return len(payload), nil
+		}
+		n, err := writer.Write(h, payload, a)
+		if held != nil {
+			_, _ = writer.Write(&held.header, held.payload, held.attrs)
+			held = nil
+		}
+		return n, err
+	})
 }

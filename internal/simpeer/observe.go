@@ -123,6 +123,12 @@ type Snapshot struct {
 	// SentPackets are RTP packets produced per source kind ("audio",
 	// "video", "screen") while unmuted.
 	SentPackets map[string]uint64
+	// KeyframeRequests are the PLIs and FIRs received per source kind;
+	// PaddingPackets the padding-only probe packets sent.
+	KeyframeRequests map[string]uint64
+	PaddingPackets   map[string]uint64
+	// FramesSent counts frames (audio packets, video frames) sent per source.
+	FramesSent map[string]uint64
 }
 
 // Current returns the newest call with remote that has not ended.
@@ -191,10 +197,15 @@ func (o *observer) update(fn func()) {
 func (o *observer) snapshot() Snapshot {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := Snapshot{SessionID: o.session, ConfID: o.conf, Joined: o.joined, Glare: o.glare, Received: o.rcvd, SentPackets: map[string]uint64{}}
+	s := Snapshot{SessionID: o.session, ConfID: o.conf, Joined: o.joined, Glare: o.glare, Received: o.rcvd,
+		SentPackets: map[string]uint64{}, KeyframeRequests: map[string]uint64{}, PaddingPackets: map[string]uint64{},
+		FramesSent: map[string]uint64{}}
 	s.Drops = append([]Drop(nil), o.drops...)
 	for name, src := range o.sources {
 		s.SentPackets[name] = src.sent.Load()
+		s.KeyframeRequests[name] = src.keyRequests.Load()
+		s.PaddingPackets[name] = src.padding.Load()
+		s.FramesSent[name] = src.framesSent.Load()
 	}
 	for _, rec := range o.calls {
 		ci := rec.info

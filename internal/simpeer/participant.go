@@ -102,6 +102,11 @@ type Config struct {
 	// instead of m.call.sdp_stream_metadata_changed.
 	UnstableMetadataEvent bool
 
+	// Browser makes the media behave like a browser's (padding probes, key
+	// frames on request, ramp-up, a lossy network); zero is the plain
+	// simulator.
+	Browser Browser
+
 	// SyncTimeout is the /sync long-poll timeout (default 5 s).
 	SyncTimeout time.Duration
 }
@@ -225,15 +230,27 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 	}
 	p.obs.sources = map[string]*source{"audio": p.audio}
 	if cfg.Video {
-		if p.video, err = loadVP8(filepath.Join(cfg.MediaDir, VideoFile)); err != nil {
+		camera := VideoFile
+		if cfg.Browser.KeyframesOnRequest {
+			camera = LongGOPFile
+		}
+		if p.video, err = loadVP8(filepath.Join(cfg.MediaDir, camera)); err != nil {
 			return nil, err
+		}
+		p.video.probes, p.video.keyOnRequest = cfg.Browser.Probes, cfg.Browser.KeyframesOnRequest
+		if cfg.Browser.RampUp {
+			small, err := loadVP8(filepath.Join(cfg.MediaDir, ScreenFile))
+			if err != nil {
+				return nil, err
+			}
+			p.video.ramp = small.frames[:30] // one second, from its key frame
 		}
 		if p.screen, err = loadVP8(filepath.Join(cfg.MediaDir, ScreenFile)); err != nil {
 			return nil, err
 		}
 		p.obs.sources["video"], p.obs.sources["screen"] = p.video, p.screen
 	}
-	if p.api, err = newAPI(); err != nil {
+	if p.api, err = newAPI(cfg.Browser); err != nil {
 		return nil, err
 	}
 	if cfg.Encrypt {
