@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -26,7 +28,7 @@ func crashChild(t *testing.T, dir string) {
 	audio := loadOpus(t)
 	video := loadIVF(t, "vp8-320x240.ivf")
 	nA, nV := crashSecs*50, crashSecs*30
-	ctx := testCtx(t)
+	ctx := testutil.Ctx(t)
 	av, err := NewStreamWriter(ctx, StreamConfig{
 		Dir: dir, BaseName: "crash-av",
 		Audio: &TrackParams{MimeType: MimeTypeOpus, SSRC: 1},
@@ -93,7 +95,7 @@ func TestCrashRepair(t *testing.T) {
 		}
 	}
 
-	res, err := Repair(testCtx(t), dir)
+	res, err := Repair(testutil.Ctx(t), dir)
 	require.NoError(t, err)
 	require.Len(t, res, 2)
 	for _, r := range res {
@@ -115,7 +117,7 @@ func TestCrashRepair(t *testing.T) {
 	require.Empty(t, left)
 
 	// Repair is idempotent: nothing left to do.
-	res, err = Repair(testCtx(t), dir)
+	res, err = Repair(testutil.Ctx(t), dir)
 	require.NoError(t, err)
 	require.Empty(t, res)
 }
@@ -134,7 +136,7 @@ func TestRepairEmptyAndGarbage(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "junk-000.webm.part"), []byte("not a webm"), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "other.txt.part"), []byte("ignored"), 0o600))
 
-	res, err := Repair(testCtx(t), dir)
+	res, err := Repair(testutil.Ctx(t), dir)
 	require.ErrorIs(t, err, ErrNotRepairable)
 	require.Len(t, res, 1)
 	require.True(t, res[0].Removed)

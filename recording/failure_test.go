@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -70,7 +72,7 @@ func TestWriteErrorIsolated(t *testing.T) {
 				if tc.video {
 					cfg.Video = &TrackParams{MimeType: MimeTypeVP8, SSRC: 2}
 				}
-				w, err := NewStreamWriter(testCtx(t), cfg)
+				w, err := NewStreamWriter(testutil.Ctx(t), cfg)
 				require.NoError(t, err)
 
 				return w
@@ -103,12 +105,12 @@ func TestWriteErrorIsolated(t *testing.T) {
 						break
 					}
 				}
-				_, badCloseErr = bad.Close(testCtx(t))
+				_, badCloseErr = bad.Close(testutil.Ctx(t))
 			}()
 			go func() {
 				defer wg.Done()
 				goodErr = feed(good, pkts)
-				goodRes, goodCloseErr = good.Close(testCtx(t))
+				goodRes, goodCloseErr = good.Close(testutil.Ctx(t))
 			}()
 			wg.Wait()
 
@@ -127,7 +129,7 @@ func TestWriteErrorIsolated(t *testing.T) {
 			parts, err := filepath.Glob(filepath.Join(dir, "bad-*.part"))
 			require.NoError(t, err)
 			require.Len(t, parts, 1)
-			res, err := Repair(testCtx(t), dir)
+			res, err := Repair(testutil.Ctx(t), dir)
 			require.NoError(t, err)
 			require.Len(t, res, 1)
 			require.Positive(t, res[0].Duration)

@@ -2,7 +2,6 @@ package recording
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -15,20 +14,12 @@ import (
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 )
 
 const mediaDir = "../testdata/media"
-
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-
-	return log.WithContext(context.Background())
-}
 
 // loadOpus returns the Opus packets of the test Ogg file (one per page).
 func loadOpus(t testing.TB) [][]byte {

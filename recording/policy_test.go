@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 )
@@ -14,7 +16,7 @@ import (
 func TestKeyframeRequests(t *testing.T) {
 	t.Parallel()
 	var plis int
-	w, err := NewStreamWriter(testCtx(t), StreamConfig{
+	w, err := NewStreamWriter(testutil.Ctx(t), StreamConfig{
 		Dir: t.TempDir(), BaseName: "pli",
 		Audio:           &TrackParams{MimeType: MimeTypeOpus, SSRC: 1},
 		Video:           &TrackParams{MimeType: MimeTypeVP8, SSRC: 2},
@@ -54,7 +56,7 @@ func TestKeyframeRequests(t *testing.T) {
 	require.Equal(t, before+1, plis, "throttled to one per 500 ms")
 	step(200 * time.Millisecond)
 	require.Equal(t, before+2, plis)
-	_, err = w.Close(testCtx(t))
+	_, err = w.Close(testutil.Ctx(t))
 	require.NoError(t, err)
 }
 

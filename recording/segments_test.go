@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,7 +36,7 @@ func TestVideoAppearsLater(t *testing.T) {
 			if !addLater {
 				cfg.Video = &TrackParams{MimeType: MimeTypeVP8, SSRC: 2}
 			}
-			w, err := NewStreamWriter(testCtx(t), cfg)
+			w, err := NewStreamWriter(testutil.Ctx(t), cfg)
 			require.NoError(t, err)
 			// video from frame 60 (t = 2 s, a keyframe)
 			vp := packetizeVideo(video[60:], srcOpts{ssrc: 2, codec: MimeTypeVP8, fps: 30, firstIdx: 60}, t0)
@@ -47,7 +49,7 @@ func TestVideoAppearsLater(t *testing.T) {
 				}
 				require.NoError(t, w.WriteRTP(p.kind, p.pkt, p.arrival))
 			}
-			res, err := w.Close(testCtx(t))
+			res, err := w.Close(testutil.Ctx(t))
 			require.NoError(t, err)
 			require.Len(t, res, 2)
 			require.Equal(t, FileKindOgg, res[0].Kind)

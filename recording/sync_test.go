@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,7 +50,7 @@ func TestAVSync(t *testing.T) {
 			}
 			pkts := merge(packetizeAudio(audio, ao, t0), packetizeVideo(loadIVF(t, tc.file), vo, t0))
 			dir := t.TempDir()
-			w, err := NewStreamWriter(testCtx(t), StreamConfig{
+			w, err := NewStreamWriter(testutil.Ctx(t), StreamConfig{
 				Dir: dir, BaseName: "sync",
 				Audio: &TrackParams{MimeType: MimeTypeOpus, ClockRate: 48000, Channels: 2, SSRC: ao.ssrc},
 				Video: &TrackParams{MimeType: tc.codec, ClockRate: 90000, SSRC: vo.ssrc},
@@ -66,7 +68,7 @@ func TestAVSync(t *testing.T) {
 				}
 				require.NoError(t, w.WriteRTP(p.kind, p.pkt, p.arrival))
 			}
-			res, err := w.Close(testCtx(t))
+			res, err := w.Close(testutil.Ctx(t))
 			require.NoError(t, err)
 			require.Len(t, res, 1)
 			require.Equal(t, tc.reports && tc.from == 0, res[0].SenderReports)

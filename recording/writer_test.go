@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
@@ -259,7 +261,7 @@ func TestStreamWriter(t *testing.T) {
 			if tc.mutate != nil {
 				pkts = tc.mutate(t, pkts)
 			}
-			w, err := NewStreamWriter(testCtx(t), cfg)
+			w, err := NewStreamWriter(testutil.Ctx(t), cfg)
 			require.NoError(t, err)
 			if tc.mute != nil {
 				muteAt, unmuteAt := t0.Add(tc.mute[0]), t0.Add(tc.mute[1])
@@ -278,7 +280,7 @@ func TestStreamWriter(t *testing.T) {
 			} else {
 				require.NoError(t, feed(w, pkts))
 			}
-			res, err := w.Close(testCtx(t))
+			res, err := w.Close(testutil.Ctx(t))
 			require.NoError(t, err)
 			for _, r := range res {
 				require.FileExists(t, r.Path)

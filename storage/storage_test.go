@@ -1,14 +1,14 @@
 package storage_test
 
 import (
-	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix/id"
 
@@ -24,15 +24,10 @@ func backends(t *testing.T) map[string]storage.Options {
 	}
 }
 
-func testCtx(t *testing.T) context.Context {
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	return log.WithContext(context.Background())
-}
-
 func TestStorage(t *testing.T) {
 	for name, opts := range backends(t) {
 		t.Run(name, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := testutil.Ctx(t)
 			db, err := storage.Open(ctx, opts)
 			require.NoError(t, err)
 			defer db.Close()
@@ -179,12 +174,12 @@ func TestStorage(t *testing.T) {
 }
 
 func TestOpenBadDatabase(t *testing.T) {
-	_, err := storage.Open(testCtx(t), storage.Options{Type: "postgres", URI: "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"})
+	_, err := storage.Open(testutil.Ctx(t), storage.Options{Type: "postgres", URI: "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"})
 	require.ErrorIs(t, err, storage.ErrDatabase)
 }
 
 func TestLocalStore(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Ctx(t)
 	root := t.TempDir()
 	store, err := storage.NewLocalStore(root)
 	require.NoError(t, err)
@@ -218,7 +213,7 @@ func TestLocalStore(t *testing.T) {
 // refused and both files are kept (the first in the store, the second where
 // it was).
 func TestLocalStoreNeverReplaces(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Ctx(t)
 	store, err := storage.NewLocalStore(t.TempDir())
 	require.NoError(t, err)
 	first, second := filepath.Join(t.TempDir(), "1.part"), filepath.Join(t.TempDir(), "2.part")

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -11,10 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/matrix-recorder/recorder/callbot"
@@ -22,15 +22,10 @@ import (
 	"github.com/matrix-recorder/recorder/storage"
 )
 
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).WithContext(context.Background())
-}
-
 // newTestRecorder is a Recorder on a fresh SQLite database and local store.
 func newTestRecorder(t *testing.T) (*Recorder, *storage.DB, string) {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := testutil.Ctx(t)
 	dir := t.TempDir()
 	db, err := storage.Open(ctx, storage.Options{Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(dir, "db.sqlite") + "?_txlock=immediate", MaxOpenConns: 2})
 	require.NoError(t, err)
@@ -79,7 +74,7 @@ func sendAudio(t *testing.T, ts callbot.TrackSink, pkts [][]byte, n int, t0 time
 // share stops and starts again in one call (two streams, same purpose)
 // gets two files and two rows; nothing is overwritten.
 func TestStreamsWithSamePurposeKeepTheirFiles(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Ctx(t)
 	r, db, _ := newTestRecorder(t)
 	t0 := time.Now()
 	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", UserID: "@recorder_1:localhost", DeviceID: "REC", JoinedAt: t0}
@@ -116,7 +111,7 @@ func TestStreamsWithSamePurposeKeepTheirFiles(t *testing.T) {
 // track before the camera; the stream's writer must still ask the camera
 // for key frames (not the audio track it was created with).
 func TestKeyframeRequestsReachTheVideoTrack(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Ctx(t)
 	r, _, _ := newTestRecorder(t)
 	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", JoinedAt: time.Now()}
 	r.CallJoined(ctx, call)

@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -90,7 +92,7 @@ type process struct {
 // the test (never skips) if Dendrite is not installed or does not come up.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	root := moduleRoot(t)
+	root := testutil.ModuleRoot(t)
 	binary := filepath.Join(root, ".tools", "bin", "dendrite")
 	if _, err := os.Stat(binary); err != nil {
 		t.Fatalf("homeserver: Dendrite is not installed at %s (%v): run `make tools` or `scripts/homeserver.sh install`", binary, err)
@@ -111,7 +113,7 @@ func Start(t testing.TB, opts Options) *Server {
 
 	var lastErr error
 	for attempt := 0; attempt < startRetries; attempt++ {
-		port, err := freePort()
+		port, err := testutil.FreePort()
 		if err != nil {
 			t.Fatalf("homeserver: %v", err)
 		}
@@ -398,33 +400,4 @@ func (s *Server) CreateRoom(ctx context.Context, t testing.TB, creator *mautrix.
 		t.Fatalf("homeserver: %s failed to create room: %v", creator.UserID, err)
 	}
 	return resp.RoomID
-}
-
-// moduleRoot walks up from the working directory to the directory holding go.mod.
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("homeserver: failed to get working directory: %v", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("homeserver: no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("failed to find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

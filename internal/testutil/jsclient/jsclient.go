@@ -38,6 +38,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-recorder/recorder/internal/testutil"
+
 	"maunium.net/go/mautrix/id"
 )
 
@@ -193,7 +195,7 @@ func Start(t testing.TB, opts Options) *Client {
 func prerequisites(t testing.TB) (jsDir, chromium string) {
 	t.Helper()
 	const fix = "run scripts/jsclient.sh (or make test)"
-	jsDir = filepath.Join(moduleRoot(t), "internal", "testutil", "jsclient", "js")
+	jsDir = filepath.Join(testutil.ModuleRoot(t), "internal", "testutil", "jsclient", "js")
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("jsclient: node is not installed: %s", fix)
 	}
@@ -556,23 +558,4 @@ func tail(path string) string {
 		data = append([]byte("...\n"), data[len(data)-logTailBytes:]...)
 	}
 	return string(data)
-}
-
-// moduleRoot walks up from the working directory to the directory holding go.mod.
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("jsclient: failed to get working directory: %v", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("jsclient: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }

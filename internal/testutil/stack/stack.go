@@ -4,12 +4,13 @@ package stack
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/matrix-recorder/recorder/internal/testutil"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -147,8 +148,7 @@ func (s *Stack) RestartApp(t *testing.T) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testutil.FreePort()
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
