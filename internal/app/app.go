@@ -15,9 +15,9 @@ import (
 	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/matrix-recorder/recorder/appservice"
+	"github.com/matrix-recorder/recorder/archive"
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/config"
-	"github.com/matrix-recorder/recorder/internal/archive"
 	"github.com/matrix-recorder/recorder/internal/metrics"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"

@@ -41,7 +41,7 @@ func newTestRecorder(t *testing.T) (*Recorder, *storage.DB, string) {
 // opusPackets returns the test media's Opus packets.
 func opusPackets(t *testing.T) [][]byte {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "testdata", "media", "beeps-opus-48k-stereo.ogg"))
+	f, err := os.Open(filepath.Join("..", "testdata", "media", "beeps-opus-48k-stereo.ogg"))
 	require.NoError(t, err)
 	defer f.Close()
 	r, _, err := oggreader.NewWith(f)
