@@ -178,6 +178,7 @@ func (s *StreamWriter) dropPending(t *trackState) {
 		s.pool.put(p.buf)
 	}
 	t.pending = t.pending[:0]
+	t.pendingBytes = 0
 }
 
 // rotate finishes the current segment and opens a WebM one for a video

@@ -18,8 +18,10 @@ const (
 	pliRetryInterval  = 300 * time.Millisecond // while waiting for a keyframe
 	pliSafetyInterval = 4 * time.Second        // no keyframe for this long: ask
 	pliSafetyThrottle = 500 * time.Millisecond
-	// maxPending bounds samples held per track before the first file opens.
-	maxPending = 1024
+	// maxPending and maxPendingBytes bound the samples held per track
+	// before the first file opens.
+	maxPending      = 1024
+	maxPendingBytes = 16 << 20
 	// discontinuity is how far RTP time may disagree with arrival time before
 	// the track is re-anchored on arrival time.
 	discontinuity = 10 * time.Second
@@ -88,8 +90,9 @@ type trackState struct {
 	arrExt       int64 // first packet: unwrapped RTP time and arrival
 	arrWall      time.Time
 
-	pending   []pendingSample
-	carryLost uint64 // packets lost before padding, reported with the next media packet
+	pending      []pendingSample
+	pendingBytes int
+	carryLost    uint64 // packets lost before padding, reported with the next media packet
 
 	// video
 	needKey bool
@@ -379,6 +382,24 @@ func (s *StreamWriter) SetMuted(kind Kind, muted bool, at time.Time) {
 	}
 }
 
+// dropOldestPending gives up the oldest held sample; for video everything
+// up to the next key frame goes with it, since held video must start with
+// one.
+func (s *StreamWriter) dropOldestPending(t *trackState) {
+	n := 1
+	if t.kind == KindVideo {
+		for n < len(t.pending) && !t.pending[n].key {
+			n++
+		}
+		s.stats.DroppedFrames += uint64(n) //nolint:gosec // small
+	}
+	for _, p := range t.pending[:n] {
+		t.pendingBytes -= len(*p.buf)
+		s.pool.put(p.buf)
+	}
+	t.pending = t.pending[:copy(t.pending, t.pending[n:])]
+}
+
 // deliver routes one complete sample (an Opus packet or a video frame).
 func (s *StreamWriter) deliver(t *trackState, ext int64, data []byte, key bool, w, h int) {
 	if s.seg == nil {
@@ -387,14 +408,18 @@ func (s *StreamWriter) deliver(t *trackState, ext int64, data []byte, key bool, 
 
 			return // a file never starts before a keyframe
 		}
-		if len(t.pending) >= maxPending {
-			s.pool.put(t.pending[0].buf)
-			copy(t.pending, t.pending[1:])
-			t.pending = t.pending[:len(t.pending)-1]
+		for len(t.pending) > 0 && (len(t.pending) >= maxPending || t.pendingBytes+len(data) > maxPendingBytes) {
+			s.dropOldestPending(t)
+		}
+		if t.kind == KindVideo && len(t.pending) == 0 && !key {
+			s.stats.DroppedFrames++
+
+			return
 		}
 		b := s.pool.get()
 		*b = append((*b)[:0], data...)
 		t.pending = append(t.pending, pendingSample{ext: ext, key: key, width: w, height: h, buf: b})
+		t.pendingBytes += len(data)
 
 		return
 	}

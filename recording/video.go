@@ -7,6 +7,12 @@ import (
 	"github.com/pion/rtp/codecs/vp9"
 )
 
+// maxFrameBytes bounds one video frame. A frame that grows beyond it (no
+// marker bit ever comes, or a sender gone wrong) is dropped as broken, so
+// no participant can make the recorder hold unbounded memory. 4 MiB is far
+// above what real-time VP8/VP9 encoders produce even for 4K key frames.
+const maxFrameBytes = 4 << 20
+
 // frameAssembler turns in-order RTP packets of a VP8 or VP9 track into
 // complete frames. A frame is complete when its marker bit arrives; a frame
 // with a hole (reported loss, a missing start or end) is broken and dropped.
@@ -79,7 +85,15 @@ func (a *frameAssembler) push(p jbPacket) (assembledFrame, bool, bool) {
 		a.buf = a.buf[:0]
 		a.broken = !start // a frame must begin with its first packet
 	}
-	a.buf = append(a.buf, payload...)
+	if len(a.buf)+len(payload) > maxFrameBytes {
+		if !a.broken {
+			lostFrame = true
+		}
+		a.broken = true
+		a.buf = a.buf[:0]
+	} else if !a.broken {
+		a.buf = append(a.buf, payload...)
+	}
 	if !p.marker {
 		return assembledFrame{}, false, lostFrame
 	}

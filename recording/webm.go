@@ -21,6 +21,8 @@ const (
 	// webmInterleave is how far (ms) one track may run ahead of another
 	// before the lagging track's frames are written regardless.
 	webmInterleave = 500
+	// webmMaxQueued bounds the bytes waiting for interleaving.
+	webmMaxQueued = 8 << 20
 	// opusSeekPreRoll is the Matroska SeekPreRoll for Opus (80 ms in ns).
 	opusSeekPreRoll = 80_000_000
 	webmVideoTrack  = 1
@@ -43,6 +45,7 @@ type webmMuxer struct {
 	queues  [2][]webmFrame
 	last    [2]int64 // last written ts per track, -1 before the first
 	newest  int64
+	queued  int // bytes in queues
 	first   int64
 	lastAny int64
 
@@ -145,11 +148,13 @@ func (m *webmMuxer) push(track int, ts int64, key bool, data []byte) error {
 	b := m.pool.get()
 	*b = append((*b)[:0], data...)
 	m.queues[track] = append(m.queues[track], webmFrame{ts: ts, key: key, buf: b})
+	m.queued += len(data)
 	if ts > m.newest {
 		m.newest = ts
 	}
 
-	return m.drain(false)
+	// A track whose timestamps stand still must not make the queue grow.
+	return m.drain(m.queued > webmMaxQueued)
 }
 
 // drain writes queued frames in timestamp order. A frame is written when
@@ -176,6 +181,7 @@ func (m *webmMuxer) drain(all bool) error {
 		f := m.queues[t][0]
 		copy(m.queues[t], m.queues[t][1:])
 		m.queues[t] = m.queues[t][:len(m.queues[t])-1]
+		m.queued -= len(*f.buf)
 		if err := m.write(t, f); err != nil {
 			return err
 		}
