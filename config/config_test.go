@@ -58,7 +58,6 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 	}{
 		{"unknown top-level key", validYAML + "bogus: 1\n", nil, "bogus"},
 		{"unknown nested key", strings.Replace(validYAML, "  domain: localhost", "  domain: localhost\n  domian: x", 1), nil, "homeserver.domian"},
-		{"unknown env key", validYAML, []string{"RECORDER_HOMESERVER__ADRESS=x"}, "RECORDER_HOMESERVER__ADRESS"},
 		{"bad env int", validYAML, []string{"RECORDER_APPSERVICE__PORT=eighty"}, "RECORDER_APPSERVICE__PORT"},
 	}
 	for _, tt := range tests {
@@ -161,4 +160,61 @@ func TestSaveTokensKeepsComments(t *testing.T) {
 	require.Equal(t, "new-as", cfg.Appservice.ASToken)
 	require.Equal(t, "new-hs", cfg.Appservice.HSToken)
 	require.Equal(t, "example.com", cfg.Homeserver.Domain)
+}
+
+// kubernetesEnv is what Kubernetes injects into every pod of a namespace
+// that has a Service named "recorder" (docker links style variables).
+var kubernetesEnv = []string{
+	"RECORDER_PORT=tcp://10.0.0.7:29331",
+	"RECORDER_PORT_29331_TCP=tcp://10.0.0.7:29331",
+	"RECORDER_PORT_29331_TCP_ADDR=10.0.0.7",
+	"RECORDER_PORT_29331_TCP_PORT=29331",
+	"RECORDER_PORT_29331_TCP_PROTO=tcp",
+	"RECORDER_SERVICE_HOST=10.0.0.7",
+	"RECORDER_SERVICE_PORT=29331",
+	"RECORDER_SERVICE_PORT_API=29331",
+}
+
+func TestKubernetesServiceEnvIsNotFatal(t *testing.T) {
+	env := append([]string{"RECORDER_APPSERVICE__PORT=12345"}, kubernetesEnv...)
+	cfg, err := Load(writeConfig(t, validYAML), env)
+	require.NoError(t, err)
+	require.Equal(t, 12345, cfg.Appservice.Port, "known keys still apply")
+	require.NoError(t, cfg.Validate(true))
+
+	// A bad value for a key that exists is still an error.
+	_, err = Load(writeConfig(t, validYAML), append(env, "RECORDER_APPSERVICE__PORT=eighty"))
+	require.ErrorIs(t, err, ErrBadEnv)
+	// Unknown keys in the file are still an error.
+	_, err = Load(writeConfig(t, validYAML+"port: 1\n"), kubernetesEnv)
+	require.ErrorIs(t, err, ErrUnknownKey)
+	// Kubernetes variables alone do not stand in for a missing config file.
+	_, err = Load(filepath.Join(t.TempDir(), "absent.yaml"), kubernetesEnv)
+	require.Error(t, err)
+}
+
+func TestUnknownEnvIsWarnedWithSuggestion(t *testing.T) {
+	env := append([]string{
+		"RECORDER_HOMESERVER__ADRESS=x",
+		"RECORDER_HOMESERVER_DOMAIN=x",
+		"RECORDER_APPSERVICE__AS_TOKN_FILE=/nonexistent",
+	}, kubernetesEnv...)
+	cfg, warnings, err := LoadWithWarnings(writeConfig(t, validYAML), env)
+	require.NoError(t, err)
+	require.Equal(t, "localhost", cfg.Homeserver.Domain, "a near miss is not applied")
+	got := map[string]string{}
+	for _, w := range warnings {
+		got[w.Name] = w.DidYouMean
+		require.NotContains(t, w.String(), "10.0.0.7", "values are never kept")
+	}
+	require.Equal(t, "RECORDER_HOMESERVER__ADDRESS", got["RECORDER_HOMESERVER__ADRESS"])
+	require.Equal(t, "RECORDER_HOMESERVER__DOMAIN", got["RECORDER_HOMESERVER_DOMAIN"])
+	require.Equal(t, "RECORDER_APPSERVICE__AS_TOKEN_FILE", got["RECORDER_APPSERVICE__AS_TOKN_FILE"])
+	for _, kv := range kubernetesEnv {
+		name, _, _ := strings.Cut(kv, "=")
+		suggestion, ok := got[name]
+		require.True(t, ok, "%s is warned about", name)
+		require.Empty(t, suggestion, "%s is no near miss", name)
+	}
+	require.Len(t, warnings, len(env))
 }
