@@ -218,3 +218,27 @@ func TestUnknownEnvIsWarnedWithSuggestion(t *testing.T) {
 	}
 	require.Len(t, warnings, len(env))
 }
+
+// TestSaveTokensOwnerOnlyAndAtomic: the config holds the appservice tokens
+// once -g wrote them: it is replaced in one rename (never half written) and
+// is owner-only even when the file it replaces was not.
+func TestSaveTokensOwnerOnlyAndAtomic(t *testing.T) {
+	path := writeConfig(t, ExampleConfig)
+	require.NoError(t, os.Chmod(path, 0o644))
+	before, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NoError(t, SaveTokens(path, "new-as", "new-hs"))
+	after, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), after.Mode().Perm())
+	require.False(t, os.SameFile(before, after), "replaced by a rename, not rewritten in place")
+	entries, err := os.ReadDir(filepath.Dir(path))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file is left behind")
+
+	fresh := filepath.Join(t.TempDir(), "new.yaml")
+	require.NoError(t, SaveTokens(fresh, "a", "b"))
+	info, err := os.Stat(fresh)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
