@@ -323,3 +323,36 @@ func TestCommandWithoutPowerLevelsFailsClosed(t *testing.T) {
 	require.Len(t, notices, 1)
 	require.Contains(t, notices[0], "power level")
 }
+
+// TestHSTokenOnlyInHeader: the hs_token in the query string ends up in
+// proxy and access logs; it is accepted there only when configured for a
+// homeserver that sends nothing else.
+func TestHSTokenOnlyInHeader(t *testing.T) {
+	putQuery := func(h http.Handler, txnID string) int {
+		req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/"+txnID+"?access_token=hs-token", strings.NewReader(txnBody))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	s := newTestService(t, &memTxns{done: map[string]bool{}})
+	require.Equal(t, http.StatusUnauthorized, putQuery(s.Handler(), "q1"))
+	require.Equal(t, http.StatusOK, putTxn(t, s.Handler(), "h1", "hs-token", txnBody).Code)
+}
+
+func TestHSTokenInQueryWhenConfigured(t *testing.T) {
+	cfg := testConfig()
+	cfg.Appservice.QueryTokenAuth = true
+	s, err := New(Options{Config: cfg, Txns: &memTxns{done: map[string]bool{}}, Version: "test"})
+	require.NoError(t, err)
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	s.startLoops(ctx)
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, s.Stop(stopCtx))
+	})
+	req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/q1?access_token=hs-token", strings.NewReader(txnBody))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+}

@@ -242,3 +242,26 @@ func TestSaveTokensOwnerOnlyAndAtomic(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 }
+
+func TestAPIDefaultsAndHostNames(t *testing.T) {
+	cfg, err := Load(writeConfig(t, validYAML), nil)
+	require.NoError(t, err)
+	require.True(t, cfg.API.ProtectMetrics, "/metrics needs a token by default")
+	require.False(t, cfg.Appservice.QueryTokenAuth, "hs_token only in the Authorization header by default")
+	require.Empty(t, cfg.API.HostNames(), "an IP listen address needs no name")
+
+	cfg, err = Load(writeConfig(t, validYAML), []string{
+		"RECORDER_API__LISTEN=recorder.internal:29331",
+		"RECORDER_API__ALLOWED_HOSTS=recorder.example.org",
+	})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate(true))
+	require.Equal(t, []string{"recorder.example.org", "recorder.internal"}, cfg.API.HostNames())
+
+	cfg.API.AllowedHosts = []string{"https://recorder.example.org", "recorder.example.org:443"}
+	err = cfg.Validate(true)
+	require.ErrorContains(t, err, "config key api.allowed_hosts: not a host name (no scheme, port or path): https://recorder.example.org")
+	require.ErrorContains(t, err, "recorder.example.org:443")
+	cfg.API.AllowedHosts = []string{"*", "Recorder.Example.org", "[::1]", "10.0.0.7"}
+	require.NoError(t, cfg.Validate(true))
+}

@@ -67,6 +67,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Calls:      e.calls,
 		Tokens:     []string{"another-token", testToken},
 		Log:        &log,
+		// httptest.NewRequest's Host.
+		AllowedHosts: []string{"example.com"},
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -163,6 +165,7 @@ type request struct {
 	body    io.Reader
 	token   string // "" sends no Authorization header
 	headers map[string]string
+	host    string // "" keeps httptest's example.com
 }
 
 func (e *env) do(req request) *httptest.ResponseRecorder {
@@ -176,6 +179,9 @@ func (e *env) do(req request) *httptest.ResponseRecorder {
 	}
 	for k, v := range req.headers {
 		r.Header.Set(k, v)
+	}
+	if req.host != "" {
+		r.Host = req.host
 	}
 	w := httptest.NewRecorder()
 	e.handler.ServeHTTP(w, r)
