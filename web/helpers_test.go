@@ -29,7 +29,7 @@ const (
 
 // env is a handler over a real SQLite database and a real local file store.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	db      *storage.DB
 	store   *storage.LocalStore
@@ -42,7 +42,7 @@ type env struct {
 
 type envOption func(*web.Options)
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.DebugLevel)
@@ -151,7 +151,7 @@ func (e *env) put(folder, name string, data []byte) {
 	require.NoError(e.t, e.store.Put(e.ctx, folder, name, tmp))
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -215,7 +215,7 @@ func requireError(t *testing.T, w *httptest.ResponseRecorder, status int, errcod
 // spyFiles passes calls to the real store and fails the test if a name
 // that is not a safe single component ever reaches it.
 type spyFiles struct {
-	t    *testing.T
+	t    testing.TB
 	next web.Files
 
 	lock   sync.Mutex
