@@ -11,6 +11,9 @@ GOVULNCHECK_VERSION := v1.9.0
 # The Go vulnerability database; file:///path uses an offline copy.
 GOVULNDB ?= https://vuln.go.dev
 FUZZTIME ?= 30s
+# How long the fuzzer may minimize a new input. Its default (60s per input)
+# stalls targets that do file I/O for most of a short run.
+FUZZMINIMIZETIME ?= 200x
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
@@ -73,7 +76,7 @@ fuzz:
 	for dir in $$pkgs; do \
 		for target in $$($(GO) test -tags $(TAGS) -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
 			echo "== fuzz ./$$dir $$target for $(FUZZTIME)"; \
-			$(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+			$(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$dir; \
 		done; \
 	done
 
