@@ -1,11 +1,19 @@
 # recorder: Matrix group call recorder.
 #   make demo   - run the recorder against a local Dendrite (installs what it needs)
-#   make test   - install what the tests need, lint, run every test
+#   make test   - install what the tests need, lint, check for known vulnerabilities, run every test
+#   make fuzz   - run every fuzz target of the repo for FUZZTIME each (default 30s)
 
 SHELL := /bin/bash
 GO ?= go
 TAGS := goolm
 STATICCHECK_VERSION := v0.8.2
+GOVULNCHECK_VERSION := v1.9.0
+# The Go vulnerability database; file:///path uses an offline copy.
+GOVULNDB ?= https://vuln.go.dev
+FUZZTIME ?= 30s
+# How long the fuzzer may minimize a new input. Its default (60s per input)
+# stalls targets that do file I/O for most of a short run.
+FUZZMINIMIZETIME ?= 200x
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
@@ -17,7 +25,7 @@ LDFLAGS := -X main.Tag=$(VERSION) -X main.Commit=$(COMMIT) -X main.BuildTime=$(B
 # The suite must stay well under CI's limit on 2 cores.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run demo test tools deps dendrite staticcheck jsclient lint vet fmt-check unit clean
+.PHONY: all build run demo test tools deps dendrite staticcheck govulncheck vulncheck fuzz jsclient lint vet fmt-check unit clean
 
 all: build
 
@@ -42,10 +50,40 @@ staticcheck:
 		GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
 	fi
 
+govulncheck:
+	@if [[ "$$($(TOOLS_BIN)/govulncheck -version 2>/dev/null)" != *"govulncheck@$(GOVULNCHECK_VERSION)"* ]]; then \
+		echo "Installing govulncheck $(GOVULNCHECK_VERSION)"; \
+		GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION); \
+	fi
+
+# Known vulnerabilities in the code paths the recorder calls (module
+# dependencies and the standard library). Needs the vulnerability database:
+# when GOVULNDB cannot be reached the check says SKIPPED and passes, unless
+# VULNCHECK_REQUIRED=1 (then it fails).
+vulncheck: govulncheck
+	@if [[ "$(GOVULNDB)" == http* ]] && ! curl -fsS --max-time 15 -o /dev/null "$(GOVULNDB)/index/db.json"; then \
+		echo "vulncheck: SKIPPED: the vulnerability database $(GOVULNDB) cannot be reached (set GOVULNDB=file:///path/to/copy)"; \
+		[[ -z "$(VULNCHECK_REQUIRED)" ]]; \
+	else \
+		$(TOOLS_BIN)/govulncheck -db "$(GOVULNDB)" -tags $(TAGS),integration ./...; \
+	fi
+
+# Every fuzz target (func Fuzz* in a _test.go file, as `go test -list`
+# reports them) runs for FUZZTIME; a crash stops the run and leaves its
+# input in the package's testdata/fuzz/FuzzXxx, where `go test` replays it.
+fuzz:
+	@set -e; pkgs="$$(git ls-files -co --exclude-standard '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u)"; \
+	for dir in $$pkgs; do \
+		for target in $$($(GO) test -tags $(TAGS) -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
+			echo "== fuzz ./$$dir $$target for $(FUZZTIME)"; \
+			$(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$dir; \
+		done; \
+	done
+
 jsclient:
 	scripts/jsclient.sh
 
-tools: deps dendrite staticcheck jsclient
+tools: deps dendrite staticcheck govulncheck jsclient
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -58,7 +96,7 @@ lint: fmt-check vet staticcheck
 
 # Unit and integration tests in one run (integration tests need Dendrite,
 # PostgreSQL and the media tools, which `tools` installs).
-test: tools lint
+test: tools lint vulncheck
 	$(GO) test -tags $(TAGS),integration -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: no homeserver needed.

@@ -2,6 +2,7 @@ package appservice
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -149,13 +150,19 @@ func (s *Service) handleMessage(ctx context.Context, evt *event.Event) {
 		return
 	}
 	if cmd.RequiresEventLevel != nil && ce.Level != config.PermissionAdmin {
-		allowed, err := s.AS.StateStore.HasPowerLevel(ctx, evt.RoomID, evt.Sender, *cmd.RequiresEventLevel)
-		if err != nil {
-			log.Err(err).Msg("Failed to check power level")
+		// Not HasPowerLevel: the state stores dereference the levels
+		// without a nil check and panic in a room whose power levels they
+		// have not seen. Without levels the command is refused.
+		levels, err := s.AS.StateStore.GetPowerLevels(ctx, evt.RoomID)
+		if err != nil || levels == nil {
+			if err == nil {
+				err = errors.New("room power levels unknown")
+			}
+			log.Warn().Err(err).Msg("Failed to check power level")
 			ce.Reply(ctx, "I couldn't check your power level in this room; try again later.")
 			return
 		}
-		if !allowed {
+		if levels.GetUserLevel(evt.Sender) < levels.GetEventLevel(*cmd.RequiresEventLevel) {
 			ce.Reply(ctx, "That command needs the power level to send `%s` events in this room.", cmd.RequiresEventLevel.Type)
 			return
 		}

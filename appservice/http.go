@@ -23,7 +23,9 @@ func (s *Service) Handler() http.Handler {
 	return exhttp.ApplyMiddleware(s.AS.Router, s.guardTransactions)
 }
 
-// guardTransactions checks the hs_token per spec (401 missing, 403 wrong),
+// guardTransactions checks the hs_token per spec (401 missing, 403 wrong):
+// in the Authorization header, or as ?access_token= only with
+// appservice.query_token_auth (Dendrite 0.13.8 and Synapse send the header);
 // rejects malformed bodies with 400 and makes transactions idempotent across
 // restarts by recording processed IDs in the database. mautrix's own cache
 // only lives in memory.
@@ -35,7 +37,7 @@ func (s *Service) guardTransactions(next http.Handler) http.Handler {
 		}
 		log := zerolog.Ctx(s.bgCtx).With().Str("path", r.URL.Path).Logger()
 		auth := r.Header.Get("Authorization")
-		if !strings.HasPrefix(auth, "Bearer ") {
+		if !strings.HasPrefix(auth, "Bearer ") && s.cfg.Appservice.QueryTokenAuth {
 			if legacy := r.URL.Query().Get("access_token"); legacy != "" {
 				auth = "Bearer " + legacy
 			}

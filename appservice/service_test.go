@@ -2,6 +2,7 @@ package appservice
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -281,4 +282,77 @@ func TestTransactionToDeviceRoutedAndDeduplicated(t *testing.T) {
 		t.Fatalf("unexpected delivery of %v", evt.Content.Raw["call_id"])
 	default:
 	}
+}
+
+// TestCommandWithoutPowerLevelsFailsClosed: a command that needs a room
+// power level, in a room whose power levels the recorder has not seen, is
+// refused with a reply instead of panicking on the missing levels.
+func TestCommandWithoutPowerLevelsFailsClosed(t *testing.T) {
+	var lock sync.Mutex
+	var notices []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/send/m.room.message/") {
+			var content event.MessageEventContent
+			_ = json.NewDecoder(r.Body).Decode(&content)
+			lock.Lock()
+			notices = append(notices, content.Body)
+			lock.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"event_id":"$reply","room_id":"!nopl:localhost"}`))
+	}))
+	defer hs.Close()
+	cfg := testConfig()
+	cfg.Homeserver.Address = hs.URL
+	s, err := New(Options{Config: cfg, Version: "test"})
+	require.NoError(t, err)
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	room := id.RoomID("!nopl:localhost")
+	require.NoError(t, s.AS.StateStore.SetMembership(ctx, room, s.Bot.UserID, event.MembershipJoin))
+	ran := false
+	level := event.Type{Type: "org.matrix.msc3401.call.member", Class: event.StateEventType}
+	s.RegisterCommand(&Command{Name: "guarded", RequiresEventLevel: &level, Func: func(context.Context, *CommandEvent) { ran = true }})
+	evt := &event.Event{
+		Type: event.EventMessage, RoomID: room, ID: "$cmd", Sender: "@alice:localhost",
+		Content: event.Content{Parsed: &event.MessageEventContent{MsgType: event.MsgText, Body: "!rec guarded"}},
+	}
+	require.NotPanics(t, func() { s.handleMessage(ctx, evt) })
+	require.False(t, ran, "fails closed")
+	lock.Lock()
+	defer lock.Unlock()
+	require.Len(t, notices, 1)
+	require.Contains(t, notices[0], "power level")
+}
+
+// TestHSTokenOnlyInHeader: the hs_token in the query string ends up in
+// proxy and access logs; it is accepted there only when configured for a
+// homeserver that sends nothing else.
+func TestHSTokenOnlyInHeader(t *testing.T) {
+	putQuery := func(h http.Handler, txnID string) int {
+		req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/"+txnID+"?access_token=hs-token", strings.NewReader(txnBody))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	s := newTestService(t, &memTxns{done: map[string]bool{}})
+	require.Equal(t, http.StatusUnauthorized, putQuery(s.Handler(), "q1"))
+	require.Equal(t, http.StatusOK, putTxn(t, s.Handler(), "h1", "hs-token", txnBody).Code)
+}
+
+func TestHSTokenInQueryWhenConfigured(t *testing.T) {
+	cfg := testConfig()
+	cfg.Appservice.QueryTokenAuth = true
+	s, err := New(Options{Config: cfg, Txns: &memTxns{done: map[string]bool{}}, Version: "test"})
+	require.NoError(t, err)
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	s.startLoops(ctx)
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, s.Stop(stopCtx))
+	})
+	req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/q1?access_token=hs-token", strings.NewReader(txnBody))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
 }

@@ -67,7 +67,7 @@ var _ callbot.Sink = (*Recorder)(nil)
 // New makes a Recorder; call Recover before the call bot starts.
 func New(opts Options) (*Recorder, error) {
 	spool := filepath.Join(opts.Dir, spoolName)
-	if err := os.MkdirAll(spool, 0o750); err != nil {
+	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
 	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{}}, nil
@@ -140,7 +140,7 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), ConfID: string(call.ConfID), Started: call.JoinedAt},
 		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
 	}
-	if err := os.MkdirAll(c.spoolDir, 0o750); err != nil {
+	if err := os.MkdirAll(c.spoolDir, 0o700); err != nil {
 		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
 		return
 	}
@@ -251,7 +251,7 @@ func (c *callRec) uniqueBase(base string) string {
 
 func (c *callRec) writeStreamMeta(ctx context.Context, s *streamRec) {
 	data, _ := json.Marshal(streamMeta{UserID: s.peer.UserID, DeviceID: s.peer.DeviceID, SessionID: s.peer.SessionID, Purpose: s.purpose})
-	if err := os.WriteFile(filepath.Join(c.spoolDir, s.base+".json"), data, 0o640); err != nil {
+	if err := os.WriteFile(filepath.Join(c.spoolDir, s.base+".json"), data, 0o600); err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to write stream metadata for crash repair")
 	}
 }

@@ -131,3 +131,19 @@ func TestKeyframeRequestsReachTheVideoTrack(t *testing.T) {
 	video.Close()
 	r.CallLeft(ctx, call, time.Now())
 }
+
+// TestSpoolIsOwnerOnly: the spool holds private conversations in progress.
+func TestSpoolIsOwnerOnly(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, _, root := newTestRecorder(t)
+	r.CallJoined(ctx, callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", JoinedAt: time.Now()})
+	for _, dir := range []string{filepath.Join(root, spoolName), filepath.Join(root, spoolName, "rec1")} {
+		info, err := os.Stat(dir)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o700), info.Mode().Perm(), dir)
+	}
+	r.CallLeft(ctx, callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost"}, time.Now())
+	info, err := os.Stat(filepath.Join(root, "rec1", "manifest.json"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}

@@ -90,7 +90,7 @@ func (r *Recorder) recoverOne(ctx context.Context, rec *storage.Recording) error
 	if c.failed != nil {
 		rec.Error = c.failed.Error()
 	}
-	if err = os.MkdirAll(c.spoolDir, 0o750); err == nil {
+	if err = os.MkdirAll(c.spoolDir, 0o700); err == nil {
 		err = c.writeManifest(ctx)
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ package config
 import (
 	_ "embed"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -46,6 +47,10 @@ type AppserviceConfig struct {
 	UserPrefix string    `yaml:"user_prefix"` // virtual users are @<user_prefix><n>:<domain>
 	ASToken    string    `yaml:"as_token"`
 	HSToken    string    `yaml:"hs_token"`
+	// QueryTokenAuth also accepts the hs_token as ?access_token= (the
+	// legacy way, before Matrix 1.4); by default only the Authorization
+	// header counts, so the token stays out of access logs.
+	QueryTokenAuth bool `yaml:"query_token_auth"`
 }
 
 // BotConfig is the bot user's identity.
@@ -72,11 +77,25 @@ type RecordingsConfig struct {
 type APIConfig struct {
 	Listen string   `yaml:"listen"` // host:port; empty disables the API
 	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
-	// ProtectMetrics requires a token on /metrics too.
+	// ProtectMetrics requires a token on /metrics too (the default).
 	ProtectMetrics bool `yaml:"protect_metrics"`
+	// AllowedHosts are the host names clients may reach the API by (the
+	// Host header), against DNS rebinding. IP literals, localhost and the
+	// host of Listen are always allowed; "*" allows any name.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For gives the client address in the request log.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// HostNames are the host names the API answers to: AllowedHosts and the
+// host of Listen when it is a name (IP literals and localhost need no entry).
+func (ac APIConfig) HostNames() []string {
+	names := append([]string(nil), ac.AllowedHosts...)
+	if host, _, err := net.SplitHostPort(ac.Listen); err == nil && host != "" && net.ParseIP(host) == nil {
+		names = append(names, host)
+	}
+	return names
 }
 
 // CommandsConfig configures chat commands.
@@ -147,7 +166,7 @@ func Default() *Config {
 		},
 		Database:   DatabaseConfig{Type: DefaultDatabaseType, URI: DefaultDatabaseURI, MaxOpenConns: 5, MaxIdleConns: 2},
 		Recordings: RecordingsConfig{Path: "recordings"},
-		API:        APIConfig{Listen: "127.0.0.1:29331"},
+		API:        APIConfig{Listen: "127.0.0.1:29331", ProtectMetrics: true},
 		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
 		WebRTC:     WebRTCConfig{TURN: true},
 		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},

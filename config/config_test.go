@@ -58,7 +58,6 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 	}{
 		{"unknown top-level key", validYAML + "bogus: 1\n", nil, "bogus"},
 		{"unknown nested key", strings.Replace(validYAML, "  domain: localhost", "  domain: localhost\n  domian: x", 1), nil, "homeserver.domian"},
-		{"unknown env key", validYAML, []string{"RECORDER_HOMESERVER__ADRESS=x"}, "RECORDER_HOMESERVER__ADRESS"},
 		{"bad env int", validYAML, []string{"RECORDER_APPSERVICE__PORT=eighty"}, "RECORDER_APPSERVICE__PORT"},
 	}
 	for _, tt := range tests {
@@ -161,4 +160,108 @@ func TestSaveTokensKeepsComments(t *testing.T) {
 	require.Equal(t, "new-as", cfg.Appservice.ASToken)
 	require.Equal(t, "new-hs", cfg.Appservice.HSToken)
 	require.Equal(t, "example.com", cfg.Homeserver.Domain)
+}
+
+// kubernetesEnv is what Kubernetes injects into every pod of a namespace
+// that has a Service named "recorder" (docker links style variables).
+var kubernetesEnv = []string{
+	"RECORDER_PORT=tcp://10.0.0.7:29331",
+	"RECORDER_PORT_29331_TCP=tcp://10.0.0.7:29331",
+	"RECORDER_PORT_29331_TCP_ADDR=10.0.0.7",
+	"RECORDER_PORT_29331_TCP_PORT=29331",
+	"RECORDER_PORT_29331_TCP_PROTO=tcp",
+	"RECORDER_SERVICE_HOST=10.0.0.7",
+	"RECORDER_SERVICE_PORT=29331",
+	"RECORDER_SERVICE_PORT_API=29331",
+}
+
+func TestKubernetesServiceEnvIsNotFatal(t *testing.T) {
+	env := append([]string{"RECORDER_APPSERVICE__PORT=12345"}, kubernetesEnv...)
+	cfg, err := Load(writeConfig(t, validYAML), env)
+	require.NoError(t, err)
+	require.Equal(t, 12345, cfg.Appservice.Port, "known keys still apply")
+	require.NoError(t, cfg.Validate(true))
+
+	// A bad value for a key that exists is still an error.
+	_, err = Load(writeConfig(t, validYAML), append(env, "RECORDER_APPSERVICE__PORT=eighty"))
+	require.ErrorIs(t, err, ErrBadEnv)
+	// Unknown keys in the file are still an error.
+	_, err = Load(writeConfig(t, validYAML+"port: 1\n"), kubernetesEnv)
+	require.ErrorIs(t, err, ErrUnknownKey)
+	// Kubernetes variables alone do not stand in for a missing config file.
+	_, err = Load(filepath.Join(t.TempDir(), "absent.yaml"), kubernetesEnv)
+	require.Error(t, err)
+}
+
+func TestUnknownEnvIsWarnedWithSuggestion(t *testing.T) {
+	env := append([]string{
+		"RECORDER_HOMESERVER__ADRESS=x",
+		"RECORDER_HOMESERVER_DOMAIN=x",
+		"RECORDER_APPSERVICE__AS_TOKN_FILE=/nonexistent",
+	}, kubernetesEnv...)
+	cfg, warnings, err := LoadWithWarnings(writeConfig(t, validYAML), env)
+	require.NoError(t, err)
+	require.Equal(t, "localhost", cfg.Homeserver.Domain, "a near miss is not applied")
+	got := map[string]string{}
+	for _, w := range warnings {
+		got[w.Name] = w.DidYouMean
+		require.NotContains(t, w.String(), "10.0.0.7", "values are never kept")
+	}
+	require.Equal(t, "RECORDER_HOMESERVER__ADDRESS", got["RECORDER_HOMESERVER__ADRESS"])
+	require.Equal(t, "RECORDER_HOMESERVER__DOMAIN", got["RECORDER_HOMESERVER_DOMAIN"])
+	require.Equal(t, "RECORDER_APPSERVICE__AS_TOKEN_FILE", got["RECORDER_APPSERVICE__AS_TOKN_FILE"])
+	for _, kv := range kubernetesEnv {
+		name, _, _ := strings.Cut(kv, "=")
+		suggestion, ok := got[name]
+		require.True(t, ok, "%s is warned about", name)
+		require.Empty(t, suggestion, "%s is no near miss", name)
+	}
+	require.Len(t, warnings, len(env))
+}
+
+// TestSaveTokensOwnerOnlyAndAtomic: the config holds the appservice tokens
+// once -g wrote them: it is replaced in one rename (never half written) and
+// is owner-only even when the file it replaces was not.
+func TestSaveTokensOwnerOnlyAndAtomic(t *testing.T) {
+	path := writeConfig(t, ExampleConfig)
+	require.NoError(t, os.Chmod(path, 0o644))
+	before, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NoError(t, SaveTokens(path, "new-as", "new-hs"))
+	after, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), after.Mode().Perm())
+	require.False(t, os.SameFile(before, after), "replaced by a rename, not rewritten in place")
+	entries, err := os.ReadDir(filepath.Dir(path))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file is left behind")
+
+	fresh := filepath.Join(t.TempDir(), "new.yaml")
+	require.NoError(t, SaveTokens(fresh, "a", "b"))
+	info, err := os.Stat(fresh)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
+
+func TestAPIDefaultsAndHostNames(t *testing.T) {
+	cfg, err := Load(writeConfig(t, validYAML), nil)
+	require.NoError(t, err)
+	require.True(t, cfg.API.ProtectMetrics, "/metrics needs a token by default")
+	require.False(t, cfg.Appservice.QueryTokenAuth, "hs_token only in the Authorization header by default")
+	require.Empty(t, cfg.API.HostNames(), "an IP listen address needs no name")
+
+	cfg, err = Load(writeConfig(t, validYAML), []string{
+		"RECORDER_API__LISTEN=recorder.internal:29331",
+		"RECORDER_API__ALLOWED_HOSTS=recorder.example.org",
+	})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate(true))
+	require.Equal(t, []string{"recorder.example.org", "recorder.internal"}, cfg.API.HostNames())
+
+	cfg.API.AllowedHosts = []string{"https://recorder.example.org", "recorder.example.org:443"}
+	err = cfg.Validate(true)
+	require.ErrorContains(t, err, "config key api.allowed_hosts: not a host name (no scheme, port or path): https://recorder.example.org")
+	require.ErrorContains(t, err, "recorder.example.org:443")
+	cfg.API.AllowedHosts = []string{"*", "Recorder.Example.org", "[::1]", "10.0.0.7"}
+	require.NoError(t, cfg.Validate(true))
 }

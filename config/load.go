@@ -15,7 +15,8 @@ import (
 
 // Sentinel errors of this package.
 var (
-	// ErrUnknownKey means the file or the environment names a key the schema lacks.
+	// ErrUnknownKey means the file names a key the schema lacks (fatal), or
+	// an environment variable does (only a warning, see ApplyEnv).
 	ErrUnknownKey = errors.New("unknown config key")
 	// ErrBadEnv means an environment override could not be applied.
 	ErrBadEnv = errors.New("bad environment override")
@@ -23,30 +24,57 @@ var (
 
 // Load reads the YAML file at path (which may be absent when env supplies
 // everything), applies the RECORDER_ environment overrides from environ
-// (os.Environ() format) and returns the result. It does not validate; call
-// Validate for that.
+// (os.Environ() format) and returns the result. RECORDER_ variables that name
+// no config key are ignored (Kubernetes injects RECORDER_PORT and friends for a
+// Service named "recorder"); LoadWithWarnings reports them. It does not
+// validate; call Validate for that.
 func Load(path string, environ []string) (*Config, error) {
+	cfg, _, err := LoadWithWarnings(path, environ)
+	return cfg, err
+}
+
+// LoadWithWarnings is Load that also returns the RECORDER_ variables it
+// ignored because they name no config key, for the caller to log once it has
+// a logger. Unknown keys in the file stay an error.
+func LoadWithWarnings(path string, environ []string) (*Config, []EnvWarning, error) {
 	cfg := Default()
 	data, err := os.ReadFile(path)
 	if err != nil && !(errors.Is(err, os.ErrNotExist) && hasEnvConfig(environ)) {
-		return nil, fmt.Errorf("failed to read config file: %w", err)
+		return nil, nil, fmt.Errorf("failed to read config file: %w", err)
 	}
 	if len(bytes.TrimSpace(data)) > 0 {
 		if err = Parse(data, cfg); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if err = ApplyEnv(cfg, environ); err != nil {
-		return nil, err
+	warnings, err := ApplyEnv(cfg, environ)
+	if err != nil {
+		return nil, nil, err
 	}
-	return cfg, nil
+	return cfg, warnings, nil
 }
 
+// hasEnvConfig says whether environ sets at least one config key, so that a
+// missing file is not an error. Variables naming no key do not count.
 func hasEnvConfig(environ []string) bool {
 	for _, kv := range environ {
-		if strings.HasPrefix(kv, EnvPrefix) {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix) && envKeyExists(name) {
 			return true
 		}
+	}
+	return false
+}
+
+func envKeyExists(name string) bool {
+	keyPart := strings.ToLower(strings.TrimPrefix(name, EnvPrefix))
+	cfg := reflect.New(reflect.TypeOf(Config{})).Elem()
+	if _, err := lookupField(cfg, strings.Split(keyPart, "__")); err == nil {
+		return true
+	}
+	if base, ok := strings.CutSuffix(keyPart, "_file"); ok {
+		_, err := lookupField(cfg, strings.Split(base, "__"))
+		return err == nil
 	}
 	return false
 }
@@ -137,25 +165,51 @@ func yamlName(f reflect.StructField) string {
 	return name
 }
 
+// EnvWarning is a RECORDER_ environment variable that names no config key
+// and was ignored.
+type EnvWarning struct {
+	Name string // the variable's name; its value is never kept (it may be a secret)
+	// DidYouMean is the closest variable name that does name a key, if one
+	// is close enough to be a likely typo.
+	DidYouMean string
+}
+
+func (ew EnvWarning) String() string {
+	if ew.DidYouMean != "" {
+		return ew.Name + " names no config key (did you mean " + ew.DidYouMean + "?)"
+	}
+	return ew.Name + " names no config key"
+}
+
 // ApplyEnv applies RECORDER_* variables to cfg. Nesting uses "__"
 // (RECORDER_APPSERVICE__BOT__USERNAME); a _FILE suffix reads the value from a
 // file; lists are comma-separated and maps are "key=value,key=value".
-func ApplyEnv(cfg *Config, environ []string) error {
+// Variables that name no config key are returned as warnings, never an
+// error: an orchestrator may set variables with our prefix (Kubernetes sets
+// RECORDER_PORT, RECORDER_SERVICE_HOST, ... for a Service named "recorder").
+// A bad value for a key that exists is an error.
+func ApplyEnv(cfg *Config, environ []string) ([]EnvWarning, error) {
 	// Sort so the result does not depend on environment order (X then X_FILE).
 	sorted := append([]string(nil), environ...)
 	sort.Strings(sorted)
+	var warnings []EnvWarning
 	for _, kv := range sorted {
 		name, value, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(name, EnvPrefix) {
 			continue
 		}
-		if err := applyOne(cfg, name, value); err != nil {
-			return err
+		err := applyOne(cfg, name, value)
+		if errors.Is(err, ErrUnknownKey) {
+			warnings = append(warnings, EnvWarning{Name: name, DidYouMean: suggestEnv(name)})
+		} else if err != nil {
+			return warnings, err
 		}
 	}
-	return nil
+	return warnings, nil
 }
 
+// applyOne sets the key name points at; the error wraps ErrUnknownKey when
+// name points at no key and ErrBadEnv when the value does not fit.
 func applyOne(cfg *Config, name, value string) error {
 	keyPart := strings.ToLower(strings.TrimPrefix(name, EnvPrefix))
 	path := strings.Split(keyPart, "__")
@@ -174,12 +228,75 @@ func applyOne(cfg *Config, name, value string) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s names no config key (%w)", ErrBadEnv, name, err)
+		return fmt.Errorf("%s names no config key: %w", name, err)
 	}
 	if err = setValue(target, value); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrBadEnv, name, err)
 	}
 	return nil
+}
+
+// envNames lists the variable names of every key that can be set from the
+// environment, e.g. RECORDER_HOMESERVER__ADDRESS.
+func envNames(typ reflect.Type, prefix string) []string {
+	var names []string
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		key := yamlName(f)
+		if key == "" || key == "-" {
+			continue
+		}
+		name := prefix + strings.ToUpper(key)
+		if f.Type.Kind() == reflect.Struct {
+			names = append(names, envNames(f.Type, name+"__")...)
+		} else {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// suggestEnv returns the known variable closest to name when it is close
+// enough to be a typo (a few edits, fewer for short names), else "".
+func suggestEnv(name string) string {
+	upper := strings.ToUpper(name)
+	suffix := ""
+	if base, ok := strings.CutSuffix(upper, "_FILE"); ok {
+		upper, suffix = base, "_FILE"
+	}
+	key := strings.TrimPrefix(upper, EnvPrefix)
+	limit := max(1, min(3, len(key)/4))
+	best, bestDist := "", limit+1
+	for _, candidate := range envNames(reflect.TypeOf(Config{}), EnvPrefix) {
+		if d := editDistance(key, strings.TrimPrefix(candidate, EnvPrefix)); d < bestDist {
+			best, bestDist = candidate, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return best + suffix
+}
+
+// editDistance is the Levenshtein distance of a and b in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func lookupField(v reflect.Value, path []string) (reflect.Value, error) {

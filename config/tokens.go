@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"gopkg.in/yaml.v3"
 )
@@ -35,10 +36,50 @@ func SaveTokens(path, asToken, hsToken string) error {
 	if err = enc.Encode(&root); err != nil {
 		return fmt.Errorf("failed to encode config YAML: %w", err)
 	}
-	if err = os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+	if err = writeFileAtomic(path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("failed to write config file: %w", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces path with data in one rename: a crash leaves the
+// old file or the new one, never a half-written config. The file gets perm
+// whatever the old file's mode was, and the folder is synced.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmpPath := tmp.Name()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmpPath)
+		}
+	}()
+	if err = tmp.Chmod(perm); err == nil {
+		if _, err = tmp.Write(data); err == nil {
+			err = tmp.Sync()
+		}
+	}
+	if closeErr := tmp.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return err
+	}
+	if err = os.Rename(tmpPath, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir) //nolint:gosec // the config's own folder
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if closeErr := d.Close(); err == nil {
+		err = closeErr
+	}
+	return err
 }
 
 func ensureMapping(m *yaml.Node, key string) *yaml.Node {

@@ -17,6 +17,9 @@ var placeholderDomains = []string{"example.com", "example.org", "example.net", "
 // localpartRegex is the grammar of Matrix user ID localparts (spec: historical chars excluded).
 var localpartRegex = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
 
+// hostNameRegex is a DNS name or IP literal as api.allowed_hosts takes it.
+var hostNameRegex = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?$|^\[?[0-9A-Fa-f:.]+\]?$`)
+
 func isPlaceholderHost(host string) bool {
 	host = strings.ToLower(host)
 	for _, p := range placeholderDomains {
@@ -108,6 +111,11 @@ func (c *Config) Validate(needTokens bool) error {
 		for _, prefix := range c.API.TrustedProxies {
 			if _, err := netip.ParsePrefix(prefix); err != nil {
 				add("api.trusted_proxies", "not a CIDR prefix: "+prefix)
+			}
+		}
+		for _, host := range c.API.AllowedHosts {
+			if host != "*" && !hostNameRegex.MatchString(host) {
+				add("api.allowed_hosts", "not a host name (no scheme, port or path): "+host)
 			}
 		}
 		for _, tok := range c.API.Tokens {

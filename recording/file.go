@@ -21,9 +21,9 @@ type File interface {
 // CreateFile; tests inject failing files through it.
 type CreateFunc func(path string) (File, error)
 
-// CreateFile creates path exclusively (it must not exist) with mode 0644.
+// CreateFile creates path exclusively (it must not exist), owner-only (0600).
 func CreateFile(path string) (File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644) //nolint:gosec // path built from naming.Safe
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // path built from naming.Safe
 	if err != nil {
 		return nil, fmt.Errorf("failed to create %s: %w", path, err)
 	}

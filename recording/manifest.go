@@ -76,9 +76,6 @@ func WriteManifest(dir string, m Manifest) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("failed to close manifest: %w", err)
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil { //nolint:gosec // readable manifest
-		return fmt.Errorf("failed to chmod manifest: %w", err)
-	}
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, ManifestFileName)); err != nil {
 		return fmt.Errorf("failed to rename manifest: %w", err)
 	}

@@ -54,14 +54,25 @@ type LocalStore struct {
 	root string
 }
 
-// NewLocalStore uses root (created if missing).
+// Modes of everything the store creates: recordings are private
+// conversations, so only the recorder's own user may read them.
+const (
+	dirMode  os.FileMode = 0o700
+	fileMode os.FileMode = 0o600
+)
+
+// NewLocalStore uses root (created if missing). Root is made owner-only
+// even when it already existed; the spool of unfinished files lives in it.
 func NewLocalStore(root string) (*LocalStore, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	if err = os.MkdirAll(abs, 0o750); err != nil {
+	if err = os.MkdirAll(abs, dirMode); err != nil {
 		return nil, fmt.Errorf("failed to create file store directory: %w", err)
+	}
+	if err = os.Chmod(abs, dirMode); err != nil {
+		return nil, fmt.Errorf("failed to make file store directory owner-only: %w", err)
 	}
 	return &LocalStore{root: abs}, nil
 }
@@ -82,13 +93,24 @@ func (ls *LocalStore) path(folder, name string) (string, error) {
 // Put implements FileStore: a hard link and unlink (a copy when the spool
 // is on another file system). It never replaces a stored file: a name
 // already taken fails with ErrExists and the local file stays where it is.
+// The file is owner-only, and the folder (and, for a new folder, the
+// store's root) is synced so the new name survives a crash.
 func (ls *LocalStore) Put(_ context.Context, folder, name, localPath string) error {
 	dst, err := ls.path(folder, name)
 	if err != nil {
 		return err
 	}
-	if err = os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	dir := filepath.Dir(dst)
+	_, statErr := os.Stat(dir)
+	newFolder := errors.Is(statErr, os.ErrNotExist)
+	if err = os.MkdirAll(dir, dirMode); err != nil {
 		return fmt.Errorf("failed to create folder: %w", err)
+	}
+	if err = os.Chmod(dir, dirMode); err != nil {
+		return fmt.Errorf("failed to make folder owner-only: %w", err)
+	}
+	if err = os.Chmod(localPath, fileMode); err != nil {
+		return fmt.Errorf("failed to make %s owner-only: %w", localPath, err)
 	}
 	err = os.Link(localPath, dst)
 	if errors.Is(err, syscall.EXDEV) {
@@ -100,8 +122,31 @@ func (ls *LocalStore) Put(_ context.Context, folder, name, localPath string) err
 	if err == nil {
 		err = os.Remove(localPath)
 	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err == nil && newFolder {
+		err = syncDir(ls.root)
+	}
 	if err != nil {
 		return fmt.Errorf("failed to store %s/%s: %w", folder, name, err)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, making renames and new entries in it durable.
+// A variable so tests can watch it.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir) //nolint:gosec // a folder of the store
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if closeErr := d.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return fmt.Errorf("failed to sync folder %s: %w", dir, err)
 	}
 	return nil
 }
@@ -113,7 +158,7 @@ func copyFile(src, dst string) error {
 	}
 	defer in.Close()
 	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fileMode)
 	if err != nil {
 		return err
 	}

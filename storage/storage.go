@@ -7,6 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"strings"
 
 	_ "github.com/lib/pq" // postgres driver
 	"github.com/rs/zerolog"
@@ -43,6 +46,9 @@ type DB struct {
 // Open connects to the database and applies every pending schema upgrade.
 func Open(ctx context.Context, opts Options) (*DB, error) {
 	log := zerolog.Ctx(ctx).With().Str("component", "database").Logger()
+	if err := prepareSQLiteFile(opts); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
 	raw, err := dbutil.NewFromConfig("recorder", dbutil.Config{PoolConfig: dbutil.PoolConfig{
 		Type: opts.Type, URI: opts.URI, MaxOpenConns: opts.MaxOpenConns, MaxIdleConns: opts.MaxIdleConns,
 	}}, dbutil.ZeroLogger(log))
@@ -55,6 +61,61 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("%w: failed to upgrade database: %w", ErrDatabase, err)
 	}
 	return Wrap(raw), nil
+}
+
+// sqliteFileMode is the mode of the SQLite database file; SQLite gives its
+// -wal and -shm files the database file's mode. The database holds access
+// tokens and crypto keys.
+const sqliteFileMode os.FileMode = 0o600
+
+// prepareSQLiteFile creates the SQLite database file owner-only before
+// SQLite does (it would use 0644 less the umask) and tightens an existing
+// one and its -wal and -shm files. Other backends and in-memory databases
+// are left alone.
+func prepareSQLiteFile(opts Options) error {
+	path := sqlitePath(opts)
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, sqliteFileMode) //nolint:gosec // the configured database path
+	if err == nil {
+		if err = f.Close(); err != nil {
+			return fmt.Errorf("failed to create SQLite file %s: %w", path, err)
+		}
+	} else if !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("failed to create SQLite file %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		if err = os.Chmod(p, sqliteFileMode); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("failed to make %s owner-only: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// sqlitePath is the file of a SQLite URI ("file:recorder.db?...",
+// "file:///abs/recorder.db", or a plain path), or "" for other backends and
+// in-memory databases.
+func sqlitePath(opts Options) string {
+	if !strings.HasPrefix(opts.Type, "sqlite") {
+		return ""
+	}
+	uri, query, _ := strings.Cut(opts.URI, "?")
+	if strings.Contains(query, "mode=memory") {
+		return ""
+	}
+	uri = strings.TrimPrefix(uri, "file:")
+	if strings.HasPrefix(uri, "//") {
+		u, err := url.Parse("file:" + uri)
+		if err != nil || (u.Host != "" && u.Host != "localhost") {
+			return ""
+		}
+		uri = u.Path
+	}
+	if uri == "" || uri == ":memory:" {
+		return ""
+	}
+	return uri
 }
 
 // Wrap builds the query helpers around an already upgraded database.

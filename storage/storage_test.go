@@ -231,3 +231,60 @@ func TestLocalStoreNeverReplaces(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "second", string(data))
 }
+
+func requireMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, want, info.Mode().Perm(), "mode of %s", path)
+}
+
+// TestLocalStoreOwnerOnly: recordings are private conversations; the store,
+// its folders and its files are owner-only, whoever created them and
+// whatever the umask.
+func TestLocalStoreOwnerOnly(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	root := filepath.Join(t.TempDir(), "recordings")
+	require.NoError(t, os.Mkdir(root, 0o755))
+	require.NoError(t, os.Chmod(root, 0o755))
+	store, err := storage.NewLocalStore(root)
+	require.NoError(t, err)
+	requireMode(t, root, 0o700)
+	src := filepath.Join(t.TempDir(), "x.part")
+	require.NoError(t, os.WriteFile(src, []byte("media"), 0o644))
+	require.NoError(t, os.Chmod(src, 0o644))
+	require.NoError(t, store.Put(ctx, "folder1", "a.ogg", src))
+	requireMode(t, filepath.Join(root, "folder1"), 0o700)
+	requireMode(t, filepath.Join(root, "folder1", "a.ogg"), 0o600)
+}
+
+// TestSQLiteOwnerOnly: the database holds access tokens and crypto keys;
+// the SQLite file and its -wal and -shm files are owner-only.
+func TestSQLiteOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "test.db")
+	db, err := storage.Open(testutil.Ctx(t), storage.Options{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate", MaxOpenConns: 2, MaxIdleConns: 2})
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Exec(testutil.Ctx(t), "CREATE TABLE mode_probe (x INTEGER)")
+	require.NoError(t, err)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		requireMode(t, p, 0o600)
+	}
+
+	// An existing database with a looser mode is tightened, with its WAL.
+	require.NoError(t, db.Close())
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(p); err == nil {
+			require.NoError(t, os.Chmod(p, 0o644))
+		}
+	}
+	db2, err := storage.Open(testutil.Ctx(t), storage.Options{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate", MaxOpenConns: 2, MaxIdleConns: 2})
+	require.NoError(t, err)
+	defer db2.Close()
+	_, err = db2.Exec(testutil.Ctx(t), "INSERT INTO mode_probe VALUES (1)")
+	require.NoError(t, err)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		requireMode(t, p, 0o600)
+	}
+}

@@ -20,9 +20,15 @@
 //   - Authentication: every /api/v1 route except /api/v1/openapi.json needs
 //     "Authorization: Bearer <token>" with one of api.tokens, compared as
 //     SHA-256 digests in constant time against all of them. With no tokens
-//     configured the API refuses everything. /, /static/*, /healthz, /readyz
-//     and /metrics need no token (metrics are meant to be scraped on a
-//     private address; Options.ProtectMetrics requires a token there too).
+//     configured the API refuses everything. /metrics needs a token too
+//     unless Options.PublicMetrics. /, /static/*, /healthz and /readyz need
+//     none; /readyz then says only ready or not, and gives the failed checks
+//     with their errors to callers with a token.
+//   - Host: a request whose Host is not an IP literal, localhost or one of
+//     Options.AllowedHosts gets 421 (DNS rebinding: a page on another
+//     domain pointed at this address must not reach the API).
+//   - Metrics labels never take raw client input: the route pattern, the
+//     method (unknown methods are "other") and the status code.
 //   - Media in the page: the page fetches files with the Authorization
 //     header and plays them from blob: URLs. There is no ?access_token=
 //     parameter, so tokens never end up in access logs or browser history.
@@ -42,4 +48,6 @@
 //     not leave a half-joined call.
 //   - Request bodies are limited to MaxBodyBytes (64 KiB): larger ones get 413.
 //   - Every response has X-Request-Id; 500s name it and log the cause with it.
+//     A client's X-Request-Id is kept when it is at most 64 characters of
+//     letters, digits, '.', '_' and '-'; otherwise the request gets a fresh id.
 package web

@@ -10,12 +10,14 @@ import (
 type healthResource struct {
 	checks  []ReadyCheck
 	timeout time.Duration
+	auth    *authenticator
 }
 
 // HealthResponse is the body of /healthz and /readyz.
 type HealthResponse struct {
 	Status string `json:"status"` // "ok" or "unavailable"
-	// Failed maps the name of every failed readiness check to its error.
+	// Failed maps the name of every failed readiness check to its error;
+	// only callers with an API token get it.
 	Failed map[string]string `json:"failed,omitempty"`
 }
 
@@ -29,7 +31,9 @@ type checkResult struct {
 }
 
 // ready runs every check at once and waits at most readyTimeout for them;
-// a check that has not answered by then counts as failed.
+// a check that has not answered by then counts as failed. Probes need no
+// token and learn only ready or not; the reasons (error texts with
+// addresses, component names) go to callers with an API token.
 func (hr healthResource) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), hr.timeout)
 	defer cancel()
@@ -64,6 +68,9 @@ func (hr healthResource) ready(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(failed) > 0 {
+		if token, ok := bearerToken(r); !ok || !hr.auth.valid(token) {
+			failed = nil
+		}
 		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "unavailable", Failed: failed})
 		return
 	}

@@ -29,7 +29,7 @@ const (
 
 // env is a handler over a real SQLite database and a real local file store.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	db      *storage.DB
 	store   *storage.LocalStore
@@ -42,7 +42,7 @@ type env struct {
 
 type envOption func(*web.Options)
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.DebugLevel)
@@ -67,6 +67,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Calls:      e.calls,
 		Tokens:     []string{"another-token", testToken},
 		Log:        &log,
+		// httptest.NewRequest's Host.
+		AllowedHosts: []string{"example.com"},
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -149,7 +151,7 @@ func (e *env) put(folder, name string, data []byte) {
 	require.NoError(e.t, e.store.Put(e.ctx, folder, name, tmp))
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -163,6 +165,7 @@ type request struct {
 	body    io.Reader
 	token   string // "" sends no Authorization header
 	headers map[string]string
+	host    string // "" keeps httptest's example.com
 }
 
 func (e *env) do(req request) *httptest.ResponseRecorder {
@@ -176,6 +179,9 @@ func (e *env) do(req request) *httptest.ResponseRecorder {
 	}
 	for k, v := range req.headers {
 		r.Header.Set(k, v)
+	}
+	if req.host != "" {
+		r.Host = req.host
 	}
 	w := httptest.NewRecorder()
 	e.handler.ServeHTTP(w, r)
@@ -209,7 +215,7 @@ func requireError(t *testing.T, w *httptest.ResponseRecorder, status int, errcod
 // spyFiles passes calls to the real store and fails the test if a name
 // that is not a safe single component ever reaches it.
 type spyFiles struct {
-	t    *testing.T
+	t    testing.TB
 	next web.Files
 
 	lock   sync.Mutex

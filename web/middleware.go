@@ -1,8 +1,12 @@
 package web
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"net/http"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -16,6 +20,47 @@ import (
 
 func requestID(r *http.Request) string {
 	return middleware.GetReqID(r.Context())
+}
+
+// maxRequestIDLength bounds a client's X-Request-Id.
+const maxRequestIDLength = 64
+
+// plainRequestID is what a client's X-Request-Id must look like to be kept:
+// letters, digits, '.', '_' and '-', not starting with punctuation.
+var plainRequestID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// withRequestID gives every request an id (in the context for
+// middleware.GetReqID): the client's X-Request-Id when it is short and
+// plain, so a proxy's id can be followed into our logs, else a fresh one.
+// A client's id goes into logs and a response header, so anything longer or
+// with other characters is replaced, not trusted.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqID := r.Header.Get(middleware.RequestIDHeader)
+		if len(reqID) > maxRequestIDLength || !plainRequestID.MatchString(reqID) {
+			reqID = newRequestID()
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, reqID)))
+	})
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+// methodLabel is the method as a metrics label: the standard methods by
+// name, anything else as "other". The label is recorded for every request,
+// before authentication, so a client must not be able to mint label values.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return method
+	default:
+		return "other"
+	}
 }
 
 // requestLogger puts a child of base with the request id into the request's
@@ -44,8 +89,9 @@ func requestLogger(base *zerolog.Logger, m *metrics.Metrics) func(http.Handler) 
 				if rctx := chi.RouteContext(r.Context()); rctx != nil && rctx.RoutePattern() != "" {
 					route = rctx.RoutePattern()
 				}
-				m.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
-				m.HTTPDuration.WithLabelValues(route, r.Method).Observe(dur.Seconds())
+				method := methodLabel(r.Method)
+				m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+				m.HTTPDuration.WithLabelValues(route, method).Observe(dur.Seconds())
 
 				var evt *zerolog.Event
 				switch {
@@ -60,7 +106,7 @@ func requestLogger(base *zerolog.Logger, m *metrics.Metrics) func(http.Handler) 
 				}
 				// The path only: the query may carry filters, never tokens,
 				// but there is no reason to log it.
-				evt.Str("method", r.Method).
+				evt.Str("method", method).
 					Str("path", r.URL.Path).
 					Str("route", route).
 					Int("status", status).

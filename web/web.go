@@ -102,8 +102,13 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Metrics is served on /metrics and counts HTTP requests; nil makes a fresh one.
 	Metrics *metrics.Metrics
-	// ProtectMetrics requires a token on /metrics too.
-	ProtectMetrics bool
+	// PublicMetrics serves /metrics without a token (config
+	// api.protect_metrics: false); by default it needs one like the API.
+	PublicMetrics bool
+	// AllowedHosts are the host names (config api.allowed_hosts) a request's
+	// Host may name, against DNS rebinding; IP literals and localhost are
+	// always accepted, "*" accepts any name.
+	AllowedHosts []string
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For is believed for the client IP in the logs.
 	TrustedProxies []string
@@ -121,22 +126,23 @@ func New(opts Options) http.Handler {
 	auth := newAuthenticator(opts.Tokens)
 
 	r := newRouter()
-	r.Use(middleware.RequestID)
+	r.Use(withRequestID)
 	if len(opts.TrustedProxies) > 0 {
 		r.Use(middleware.ClientIPFromXFF(opts.TrustedProxies...))
 	} else {
 		r.Use(middleware.ClientIPFromRemoteAddr)
 	}
-	r.Use(requestLogger(opts.Log, opts.Metrics), recoverer, securityHeaders, limitBody(MaxBodyBytes), middleware.GetHead)
+	r.Use(requestLogger(opts.Log, opts.Metrics), recoverer, newHostChecker(opts.AllowedHosts).middleware,
+		securityHeaders, limitBody(MaxBodyBytes), middleware.GetHead)
 
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = DefaultReadyTimeout
 	}
-	hr := healthResource{checks: opts.Ready, timeout: opts.ReadyTimeout}
+	hr := healthResource{checks: opts.Ready, timeout: opts.ReadyTimeout, auth: auth}
 	r.Get("/healthz", hr.live)
 	r.Get("/readyz", hr.ready)
 	r.Group(func(r chi.Router) {
-		if opts.ProtectMetrics {
+		if !opts.PublicMetrics {
 			r.Use(auth.middleware)
 		}
 		r.Method(http.MethodGet, "/metrics", opts.Metrics.Handler())

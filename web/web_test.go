@@ -92,7 +92,6 @@ func TestPublicRoutes(t *testing.T) {
 		{"/static/app.css", "text/css; charset=utf-8", ".tracks"},
 		{"/healthz", "application/json", `"status":"ok"`},
 		{"/readyz", "application/json", `"status":"ok"`},
-		{"/metrics", "text/plain; version=0.0.4; charset=utf-8; escaping=underscores", "recorder_active_calls"},
 		{"/api/v1/openapi.json", "application/json", `"openapi": "3.1.0"`},
 	}
 	for _, tt := range tests {
@@ -106,10 +105,12 @@ func TestPublicRoutes(t *testing.T) {
 		})
 	}
 
-	t.Run("metrics can be protected", func(t *testing.T) {
-		p := newEnv(t, func(o *web.Options) { o.ProtectMetrics = true })
-		requireError(t, p.do(request{target: "/metrics"}), http.StatusUnauthorized, web.CodeMissingToken)
-		require.Equal(t, http.StatusOK, p.get("/metrics").Code)
+	t.Run("metrics can be made public", func(t *testing.T) {
+		p := newEnv(t, func(o *web.Options) { o.PublicMetrics = true })
+		w := p.do(request{target: "/metrics"})
+		require.Equal(t, http.StatusOK, w.Code)
+		require.Equal(t, "text/plain; version=0.0.4; charset=utf-8; escaping=underscores", w.Header().Get("Content-Type"))
+		require.Contains(t, w.Body.String(), "recorder_active_calls")
 	})
 
 	t.Run("metrics count requests by route", func(t *testing.T) {
@@ -117,7 +118,7 @@ func TestPublicRoutes(t *testing.T) {
 		p := newEnv(t, func(o *web.Options) { o.Metrics = m })
 		m.ActiveCalls.Set(3)
 		p.get("/api/v1/recordings/nope")
-		body := p.do(request{target: "/metrics"}).Body.String()
+		body := p.get("/metrics").Body.String()
 		require.Contains(t, body, "recorder_active_calls 3")
 		require.Contains(t, body, `recorder_http_requests_total{code="404",method="GET",route="/api/v1/recordings/{id}"} 1`)
 	})
@@ -173,7 +174,7 @@ func TestReady(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, func(o *web.Options) { o.Ready, o.ReadyTimeout = tt.checks, 50*time.Millisecond })
-			w := e.do(request{target: "/readyz"})
+			w := e.get("/readyz")
 			require.Equal(t, tt.status, w.Code)
 			resp := decode[web.HealthResponse](t, w)
 			require.Len(t, resp.Failed, len(tt.failed))

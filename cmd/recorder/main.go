@@ -99,7 +99,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	cfg, err := config.Load(f.configPath, environ)
+	cfg, envWarnings, err := config.LoadWithWarnings(f.configPath, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "Failed to load config:", err)
 		return app.ExitConfigLoad
@@ -116,6 +116,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "Invalid logging config:", err)
 		return app.ExitConfigValid
+	}
+	for _, w := range envWarnings {
+		evt := log.Warn().Str("variable", w.Name)
+		if w.DidYouMean != "" {
+			evt = evt.Str("did_you_mean", w.DidYouMean)
+		}
+		evt.Msg("Ignoring environment variable that names no config key")
 	}
 	ctx, stop := signal.NotifyContext(log.WithContext(context.Background()), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -104,3 +104,33 @@ func TestExitCodes(t *testing.T) {
 	code, _, _ = runCLI(t, nil, "--no-such-flag")
 	require.Equal(t, 2, code)
 }
+
+// TestKubernetesServiceEnv: Kubernetes injects RECORDER_PORT,
+// RECORDER_SERVICE_HOST and friends for a Service named "recorder"; the
+// recorder warns about them and starts (here it gets as far as the
+// database, which is down).
+func TestKubernetesServiceEnv(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(config.ExampleConfig), 0o600))
+	env := append(append([]string{}, validEnv...),
+		"RECORDER_APPSERVICE__AS_TOKEN=x", "RECORDER_APPSERVICE__HS_TOKEN=y",
+		"RECORDER_DATABASE__TYPE=postgres",
+		"RECORDER_DATABASE__URI=postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2",
+		"RECORDER_RECORDINGS__PATH="+filepath.Join(dir, "recordings"),
+		"RECORDER_LOGGING__FORMAT=json",
+		"RECORDER_PORT=tcp://10.0.0.7:29331",
+		"RECORDER_PORT_29331_TCP=tcp://10.0.0.7:29331",
+		"RECORDER_PORT_29331_TCP_ADDR=10.0.0.7",
+		"RECORDER_PORT_29331_TCP_PORT=29331",
+		"RECORDER_PORT_29331_TCP_PROTO=tcp",
+		"RECORDER_SERVICE_HOST=10.0.0.7",
+		"RECORDER_SERVICE_PORT=29331",
+		"RECORDER_LOGING__FORMAT=json",
+	)
+	code, _, stderr := runCLI(t, env, "-c", cfgPath)
+	require.Equal(t, app.ExitDatabase, code, "gets past config loading to the database: %s", stderr)
+	require.Contains(t, stderr, "RECORDER_SERVICE_HOST")
+	require.Contains(t, stderr, `"did_you_mean":"RECORDER_LOGGING__FORMAT"`)
+	require.NotContains(t, stderr, "10.0.0.7", "values are not logged")
+}
