@@ -15,9 +15,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-recorder/recorder/appservice"
-	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
@@ -37,8 +36,7 @@ type Call struct {
 	id     string
 	m      *Manager
 	roomID id.RoomID
-	vu     *appservice.VirtualUser
-	dev    *e2ee.Device
+	dev    Device // the virtual user's, owned by the Matrix side
 	msgs   *mailbox.Box[any]
 	done   chan struct{}
 
@@ -125,7 +123,7 @@ type CallStatus struct {
 }
 
 func (c *Call) status() CallStatus {
-	st := CallStatus{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.vu.UserID, DeviceID: c.vu.DeviceID,
+	st := CallStatus{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.dev.UserID(), DeviceID: c.dev.DeviceID(),
 		SessionID: c.session, JoinedAt: c.joinedAt, Peers: []PeerStatus{}}
 	for _, p := range c.peers {
 		st.Peers = append(st.Peers, p.status())
@@ -137,12 +135,12 @@ func (c *Call) status() CallStatus {
 }
 
 func (c *Call) info() CallInfo {
-	return CallInfo{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.vu.UserID, DeviceID: c.vu.DeviceID,
+	return CallInfo{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.dev.UserID(), DeviceID: c.dev.DeviceID(),
 		SessionID: c.session, JoinedAt: c.joinedAt}
 }
 
 func (c *Call) self() signaling.DeviceKey {
-	return signaling.DeviceKey{UserID: c.vu.UserID, DeviceID: c.vu.DeviceID}
+	return signaling.DeviceKey{UserID: c.dev.UserID(), DeviceID: c.dev.DeviceID()}
 }
 
 func (c *Call) run(ctx context.Context) {
@@ -164,10 +162,10 @@ func (c *Call) run(ctx context.Context) {
 		c.m.notice(ctx, c.roomID, "I couldn't join the call: publishing my call membership failed.")
 		return
 	}
-	log.Info().Str("conf_id", string(c.conf.ConfID)).Stringer("device_id", c.vu.DeviceID).Str("session_id", string(c.session)).Msg("Joined group call")
+	log.Info().Str("conf_id", string(c.conf.ConfID)).Stringer("device_id", c.dev.DeviceID()).Str("session_id", string(c.session)).Msg("Joined group call")
 	c.m.sink.CallJoined(ctx, c.info())
 	// Whoever started it (command, API), the room is told it is recorded.
-	c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.vu.UserID, c.m.cfg.Commands.Prefix))
+	c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.dev.UserID(), c.m.cfg.CommandPrefix))
 	if c.m.met != nil {
 		c.m.met.ActiveCalls.Inc()
 		defer c.m.met.ActiveCalls.Dec()
@@ -239,12 +237,12 @@ func (c *Call) tick(ctx context.Context, now time.Time) {
 // publishMember writes our device into our member event, keeping everything
 // else in it, with a fresh expiry.
 func (c *Call) publishMember(ctx context.Context, now time.Time) error {
-	dev := signaling.NewMemberDevice(c.vu.DeviceID, c.session, now.Add(signaling.MemberValidity), signaling.PurposeUserMedia)
+	dev := signaling.NewMemberDevice(c.dev.DeviceID(), c.session, now.Add(signaling.MemberValidity), signaling.PurposeUserMedia)
 	content, err := signaling.SetMemberDevice(c.ownMember, c.conf.ConfID, dev, now)
 	if err != nil {
 		return fmt.Errorf("failed to build member event: %w", err)
 	}
-	if _, err = c.vu.Intent.SendStateEvent(ctx, c.roomID, c.memberType, string(c.vu.UserID), content); err != nil {
+	if err = c.dev.SetState(ctx, c.roomID, c.memberType, string(c.dev.UserID()), content); err != nil {
 		return fmt.Errorf("failed to send %s: %w", c.memberType.Type, err)
 	}
 	c.ownMember = content
@@ -262,7 +260,7 @@ func (c *Call) handleState(ctx context.Context, evt *event.Event, now time.Time)
 		}
 	case signaling.IsCallMemberType(evt.Type.Type):
 		userID := id.UserID(evt.GetStateKey())
-		if userID == c.vu.UserID {
+		if userID == c.dev.UserID() {
 			return // our own echo; ownMember is authoritative
 		}
 		c.memberEvents[userID] = evt
@@ -270,7 +268,7 @@ func (c *Call) handleState(ctx context.Context, evt *event.Event, now time.Time)
 		c.retryUnverified(ctx, now)
 	case evt.Type == event.StateMember:
 		if m := evt.Content.AsMember().Membership; m == event.MembershipLeave || m == event.MembershipBan {
-			if id.UserID(evt.GetStateKey()) == c.vu.UserID {
+			if id.UserID(evt.GetStateKey()) == c.dev.UserID() {
 				zerolog.Ctx(ctx).Info().Msg("Recorder user was removed from the room")
 				c.leave(ctx, "removed from room")
 				return
@@ -294,7 +292,7 @@ func (c *Call) reconcile(ctx context.Context, now time.Time) {
 	}
 	current := map[signaling.DeviceKey]signaling.Participant{}
 	for _, p := range signaling.Members(events, c.conf.ConfID, now) {
-		if p.UserID == c.vu.UserID || !c.m.as.AS.StateStore.IsInRoom(ctx, c.roomID, p.UserID) {
+		if p.UserID == c.dev.UserID() || !c.m.mx.IsInRoom(ctx, c.roomID, p.UserID) {
 			continue
 		}
 		current[p.Key()] = p
@@ -408,7 +406,7 @@ func (c *Call) admit(ctx context.Context, ps pendingSignal, now time.Time) {
 		}
 	}
 	if waiting || !c.isParticipant(key, ps.msg.Common().SenderSessionID) {
-		if !c.m.as.AS.StateStore.IsInRoom(ctx, c.roomID, ps.rcv.Sender) {
+		if !c.m.mx.IsInRoom(ctx, c.roomID, ps.rcv.Sender) {
 			zerolog.Ctx(ctx).Warn().Stringer("from", key).Str("event_type", ps.rcv.Type.Type).
 				Msg("Ignored call event from a user who is not in the room")
 			c.m.countIgnored(IgnoredNotInRoom)
@@ -483,7 +481,7 @@ func (c *Call) process(ctx context.Context, env signaling.Envelope, now time.Tim
 	case *signaling.Candidates:
 		c.handleCandidates(ctx, p, msg)
 	case *signaling.SelectAnswer:
-		if !p.outgoing && msg.SelectedPartyID != signaling.PartyID(c.vu.DeviceID) {
+		if !p.outgoing && msg.SelectedPartyID != signaling.PartyID(c.dev.DeviceID()) {
 			log.Info().Msg("Call was answered by another device")
 			c.endPeer(ctx, p, signaling.ReasonAnsweredElsewhere, false, now)
 		}
@@ -543,10 +541,10 @@ func (c *Call) leave(ctx context.Context, reason string) {
 	case <-time.After(leaveFlushTimeout):
 		log.Warn().Msg("Timed out sending hangups")
 	}
-	content, err := signaling.RemoveMemberDevice(c.ownMember, c.conf.ConfID, c.vu.DeviceID, now)
+	content, err := signaling.RemoveMemberDevice(c.ownMember, c.conf.ConfID, c.dev.DeviceID(), now)
 	if err == nil {
 		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_, err = c.vu.Intent.SendStateEvent(stateCtx, c.roomID, c.memberType, string(c.vu.UserID), content)
+		err = c.dev.SetState(stateCtx, c.roomID, c.memberType, string(c.dev.UserID()), content)
 		cancel()
 	}
 	if err != nil {

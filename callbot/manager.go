@@ -4,23 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
 	"go.mau.fi/util/random"
-	mautrixas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-recorder/recorder/appservice"
-	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
 	"github.com/matrix-recorder/recorder/internal/metrics"
 )
@@ -39,26 +35,29 @@ var (
 	ErrStopped = errors.New("call bot stopped")
 )
 
+// Config is the call bot's section of the configuration.
+type Config struct {
+	WebRTC config.WebRTCConfig
+	// CommandPrefix is what the room is told to say to stop a recording.
+	CommandPrefix string
+}
+
 // Options configure a Manager.
 type Options struct {
-	Config *config.Config
-	AS     *appservice.Service
-	// CryptoDB holds the virtual users' Olm accounts (crypto tables).
-	CryptoDB  *dbutil.Database
-	PickleKey []byte
-	Sink      Sink
+	Config Config
+	Matrix Matrix
+	Sink   Sink
 	// SignalHold overrides DefaultSignalHold (tests).
 	SignalHold time.Duration
 	// Metrics, if set, are updated with calls, peer states and timings.
 	Metrics *metrics.Metrics
 }
 
-// Manager owns every joined call and the virtual users' crypto devices.
+// Manager owns every joined call. The virtual users' devices are the
+// Matrix side's.
 type Manager struct {
-	cfg        *config.Config
-	as         *appservice.Service
-	cryptoDB   *dbutil.Database
-	pickleKey  []byte
+	cfg        Config
+	mx         Matrix
 	sink       Sink
 	signalHold time.Duration
 	met        *metrics.Metrics
@@ -71,9 +70,6 @@ type Manager struct {
 	byUser  map[id.UserID]*Call
 	inUse   map[id.UserID]bool
 	stopped bool
-
-	devLock sync.Mutex
-	devices map[id.UserID]*e2ee.Device
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -108,28 +104,27 @@ func (m *Manager) Ignored(reason IgnoreReason) int64 {
 	return m.ignored[reason]
 }
 
-// New builds the manager and registers its room event handlers and the
-// start/stop/status commands with the appservice.
+// New builds the manager and registers its room event handlers with the
+// Matrix side; Commands are for the command layer to register.
 func New(opts Options) (*Manager, error) {
 	sink := opts.Sink
 	if sink == nil {
 		sink = DiscardSink{}
 	}
 	m := &Manager{
-		cfg: opts.Config, as: opts.AS, cryptoDB: opts.CryptoDB, pickleKey: opts.PickleKey, sink: sink,
+		cfg: opts.Config, mx: opts.Matrix, sink: sink,
 		closeAPI: func() error { return nil }, signalHold: opts.SignalHold, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
-		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{}, ignored: map[IgnoreReason]int64{},
+		inUse: map[id.UserID]bool{}, ignored: map[IgnoreReason]int64{},
 	}
 	for _, t := range []string{signaling.StateGroupCall.Type, signaling.StateGroupCallStable.Type,
 		signaling.StateCallMember.Type, signaling.StateCallMemberStable.Type} {
-		opts.AS.On(event.Type{Type: t, Class: event.StateEventType}, m.handleRoomState)
+		opts.Matrix.OnRoomEvent(event.Type{Type: t, Class: event.StateEventType}, m.handleRoomState)
 	}
-	opts.AS.On(event.StateMember, m.handleRoomState)
+	opts.Matrix.OnRoomEvent(event.StateMember, m.handleRoomState)
 	if m.signalHold <= 0 {
 		m.signalHold = DefaultSignalHold
 	}
-	m.registerCommands()
 	return m, nil
 }
 
@@ -145,8 +140,8 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop leaves every call (hanging up and removing the member events) and
-// closes the crypto devices.
+// Stop leaves every call (hanging up and removing the member events). The
+// virtual users' devices stay up for that; the Matrix side stops them after.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.lock.Lock()
 	m.stopped = true
@@ -169,14 +164,6 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("timed out waiting for calls to end: %w", ctx.Err())
 	}
-	m.devLock.Lock()
-	for userID, dev := range m.devices {
-		if closeErr := dev.Close(); closeErr != nil {
-			zerolog.Ctx(ctx).Warn().Err(closeErr).Stringer("virtual_user", userID).Msg("Failed to close crypto device")
-		}
-	}
-	m.devices = map[id.UserID]*e2ee.Device{}
-	m.devLock.Unlock()
 	return errors.Join(err, m.closeAPI())
 }
 
@@ -269,7 +256,7 @@ func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error
 		defer m.wg.Done()
 		c.run(log.WithContext(m.bgCtx))
 	}()
-	return CallStatus{ID: c.id, RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.vu.DeviceID, SessionID: c.session, JoinedAt: c.joinedAt}, nil
+	return CallStatus{ID: c.id, RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.dev.DeviceID(), SessionID: c.session, JoinedAt: c.joinedAt}, nil
 }
 
 // reserve picks the lowest-numbered free virtual user for the room.
@@ -283,7 +270,7 @@ func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
 		return "", ErrAlreadyJoined
 	}
 	for n := 1; ; n++ {
-		userID := m.as.Users.UserID(strconv.Itoa(n))
+		userID := m.mx.VirtualUserID(n)
 		if !m.inUse[userID] {
 			m.inUse[userID] = true
 			m.joining[roomID] = true
@@ -298,10 +285,10 @@ func (m *Manager) forget(c *Call) {
 	if m.calls[c.roomID] == c {
 		delete(m.calls, c.roomID)
 	}
-	if m.byUser[c.vu.UserID] == c {
-		delete(m.byUser, c.vu.UserID)
+	if m.byUser[c.dev.UserID()] == c {
+		delete(m.byUser, c.dev.UserID())
 	}
-	delete(m.inUse, c.vu.UserID)
+	delete(m.inUse, c.dev.UserID())
 }
 
 // prepare does everything before the call loop runs: the virtual user with
@@ -309,25 +296,23 @@ func (m *Manager) forget(c *Call) {
 func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
 	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
 	ctx = log.WithContext(ctx)
-	vu, err := m.as.Users.Get(ctx, userID, m.handleDeviceEvents)
+	dev, err := m.mx.Device(ctx, userID, func(ctx context.Context, received []e2ee.Received) {
+		m.handleDeviceEvents(ctx, userID, received)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to start virtual user: %w", err)
 	}
-	dev, err := m.device(ctx, vu)
-	if err != nil {
-		return nil, err
-	}
-	if !m.as.AS.StateStore.IsInRoom(ctx, roomID, userID) {
-		if err = vu.Intent.EnsureJoined(ctx, roomID, mautrixas.EnsureJoinedParams{BotOverride: m.as.Bot.Client}); err != nil {
+	if !m.mx.IsInRoom(ctx, roomID, userID) {
+		if err = dev.JoinRoom(ctx, roomID); err != nil {
 			return nil, fmt.Errorf("failed to bring %s into the room: %w", userID, err)
 		}
 	}
 	// Membership decides who counts as a participant: make sure the state
 	// store has the room's members even if the bot joined long ago.
-	if _, err = m.as.Bot.Members(ctx, roomID); err != nil {
+	if err = m.mx.LoadMembers(ctx, roomID); err != nil {
 		return nil, fmt.Errorf("failed to read room members: %w", err)
 	}
-	state, err := vu.Intent.State(ctx, roomID)
+	state, err := dev.RoomState(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read room state: %w", err)
 	}
@@ -352,9 +337,9 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 	now := time.Now()
 	c := &Call{
 		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
-		m:  m, roomID: roomID, vu: vu, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
+		m:  m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
 		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
-		outbox:   signaling.NewOutbox(vu.DeviceID, session),
+		outbox:   signaling.NewOutbox(dev.DeviceID(), session),
 		inbox:    signaling.NewInbox(signaling.InboxConfig{SessionID: session, Confs: []signaling.ConfID{conf.ConfID}}),
 		joinedAt: now, memberEvents: map[id.UserID]*event.Event{},
 		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
@@ -374,7 +359,7 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 // checkPowerLevel refuses to join when the member event would be rejected,
 // and says so in the room.
 func (m *Manager) checkPowerLevel(ctx context.Context, roomID id.RoomID, userID id.UserID, memberType event.Type) error {
-	pl, err := m.as.Bot.PowerLevels(ctx, roomID)
+	pl, err := m.mx.PowerLevels(ctx, roomID)
 	if err != nil {
 		return fmt.Errorf("failed to read power levels: %w", err)
 	}
@@ -387,41 +372,12 @@ func (m *Manager) checkPowerLevel(ctx context.Context, roomID id.RoomID, userID 
 	return fmt.Errorf("%w: %s needs level %d, %s has %d", ErrPowerLevel, memberType.Type, need, userID, have)
 }
 
-// device returns the virtual user's Olm device, opening it (and uploading
-// keys) on first use.
-func (m *Manager) device(ctx context.Context, vu *appservice.VirtualUser) (*e2ee.Device, error) {
-	m.devLock.Lock()
-	defer m.devLock.Unlock()
-	if dev := m.devices[vu.UserID]; dev != nil {
-		return dev, nil
-	}
-	m.lock.Lock()
-	stopped := m.stopped
-	m.lock.Unlock()
-	if stopped {
-		// Stop closed the devices; a late sync batch must not reopen one.
-		return nil, ErrStopped
-	}
-	dev, err := e2ee.Open(ctx, vu.Client, m.cryptoDB, m.pickleKey)
-	if err != nil {
-		return nil, fmt.Errorf("failed to set up encryption for %s: %w", vu.UserID, err)
-	}
-	m.devices[vu.UserID] = dev
-	return dev, nil
-}
-
-// handleDeviceEvents runs on a virtual user's sync goroutine: it decrypts and
-// routes call signalling to the user's call.
-func (m *Manager) handleDeviceEvents(ctx context.Context, vu *appservice.VirtualUser, batch *appservice.DeviceEvents) {
-	dev, err := m.device(ctx, vu)
-	if err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Dropping device events: no crypto device")
-		return
-	}
-	received := dev.HandleSync(ctx, batch.ToDevice, batch.DeviceLists, batch.OTKCount)
+// handleDeviceEvents runs on a virtual user's device goroutine: it routes
+// call signalling to the user's call.
+func (m *Manager) handleDeviceEvents(ctx context.Context, userID id.UserID, received []e2ee.Received) {
 	now := time.Now()
 	m.lock.Lock()
-	c := m.byUser[vu.UserID]
+	c := m.byUser[userID]
 	m.lock.Unlock()
 	for _, rcv := range received {
 		if !signaling.IsCallEventType(rcv.Type.Type) {
@@ -451,7 +407,7 @@ func (m *Manager) iceServers(ctx context.Context) []webrtc.ICEServer {
 	}
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := m.as.Bot.TurnServer(tctx)
+	resp, err := m.mx.TURNServer(tctx)
 	if err != nil || len(resp.URIs) == 0 {
 		return nil
 	}
@@ -459,70 +415,7 @@ func (m *Manager) iceServers(ctx context.Context) []webrtc.ICEServer {
 }
 
 func (m *Manager) notice(ctx context.Context, roomID id.RoomID, text string) {
-	m.as.SendNotice(ctx, roomID, text, "")
-}
-
-func (m *Manager) registerCommands() {
-	memberLevel := signaling.StateCallMember
-	m.as.RegisterCommand(&appservice.Command{
-		Name: "start", Aliases: []string{"join", "record"}, Help: "Join this room's group call and record it.",
-		RequiresEventLevel: &memberLevel,
-		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			st, err := m.Join(ctx, ce.RoomID)
-			switch {
-			case err == nil:
-				ce.Reply(ctx, "Joining the call as %s.", st.UserID)
-			case errors.Is(err, ErrAlreadyJoined):
-				ce.Reply(ctx, "I'm already in this room's call.")
-			case errors.Is(err, ErrNoCall):
-				ce.Reply(ctx, "There is no group call in this room to join. Start one, then try again.")
-			case errors.Is(err, ErrPowerLevel):
-				// Join already explained it in the room.
-			default:
-				zerolog.Ctx(ctx).Err(err).Msg("Failed to join call")
-				ce.Reply(ctx, "I couldn't join the call; the recorder's logs have the details.")
-			}
-		},
-	})
-	m.as.RegisterCommand(&appservice.Command{
-		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
-		RequiresEventLevel: &memberLevel,
-		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			switch err := m.Leave(ctx, ce.RoomID); {
-			case err == nil:
-				ce.Reply(ctx, "Left the call.")
-			case errors.Is(err, ErrNotJoined):
-				ce.Reply(ctx, "I'm not in this room's call.")
-			default:
-				zerolog.Ctx(ctx).Err(err).Msg("Failed to leave call")
-				ce.Reply(ctx, "Something went wrong leaving the call; the recorder's logs have the details.")
-			}
-		},
-	})
-	m.as.RegisterCommand(&appservice.Command{
-		Name: "status", Help: "Show whether I'm in this room's call and who I'm connected to.",
-		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			st, err := m.Status(ctx, ce.RoomID)
-			if err != nil {
-				ce.Reply(ctx, "I'm not in this room's call.")
-				return
-			}
-			ce.Reply(ctx, formatStatus(st))
-		},
-	})
-}
-
-func formatStatus(st CallStatus) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "In the call since %s as %s, with %d peer(s):\n\n", st.JoinedAt.UTC().Format("15:04:05 UTC"), st.UserID, len(st.Peers))
-	for _, p := range st.Peers {
-		fmt.Fprintf(&b, "* %s (%s): %s", p.UserID, p.DeviceID, p.State)
-		if len(p.Tracks) > 0 {
-			fmt.Fprintf(&b, ", tracks %s", strings.Join(p.Tracks, ", "))
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
+	m.mx.SendNotice(ctx, roomID, text, "")
 }
 
 // peerState moves a peer connection between states in the metrics.

@@ -88,26 +88,28 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to upgrade state store: %w", storage.ErrDatabase, err)}
 	}
-	svc, err := appservice.New(appservice.Options{
-		Config: cfg, StateStore: stateStore, Version: version,
-		Txns: txnStore{db}, Rooms: roomStore{db}, Devices: deviceStore{db},
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, &StartupError{Code: ExitStartup, Err: err}
-	}
 	pickleKey, err := db.KV.GetOrCreate(ctx, "crypto_pickle_key", random.String(64))
 	if err != nil {
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to load the crypto pickle key: %w", storage.ErrDatabase, err)}
+	}
+	met := metrics.New()
+	svc, err := appservice.New(appservice.Options{
+		Config: cfg, StateStore: stateStore, Version: version,
+		Txns: txnStore{db}, Rooms: roomStore{db},
+		VirtualUsers: appservice.VirtualUsersOptions{
+			Store: deviceStore{db}, CryptoDB: db.Database, PickleKey: []byte(pickleKey), OnSyncError: met.SyncErrors.Inc,
+		},
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, &StartupError{Code: ExitStartup, Err: err}
 	}
 	store, err := storage.NewLocalStore(cfg.Recordings.Path)
 	if err != nil {
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
 	}
-	met := metrics.New()
-	svc.Users.OnSyncError = met.SyncErrors.Inc
 	rec, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met})
 	if err != nil {
 		_ = db.Close()
@@ -117,11 +119,15 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if opts.Observer != nil {
 		sink = callbot.Tee{rec, opts.Observer}
 	}
-	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink, SignalHold: opts.SignalHold, Metrics: met})
+	calls, err := callbot.New(callbot.Options{
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix},
+		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met,
+	})
 	if err != nil {
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitStartup, Err: err}
 	}
+	registerCommands(svc, calls.Commands())
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec, Metrics: met}
 	a.registerListCommand()
 	if cfg.API.Listen != "" {
