@@ -21,13 +21,24 @@ import (
 )
 
 const (
-	tickInterval = 100 * time.Millisecond
 	// DefaultSignalHold is how long a signal from a device not (yet) in the
 	// member state waits for that state before it is dropped.
 	DefaultSignalHold = 10 * time.Second
 	// leaveFlushTimeout bounds how long leaving waits for hangups to go out.
 	leaveFlushTimeout = 5 * time.Second
+	// leaveStateTimeout bounds removing the own device from the member event.
+	leaveStateTimeout = 10 * time.Second
+	// leaveReadersTimeout bounds how long leaving waits for the track
+	// readers; the Manager waits for the rest on Stop.
+	leaveReadersTimeout = 5 * time.Second
+	// leaveSinkTimeout is the context deadline of the sink's CallLeft.
+	leaveSinkTimeout = 30 * time.Second
+	// memberRetryDelay is the wait before retrying a failed member event.
+	memberRetryDelay  = 10 * time.Second
 	maxPendingSignals = 256
+	// slowHandlerAfter: a loop handler running longer is logged (and again
+	// every slowHandlerAfter while it runs).
+	slowHandlerAfter = 2 * time.Second
 )
 
 // Call is one joined group call. Its run goroutine owns every field below
@@ -59,7 +70,9 @@ type Call struct {
 
 	ownMember     json.RawMessage
 	memberRenewAt time.Time
-	lastReconcile time.Time
+	// reconcileAt is the next time membership must be looked at without a
+	// member event: a listed device expires or a call retry is due.
+	reconcileAt time.Time
 
 	sendQ *mailbox.Box[outgoing]
 	// firstPacket is set by the first track reader that gets a packet.
@@ -78,33 +91,6 @@ type pendingSignal struct {
 	msg signaling.Message
 	at  time.Time
 }
-
-// Messages posted into the call loop.
-type (
-	stateMsg  struct{ evt *event.Event }
-	signalMsg struct {
-		rcv e2ee.Received
-		at  time.Time
-	}
-	peerEventMsg struct {
-		p    *peer
-		kind peerEventKind
-		cand *signaling.Candidate
-		pcs  string
-		tr   *trackArrival
-	}
-	leaveMsg  struct{ reason string }
-	statusMsg struct{ reply chan CallStatus }
-)
-
-type peerEventKind int
-
-const (
-	peerCandidate peerEventKind = iota
-	peerGatheringDone
-	peerConnState
-	peerTrack
-)
 
 // post delivers a message to the loop. It never blocks: pion callbacks may
 // run while the loop is inside a pion call.
@@ -172,36 +158,85 @@ func (c *Call) run(ctx context.Context) {
 	}
 	c.reconcile(ctx, time.Now())
 
-	ticker := time.NewTicker(tickInterval)
-	defer ticker.Stop()
+	// Every timer of the call is a deadline in its state; the loop sleeps
+	// until the earliest one or the next message.
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for !c.leaving {
+		now := time.Now()
+		c.timed(ctx, "timers", func() { c.runTimers(ctx, now) })
+		if c.leaving {
+			break
+		}
+		if next := c.nextDeadline(); next.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(next.Sub(now))
+		}
 		select {
 		case <-ctx.Done():
-			c.leave(context.WithoutCancel(ctx), "shutdown")
+			c.timed(ctx, "leave", func() { c.leave(context.WithoutCancel(ctx), "shutdown") })
 		case <-c.msgs.Notify():
 			for _, msg := range c.msgs.Take() {
-				c.handle(ctx, msg)
+				c.timed(ctx, fmt.Sprintf("%T", msg), func() { c.handle(ctx, msg) })
 			}
-		case now := <-ticker.C:
-			c.tick(ctx, now)
+		case <-timer.C:
 		}
 	}
 }
 
-func (c *Call) handle(ctx context.Context, msg any) {
+// timed runs one loop handler under a watchdog: a handler that runs longer
+// than slowHandlerAfter is logged while it runs and when it ends (as
+// mautrix bridgev2's handleSingleEventWithDelayLogging), so a stuck call
+// shows in the logs. It also recovers a panic: one bad message never
+// kills the call.
+func (c *Call) timed(ctx context.Context, what string, fn func()) {
+	log := zerolog.Ctx(ctx)
+	start := time.Now()
+	var lock sync.Mutex
+	finished := false
+	var watchdog *time.Timer
+	lock.Lock()
+	watchdog = time.AfterFunc(c.m.slowHandler, func() {
+		lock.Lock()
+		defer lock.Unlock()
+		if finished {
+			return
+		}
+		log.Warn().Str("handler", what).Dur("running_for", time.Since(start)).Msg("Call loop handler is taking long")
+		watchdog.Reset(c.m.slowHandler)
+	})
+	lock.Unlock()
 	defer func() {
+		lock.Lock()
+		finished = true
+		watchdog.Stop()
+		lock.Unlock()
+		if took := time.Since(start); took >= c.m.slowHandler {
+			log.Warn().Str("handler", what).Dur("took", took).Msg("Slow call loop handler finished")
+		}
 		if r := recover(); r != nil {
-			zerolog.Ctx(ctx).Error().Any("panic", r).Str("message_type", fmt.Sprintf("%T", msg)).Stack().Msg("Panic in call loop")
+			log.Error().Any("panic", r).Str("handler", what).Stack().Msg("Panic in call loop")
 		}
 	}()
+	fn()
+}
+
+func (c *Call) handle(ctx context.Context, msg any) {
 	now := time.Now()
 	switch msg := msg.(type) {
 	case stateMsg:
 		c.handleState(ctx, msg.evt, now)
 	case signalMsg:
 		c.handleSignal(ctx, msg.rcv, msg.at)
-	case peerEventMsg:
-		c.handlePeerEvent(ctx, msg, now)
+	case localCandidateMsg:
+		c.onLocalCandidate(msg, now)
+	case gatheringDoneMsg:
+		c.onGatheringDone(ctx, msg)
+	case connStateMsg:
+		c.onConnState(ctx, msg, now)
+	case trackMsg:
+		c.onTrack(ctx, msg)
 	case leaveMsg:
 		c.leave(ctx, msg.reason)
 	case statusMsg:
@@ -209,29 +244,71 @@ func (c *Call) handle(ctx context.Context, msg any) {
 	}
 }
 
-func (c *Call) tick(ctx context.Context, now time.Time) {
+// runTimers does whatever is due at now.
+func (c *Call) runTimers(ctx context.Context, now time.Time) {
 	c.deliver(ctx, c.inbox.Expire(now), now)
 	for _, p := range c.peers {
 		if !p.candFlushAt.IsZero() && !now.Before(p.candFlushAt) {
-			c.flushCandidates(ctx, p)
+			c.flushCandidates(c.peerCtx(ctx, p), p)
 		}
-		if p.outgoing && p.state == PeerInviteSent && now.After(p.inviteExpires) {
+		if p.outgoing && p.state == PeerInviteSent && !now.Before(p.inviteExpires) {
 			zerolog.Ctx(ctx).Info().Stringer("peer", p.key).Msg("Invite timed out")
 			c.endPeer(ctx, p, signaling.ReasonInviteTimeout, true, now)
 		}
 	}
-	if !c.memberRenewAt.IsZero() && now.After(c.memberRenewAt) {
+	if !c.memberRenewAt.IsZero() && !now.Before(c.memberRenewAt) {
 		if err := c.publishMember(ctx, now); err != nil {
 			zerolog.Ctx(ctx).Err(err).Msg("Failed to renew call member event")
-			c.memberRenewAt = now.Add(10 * time.Second)
+			c.memberRenewAt = now.Add(memberRetryDelay)
 		}
 	}
-	if len(c.unverified) > 0 {
+	if at, ok := c.unverifiedDeadline(); ok && !now.Before(at) {
 		c.retryUnverified(ctx, now)
 	}
-	if now.Sub(c.lastReconcile) >= time.Second {
+	if !c.reconcileAt.IsZero() && !now.Before(c.reconcileAt) {
 		c.reconcile(ctx, now)
 	}
+}
+
+// nextDeadline is the earliest time runTimers has something to do; zero
+// when nothing is scheduled.
+func (c *Call) nextDeadline() time.Time {
+	var next time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if t, ok := c.inbox.NextDeadline(); ok {
+		consider(t)
+	}
+	for _, p := range c.peers {
+		consider(p.candFlushAt)
+		if p.outgoing && p.state == PeerInviteSent {
+			consider(p.inviteExpires)
+		}
+	}
+	consider(c.memberRenewAt)
+	if t, ok := c.unverifiedDeadline(); ok {
+		consider(t)
+	}
+	consider(c.reconcileAt)
+	return next
+}
+
+// unverifiedDeadline is when the oldest waiting signal has waited too long.
+func (c *Call) unverifiedDeadline() (time.Time, bool) {
+	if len(c.unverified) == 0 {
+		return time.Time{}, false
+	}
+	oldest := c.unverified[0].at
+	for _, ps := range c.unverified[1:] {
+		if ps.at.Before(oldest) {
+			oldest = ps.at
+		}
+	}
+	// retryUnverified drops a signal once it waited strictly longer.
+	return oldest.Add(c.m.signalHold + time.Millisecond), true
 }
 
 // publishMember writes our device into our member event, keeping everything
@@ -275,14 +352,16 @@ func (c *Call) handleState(ctx context.Context, evt *event.Event, now time.Time)
 			}
 		}
 		c.reconcile(ctx, now)
+		c.retryUnverified(ctx, now) // a listed device's user may have joined
 	}
 }
 
 // reconcile compares the member state with the peer calls: ends calls to
 // devices that left, expired or changed session, and places the calls the
-// bot is responsible for.
+// bot is responsible for. It runs on member and membership events and at
+// reconcileAt, which it sets to the next expiry or due retry.
 func (c *Call) reconcile(ctx context.Context, now time.Time) {
-	c.lastReconcile = now
+	c.reconcileAt = time.Time{}
 	if c.leaving {
 		return
 	}
@@ -316,7 +395,14 @@ func (c *Call) reconcile(ctx context.Context, now time.Time) {
 		}
 	}
 	c.participants = current
+	var next time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
 	for key, part := range current {
+		consider(part.ExpiresAt)
 		if _, busy := c.peers[key]; busy || !signaling.ShouldInvite(c.self(), key) {
 			continue
 		}
@@ -325,14 +411,28 @@ func (c *Call) reconcile(ctx context.Context, now time.Time) {
 			at = &attemptState{}
 			c.attempts[key] = at
 		}
-		if at.count > signaling.MaxInviteRetries || now.Before(at.next) {
+		if at.count > signaling.MaxInviteRetries {
+			continue
+		}
+		if now.Before(at.next) {
+			consider(at.next)
 			continue
 		}
 		at.count++
-		at.next = now.Add(peerRetryPeriod)
+		at.next = now.Add(c.m.retryPeriod)
 		if err := c.placeCall(ctx, part, now); err != nil {
 			zerolog.Ctx(ctx).Err(err).Stringer("peer", key).Int("attempt", at.count).Msg("Failed to place call")
+			consider(at.next)
 		}
+	}
+	c.reconcileAt = next
+}
+
+// reconcileSoon makes the loop reconcile on its next turn (a peer call
+// ended: it may have to be placed again once its retry is due).
+func (c *Call) reconcileSoon(now time.Time) {
+	if c.reconcileAt.IsZero() || now.Before(c.reconcileAt) {
+		c.reconcileAt = now
 	}
 }
 
@@ -543,17 +643,37 @@ func (c *Call) leave(ctx context.Context, reason string) {
 	}
 	content, err := signaling.RemoveMemberDevice(c.ownMember, c.conf.ConfID, c.dev.DeviceID(), now)
 	if err == nil {
-		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveStateTimeout)
 		err = c.dev.SetState(stateCtx, c.roomID, c.memberType, string(c.dev.UserID()), content)
 		cancel()
 	}
 	if err != nil {
 		log.Err(err).Msg("Failed to remove the recorder from the call member event")
 	}
-	c.readers.Wait()
-	c.m.sink.CallLeft(ctx, c.info(), time.Now())
+	c.waitReaders(ctx)
+	sinkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveSinkTimeout)
+	c.m.sink.CallLeft(sinkCtx, c.info(), time.Now())
+	cancel()
 	c.m.notice(ctx, c.roomID, "Stopped recording this call.")
 	log.Info().Msg("Left group call")
+}
+
+// waitReaders waits a bounded time for the track readers and connection
+// closers to end (their tracks end when the connections close). Those that
+// outlast it are handed to the Manager, whose Stop waits for them.
+func (c *Call) waitReaders(ctx context.Context) {
+	done := make(chan struct{})
+	c.m.wg.Add(1)
+	go func() {
+		defer c.m.wg.Done()
+		c.readers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(leaveReadersTimeout):
+		zerolog.Ctx(ctx).Warn().Msg("Track readers still running after leaving; not waiting for them")
+	}
 }
 
 var errCallEnded = errors.New("call ended")

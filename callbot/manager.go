@@ -61,8 +61,12 @@ type Manager struct {
 	sink       Sink
 	signalHold time.Duration
 	met        *metrics.Metrics
-	api        *webrtc.API
-	closeAPI   func() error
+	// Protocol timings; tests shorten them.
+	inviteTimeout time.Duration
+	retryPeriod   time.Duration
+	slowHandler   time.Duration
+	api           *webrtc.API
+	closeAPI      func() error
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
@@ -125,6 +129,7 @@ func New(opts Options) (*Manager, error) {
 	if m.signalHold <= 0 {
 		m.signalHold = DefaultSignalHold
 	}
+	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
 	return m, nil
 }
 
@@ -419,8 +424,16 @@ func (m *Manager) notice(ctx context.Context, roomID id.RoomID, text string) {
 }
 
 // peerState moves a peer connection between states in the metrics.
-func (m *Manager) peerState(from, to string) {
+func (m *Manager) peerState(from, to webrtc.PeerConnectionState) {
 	if m.met != nil {
-		m.met.PeerStateChanged(from, to)
+		m.met.PeerStateChanged(metricsState(from), metricsState(to))
 	}
+}
+
+// metricsState is a state's metrics label; "" for none.
+func metricsState(st webrtc.PeerConnectionState) string {
+	if st == webrtc.PeerConnectionStateUnknown {
+		return ""
+	}
+	return st.String()
 }
