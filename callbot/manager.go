@@ -109,7 +109,7 @@ func (m *Manager) Ignored(reason IgnoreReason) int64 {
 }
 
 // New builds the manager and registers its room event handlers with the
-// Matrix side; Commands are for the command layer to register.
+// Matrix side.
 func New(opts Options) (*Manager, error) {
 	sink := opts.Sink
 	if sink == nil {

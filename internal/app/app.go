@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/archive"
 	"github.com/matrix-recorder/recorder/internal/metrics"
@@ -127,9 +128,8 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, &StartupError{Code: ExitStartup, Err: err}
 	}
-	registerCommands(svc, calls.Commands())
+	commands.Register(svc, calls, db.Recording, db.File)
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec, Metrics: met}
-	a.registerListCommand()
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,

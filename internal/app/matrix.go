@@ -30,18 +30,3 @@ func (cm callMatrix) Device(ctx context.Context, userID id.UserID, handler callb
 func (cm callMatrix) OnRoomEvent(evtType event.Type, handler func(ctx context.Context, evt *event.Event)) {
 	cm.On(evtType, handler)
 }
-
-// registerCommands puts the call bot's commands into the appservice's
-// command set.
-func registerCommands(svc *appservice.Service, cmds []callbot.Command) {
-	for _, cmd := range cmds {
-		svc.RegisterCommand(&appservice.Command{
-			Name: cmd.Name, Aliases: cmd.Aliases, Help: cmd.Help, RequiresEventLevel: cmd.RequiresEventLevel,
-			Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-				if reply := cmd.Run(ctx, ce.RoomID); reply != "" {
-					ce.Reply(ctx, reply)
-				}
-			},
-		})
-	}
-}
