@@ -39,14 +39,25 @@ type TxnStore interface {
 // RoomStore keeps the rooms the bot is in.
 type RoomStore interface {
 	RoomJoined(ctx context.Context, roomID id.RoomID, inviter id.UserID) error
-	RoomLeft(ctx context.Context, roomID id.RoomID) error
+	// RoomLeft records that the bot left; greetAgain clears the room's
+	// greeted mark.
+	RoomLeft(ctx context.Context, roomID id.RoomID, greetAgain bool) error
 	// MarkGreeted reports true only the first time it is called for a room.
 	MarkGreeted(ctx context.Context, roomID id.RoomID) (bool, error)
 }
 
-// Options are what New needs besides the config.
+// Config is the appservice's section of the configuration.
+type Config struct {
+	Homeserver  config.HomeserverConfig
+	Appservice  config.AppserviceConfig
+	Permissions config.Permissions
+	// CommandPrefix starts a command in a room message (e.g. "!rec").
+	CommandPrefix string
+}
+
+// Options are what New needs.
 type Options struct {
-	Config     *config.Config
+	Config     Config
 	StateStore mautrixas.StateStore // persisted mautrix state store (sqlstatestore)
 	Txns       TxnStore
 	Rooms      RoomStore
@@ -60,7 +71,7 @@ type EventHandler func(ctx context.Context, evt *event.Event)
 
 // Service is the running appservice.
 type Service struct {
-	cfg     *config.Config
+	cfg     Config
 	version string
 	txns    TxnStore
 	rooms   RoomStore
@@ -92,7 +103,7 @@ const roomQueueSize = 256
 // New builds the service; Start runs it.
 func New(opts Options) (*Service, error) {
 	cfg := opts.Config
-	reg := BuildRegistration(cfg)
+	reg := BuildRegistration(cfg.Homeserver, cfg.Appservice)
 	as, err := mautrixas.CreateFull(mautrixas.CreateOpts{
 		Registration:     reg,
 		HomeserverDomain: cfg.Homeserver.Domain,

@@ -40,14 +40,15 @@ func (m *memTxns) MarkProcessed(_ context.Context, txnID string) error {
 	return nil
 }
 
-func testConfig() *config.Config {
-	cfg := config.Default()
+func testConfig() Config {
+	def := config.Default()
+	cfg := Config{Homeserver: def.Homeserver, Appservice: def.Appservice, CommandPrefix: def.Commands.Prefix}
 	cfg.Homeserver.Address = "http://127.0.0.1:1"
 	cfg.Homeserver.Domain = "localhost"
 	cfg.Appservice.Address = "http://127.0.0.1:2"
 	cfg.Appservice.ASToken = "as-token"
 	cfg.Appservice.HSToken = "hs-token"
-	cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	cfg.Permissions = config.Permissions{"*": config.PermissionUser}
 	return cfg
 }
 
@@ -216,7 +217,7 @@ func TestDirectChatNeedsNoPrefix(t *testing.T) {
 
 func TestRegistration(t *testing.T) {
 	cfg := testConfig()
-	reg := GenerateRegistration(cfg)
+	reg := GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	require.Len(t, reg.AppToken, 64)
 	require.Len(t, reg.ServerToken, 64)
 	require.NotEqual(t, reg.AppToken, reg.ServerToken)

@@ -41,14 +41,15 @@ func (rs roomStore) RoomJoined(ctx context.Context, roomID id.RoomID, inviter id
 	return room.Save(ctx)
 }
 
-func (rs roomStore) RoomLeft(ctx context.Context, roomID id.RoomID) error {
+func (rs roomStore) RoomLeft(ctx context.Context, roomID id.RoomID, greetAgain bool) error {
 	room, err := rs.db.Room.GetOrNew(ctx, roomID)
 	if err != nil {
 		return err
 	}
 	room.LeftAt = time.Now()
-	// Greet again if invited back later.
-	room.Greeted = false
+	if greetAgain {
+		room.Greeted = false
+	}
 	return room.Save(ctx)
 }
 
