@@ -42,7 +42,7 @@ type Files interface {
 }
 
 // Register adds the commands to the appservice's command set.
-func Register(svc *appservice.Service, calls Calls, recs Recordings, files Files) {
+func Register(svc *appservice.Service, calls Calls, recordings Recordings, files Files) {
 	memberLevel := signaling.StateCallMember
 	svc.RegisterCommand(&appservice.Command{
 		Name: "start", Aliases: []string{"join", "record"}, Help: "Join this room's group call and record it.",
@@ -69,7 +69,7 @@ func Register(svc *appservice.Service, calls Calls, recs Recordings, files Files
 	svc.RegisterCommand(&appservice.Command{
 		Name: "list", Help: "List this room's recent recordings.",
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, list(ctx, recs, files, ce.RoomID))
+			ce.Reply(ctx, list(ctx, recordings, files, ce.RoomID))
 		},
 	})
 }
@@ -124,9 +124,9 @@ func status(ctx context.Context, calls Calls, roomID id.RoomID) string {
 
 // list shows the room's newest recordings, with their files counted in one
 // query for the whole page.
-func list(ctx context.Context, recs Recordings, files Files, roomID id.RoomID) string {
+func list(ctx context.Context, recordings Recordings, files Files, roomID id.RoomID) string {
 	log := zerolog.Ctx(ctx)
-	rows, err := recs.List(ctx, storage.ListFilter{RoomID: roomID, Limit: ListLimit})
+	rows, err := recordings.List(ctx, storage.ListFilter{RoomID: roomID, Limit: ListLimit})
 	if err != nil {
 		log.Err(err).Msg("Failed to list recordings")
 		return "I couldn't read the recordings; the recorder's logs have the details."
