@@ -313,7 +313,7 @@ func (c *Call) leave(ctx context.Context, reason string) {
 	c.sendQ.Push(outgoing{flushed: flushed})
 	select {
 	case <-flushed:
-	case <-time.After(leaveFlushTimeout):
+	case <-time.After(c.m.leaveFlush):
 		log.Warn().Msg("Timed out sending hangups")
 	}
 	content, err := signaling.RemoveMemberDevice(c.ownMember, c.conf.ConfID, c.dev.DeviceID(), now)

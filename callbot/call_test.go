@@ -204,3 +204,26 @@ func TestSlowHandlerIsLogged(t *testing.T) {
 		waitFor, 5*time.Millisecond)
 	h.waitNoPeer(zed.key)
 }
+
+// Leaving does not wait forever for a to-device send that hangs: the
+// hangups get a bounded flush, then the member event, sink and notice follow.
+func TestLeaveIsBoundedWhenSendingHangs(t *testing.T) {
+	h := newHarness(t, func(m *Manager) { m.leaveFlush = 50 * time.Millisecond })
+	h.join()
+	zed := h.remote("@zed:test", "ZEDDEV")
+	zed.join(time.Now().Add(forever))
+	inv, ok := h.fm.take(t, zed.key, "m.call.invite").(*signaling.Invite)
+	require.True(t, ok)
+	zed.answer(inv)
+	h.waitPeerState(zed.key, PeerConnected)
+
+	block := make(chan struct{})
+	h.fm.lock.Lock()
+	h.fm.block = block
+	h.fm.lock.Unlock()
+	t.Cleanup(func() { close(block) }) // runs before the manager stops
+	require.NoError(t, h.m.Leave(h.ctx, testRoom))
+	require.Contains(t, h.logs.String(), "Timed out sending hangups")
+	require.NotContains(t, string(h.fm.lastOwnMember()), string(botDevice))
+	require.Equal(t, 1, h.sink.left)
+}

@@ -58,10 +58,11 @@ type Manager struct {
 	sink       Sink
 	signalHold time.Duration
 	met        *metrics.Metrics
-	// Protocol timings; tests shorten them.
+	// Protocol timings and bounds; tests shorten them.
 	inviteTimeout time.Duration
 	retryPeriod   time.Duration
 	slowHandler   time.Duration
+	leaveFlush    time.Duration
 	api           *webrtc.API
 	closeAPI      func() error
 
@@ -127,6 +128,7 @@ func New(opts Options) (*Manager, error) {
 		m.signalHold = DefaultSignalHold
 	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
+	m.leaveFlush = leaveFlushTimeout
 	return m, nil
 }
 
