@@ -178,6 +178,11 @@ func (c *Call) run(ctx context.Context) {
 			c.timed(ctx, "leave", func() { c.leave(context.WithoutCancel(ctx), "shutdown") })
 		case <-c.msgs.Notify():
 			for _, msg := range c.msgs.Take() {
+				if c.leaving {
+					// The connections are closed and the readers waited
+					// for: nothing after leave may start new work.
+					break
+				}
 				c.timed(ctx, fmt.Sprintf("%T", msg), func() { c.handle(ctx, msg) })
 			}
 		case <-timer.C:
