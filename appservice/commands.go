@@ -93,7 +93,7 @@ func (cs *commandSet) get(name string) *Command {
 func (cs *commandSet) help(ctx context.Context, ce *CommandEvent) {
 	cs.lock.RLock()
 	defer cs.lock.RUnlock()
-	prefix := cs.svc.cfg.Commands.Prefix
+	prefix := cs.svc.cfg.CommandPrefix
 	var b strings.Builder
 	b.WriteString("**Call recorder commands**\n\n")
 	for _, cmd := range cs.list {
@@ -131,7 +131,7 @@ func (s *Service) handleMessage(ctx context.Context, evt *event.Event) {
 	name := strings.ToLower(fields[0])
 	ce := &CommandEvent{
 		Service: s, RoomID: evt.RoomID, EventID: evt.ID, Sender: evt.Sender,
-		Command: name, Args: fields[1:], Level: s.cfg.PermissionOf(string(evt.Sender)),
+		Command: name, Args: fields[1:], Level: s.cfg.Permissions.Of(string(evt.Sender)),
 	}
 	log := zerolog.Ctx(ctx).With().Str("command", name).Logger()
 	ctx = log.WithContext(ctx)
@@ -142,7 +142,7 @@ func (s *Service) handleMessage(ctx context.Context, evt *event.Event) {
 	}
 	cmd := s.commands.get(name)
 	if cmd == nil {
-		ce.Reply(ctx, "Unknown command `%s`. Use `%s help` for the list of commands.", sanitizeInline(name), s.cfg.Commands.Prefix)
+		ce.Reply(ctx, "Unknown command `%s`. Use `%s help` for the list of commands.", sanitizeInline(name), s.cfg.CommandPrefix)
 		return
 	}
 	if ce.Level.Rank() < cmd.MinLevel.Rank() {
@@ -184,7 +184,7 @@ func (s *Service) handleMessage(ctx context.Context, evt *event.Event) {
 // of two members.
 func (s *Service) commandText(ctx context.Context, roomID id.RoomID, content *event.MessageEventContent) (string, bool) {
 	body := strings.TrimSpace(content.Body)
-	prefix := s.cfg.Commands.Prefix
+	prefix := s.cfg.CommandPrefix
 	if rest, ok := cutWord(body, prefix); ok {
 		return rest, true
 	}
@@ -225,7 +225,7 @@ func (s *Service) stripMention(ctx context.Context, roomID id.RoomID, body strin
 			break
 		}
 	}
-	if rest, ok := cutWord(body, s.cfg.Commands.Prefix); ok {
+	if rest, ok := cutWord(body, s.cfg.CommandPrefix); ok {
 		body = rest
 	}
 	return strings.TrimSpace(body)

@@ -88,9 +88,9 @@ func (s *Service) guardTransactions(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		if rec.status == http.StatusOK {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		if sw.status == http.StatusOK {
 			if err = s.txns.MarkProcessed(ctx, txnID); err != nil {
 				log.Err(err).Msg("Failed to record processed transaction")
 			}
@@ -98,12 +98,12 @@ func (s *Service) guardTransactions(next http.Handler) http.Handler {
 	})
 }
 
-type statusRecorder struct {
+type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
 
-func (sr *statusRecorder) WriteHeader(status int) {
+func (sr *statusWriter) WriteHeader(status int) {
 	sr.status = status
 	sr.ResponseWriter.WriteHeader(status)
 }

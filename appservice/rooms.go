@@ -26,7 +26,7 @@ func (s *Service) handleBotMembership(ctx context.Context, evt *event.Event, con
 	log := zerolog.Ctx(ctx)
 	switch content.Membership {
 	case event.MembershipInvite:
-		level := s.cfg.PermissionOf(string(evt.Sender))
+		level := s.cfg.Permissions.Of(string(evt.Sender))
 		if level.Rank() < config.PermissionUser.Rank() {
 			log.Info().Msg("Rejecting invite from a user without permission")
 			_, err := s.Bot.LeaveRoom(ctx, evt.RoomID, &mautrix.ReqLeave{
@@ -54,7 +54,8 @@ func (s *Service) handleBotMembership(ctx context.Context, evt *event.Event, con
 		}
 	case event.MembershipLeave, event.MembershipBan:
 		log.Info().Str("membership", string(content.Membership)).Msg("Bot left the room")
-		if err := s.rooms.RoomLeft(ctx, evt.RoomID); err != nil {
+		// A room that invites the bot back is greeted again.
+		if err := s.rooms.RoomLeft(ctx, evt.RoomID, true); err != nil {
 			log.Err(err).Msg("Failed to store left room")
 		}
 	}
@@ -77,7 +78,7 @@ func (s *Service) afterJoin(ctx context.Context, roomID id.RoomID) {
 	}
 	if first {
 		s.SendNotice(ctx, roomID, "Hello! I record group calls in this room when asked to. Use `"+
-			s.cfg.Commands.Prefix+" help` to see what I can do.", "")
+			s.cfg.CommandPrefix+" help` to see what I can do.", "")
 	}
 }
 
@@ -86,7 +87,7 @@ func (s *Service) afterJoin(ctx context.Context, roomID id.RoomID) {
 func (s *Service) handleVirtualUserInvite(ctx context.Context, evt *event.Event, target id.UserID) {
 	log := zerolog.Ctx(ctx).With().Stringer("virtual_user", target).Logger()
 	intent := s.AS.Intent(target)
-	if evt.Sender != s.Bot.UserID && s.cfg.PermissionOf(string(evt.Sender)) != config.PermissionAdmin {
+	if evt.Sender != s.Bot.UserID && s.cfg.Permissions.Of(string(evt.Sender)) != config.PermissionAdmin {
 		log.Info().Msg("Rejecting invite of a virtual user by someone other than the bot")
 		if _, err := intent.LeaveRoom(ctx, evt.RoomID, &mautrix.ReqLeave{Reason: "Invite the recorder bot instead."}); err != nil {
 			log.Err(err).Msg("Failed to reject invite")

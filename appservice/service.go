@@ -39,19 +39,31 @@ type TxnStore interface {
 // RoomStore keeps the rooms the bot is in.
 type RoomStore interface {
 	RoomJoined(ctx context.Context, roomID id.RoomID, inviter id.UserID) error
-	RoomLeft(ctx context.Context, roomID id.RoomID) error
+	// RoomLeft records that the bot left; greetAgain clears the room's
+	// greeted mark.
+	RoomLeft(ctx context.Context, roomID id.RoomID, greetAgain bool) error
 	// MarkGreeted reports true only the first time it is called for a room.
 	MarkGreeted(ctx context.Context, roomID id.RoomID) (bool, error)
 }
 
-// Options are what New needs besides the config.
+// Config is the appservice's section of the configuration.
+type Config struct {
+	Homeserver  config.HomeserverConfig
+	Appservice  config.AppserviceConfig
+	Permissions config.Permissions
+	// CommandPrefix starts a command in a room message (e.g. "!rec").
+	CommandPrefix string
+}
+
+// Options are what New needs.
 type Options struct {
-	Config     *config.Config
+	Config     Config
 	StateStore mautrixas.StateStore // persisted mautrix state store (sqlstatestore)
 	Txns       TxnStore
 	Rooms      RoomStore
-	Devices    DeviceStore
-	Version    string // shown by the help and version commands
+	// VirtualUsers configures the virtual users' devices.
+	VirtualUsers VirtualUsersOptions
+	Version      string // shown by the help and version commands
 }
 
 // EventHandler handles a room event in that room's order.
@@ -59,7 +71,7 @@ type EventHandler func(ctx context.Context, evt *event.Event)
 
 // Service is the running appservice.
 type Service struct {
-	cfg     *config.Config
+	cfg     Config
 	version string
 	txns    TxnStore
 	rooms   RoomStore
@@ -91,7 +103,7 @@ const roomQueueSize = 256
 // New builds the service; Start runs it.
 func New(opts Options) (*Service, error) {
 	cfg := opts.Config
-	reg := BuildRegistration(cfg)
+	reg := BuildRegistration(cfg.Homeserver, cfg.Appservice)
 	as, err := mautrixas.CreateFull(mautrixas.CreateOpts{
 		Registration:     reg,
 		HomeserverDomain: cfg.Homeserver.Domain,
@@ -114,7 +126,7 @@ func New(opts Options) (*Service, error) {
 		queues:    make(map[id.RoomID]chan *event.Event),
 	}
 	s.Bot = as.Intent(s.BotUserID())
-	s.Users = newVirtualUsers(s, opts.Devices)
+	s.Users = newVirtualUsers(s, opts.VirtualUsers)
 	s.commands = newCommandSet(s)
 	return s, nil
 }
@@ -219,7 +231,7 @@ func (s *Service) Stop(ctx context.Context) error {
 			zerolog.Ctx(ctx).Warn().Err(err).Msg("Transaction listener did not shut down cleanly")
 		}
 	}
-	s.Users.stopAll()
+	s.Users.stopAll(ctx)
 	if s.bgCancel != nil {
 		s.bgCancel()
 	}
@@ -323,4 +335,26 @@ func (s *Service) SendNotice(ctx context.Context, roomID id.RoomID, markdown str
 	if _, err := s.Bot.SendMessageEvent(ctx, roomID, event.EventMessage, content); err != nil {
 		zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
 	}
+}
+
+// IsInRoom reports whether the state store has userID joined to roomID.
+func (s *Service) IsInRoom(ctx context.Context, roomID id.RoomID, userID id.UserID) bool {
+	return s.AS.StateStore.IsInRoom(ctx, roomID, userID)
+}
+
+// LoadMembers makes sure the state store has the room's members, even if
+// the bot joined long ago.
+func (s *Service) LoadMembers(ctx context.Context, roomID id.RoomID) error {
+	_, err := s.Bot.Members(ctx, roomID)
+	return err
+}
+
+// PowerLevels returns the room's power levels (cached in the state store).
+func (s *Service) PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
+	return s.Bot.PowerLevels(ctx, roomID)
+}
+
+// TURNServer asks the homeserver for TURN servers and credentials.
+func (s *Service) TURNServer(ctx context.Context) (*mautrix.RespTurnServer, error) {
+	return s.Bot.TurnServer(ctx)
 }

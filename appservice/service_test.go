@@ -13,11 +13,13 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix"
 	mautrixas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
 )
 
 type memTxns struct {
@@ -38,14 +40,15 @@ func (m *memTxns) MarkProcessed(_ context.Context, txnID string) error {
 	return nil
 }
 
-func testConfig() *config.Config {
-	cfg := config.Default()
+func testConfig() Config {
+	def := config.Default()
+	cfg := Config{Homeserver: def.Homeserver, Appservice: def.Appservice, CommandPrefix: def.Commands.Prefix}
 	cfg.Homeserver.Address = "http://127.0.0.1:1"
 	cfg.Homeserver.Domain = "localhost"
 	cfg.Appservice.Address = "http://127.0.0.1:2"
 	cfg.Appservice.ASToken = "as-token"
 	cfg.Appservice.HSToken = "hs-token"
-	cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	cfg.Permissions = config.Permissions{"*": config.PermissionUser}
 	return cfg
 }
 
@@ -214,7 +217,7 @@ func TestDirectChatNeedsNoPrefix(t *testing.T) {
 
 func TestRegistration(t *testing.T) {
 	cfg := testConfig()
-	reg := GenerateRegistration(cfg)
+	reg := GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	require.Len(t, reg.AppToken, 64)
 	require.Len(t, reg.ServerToken, 64)
 	require.NotEqual(t, reg.AppToken, reg.ServerToken)
@@ -244,19 +247,35 @@ func matchesAny(list mautrixas.NamespaceList, user string) bool {
 	return false
 }
 
+// plainCrypto passes plaintext events through, as e2ee.Device does for
+// non-crypto types.
+type plainCrypto struct{ closed bool }
+
+func (pc *plainCrypto) HandleSync(_ context.Context, evts []*event.Event, _ *mautrix.DeviceLists, _ *mautrix.OTKCount) []e2ee.Received {
+	out := make([]e2ee.Received, 0, len(evts))
+	for _, evt := range evts {
+		out = append(out, e2ee.Received{Type: evt.Type, Content: evt.Content.VeryRaw, Sender: evt.Sender})
+	}
+	return out
+}
+
+func (pc *plainCrypto) Send(context.Context, event.Type, map[id.UserID]map[id.DeviceID]json.RawMessage, bool) error {
+	return nil
+}
+
+func (pc *plainCrypto) Close() error { pc.closed = true; return nil }
+
 func TestTransactionToDeviceRoutedAndDeduplicated(t *testing.T) {
 	s := newTestService(t, &memTxns{done: map[string]bool{}})
-	got := make(chan *event.Event, 10)
-	vu := &VirtualUser{UserID: "@recorder_1:localhost", DeviceID: "RECDEV", vm: s.Users, done: make(chan struct{}),
-		cancel: func() {}, seen: map[[32]byte]struct{}{}, seenRing: make([][32]byte, 4),
-		handler: func(_ context.Context, _ *VirtualUser, batch *DeviceEvents) {
-			require.True(t, batch.FromTransaction)
-			for _, evt := range batch.ToDevice {
-				got <- evt
-			}
-		}}
-	close(vu.done)
-	s.Users.users[vu.UserID] = vu
+	got := make(chan e2ee.Received, 10)
+	cli := &mautrix.Client{UserID: "@recorder_1:localhost", DeviceID: "RECDEV"}
+	cr := &plainCrypto{}
+	dev := newDevice(cli, cr, deviceOptions{handler: func(_ context.Context, received []e2ee.Received) {
+		for _, rcv := range received {
+			got <- rcv
+		}
+	}})
+	s.Users.users[cli.UserID] = &VirtualUser{Device: dev}
 	h := s.Handler()
 	toDevice := func(callID, toDevice string) string {
 		return `{"events":[],"de.sorunome.msc2409.to_device":[{"type":"m.call.invite","sender":"@alice:localhost",` +
@@ -270,16 +289,20 @@ func TestTransactionToDeviceRoutedAndDeduplicated(t *testing.T) {
 	require.Equal(t, http.StatusOK, putTxn(t, h, "d4", "hs-token", toDevice("c3", "RECDEV")).Code)
 	for _, want := range []string{"c1", "c3"} {
 		select {
-		case evt := <-got:
-			require.Equal(t, want, evt.Content.Raw["call_id"])
-			require.Equal(t, id.UserID("@alice:localhost"), evt.Sender)
+		case rcv := <-got:
+			var content struct {
+				CallID string `json:"call_id"`
+			}
+			require.NoError(t, json.Unmarshal(rcv.Content, &content))
+			require.Equal(t, want, content.CallID)
+			require.Equal(t, id.UserID("@alice:localhost"), rcv.Sender)
 		case <-time.After(5 * time.Second):
 			t.Fatalf("to-device event %s not delivered", want)
 		}
 	}
 	select {
-	case evt := <-got:
-		t.Fatalf("unexpected delivery of %v", evt.Content.Raw["call_id"])
+	case rcv := <-got:
+		t.Fatalf("unexpected delivery of %s", rcv.Content)
 	default:
 	}
 }

@@ -4,24 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
-	"go.mau.fi/util/random"
-	mautrixas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-recorder/recorder/appservice"
-	"github.com/matrix-recorder/recorder/callbot/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
-	"github.com/matrix-recorder/recorder/internal/mailbox"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/internal/metrics"
 )
 
@@ -39,31 +32,39 @@ var (
 	ErrStopped = errors.New("call bot stopped")
 )
 
+// Config is the call bot's section of the configuration.
+type Config struct {
+	WebRTC config.WebRTCConfig
+	// CommandPrefix is what the room is told to say to stop a recording.
+	CommandPrefix string
+}
+
 // Options configure a Manager.
 type Options struct {
-	Config *config.Config
-	AS     *appservice.Service
-	// CryptoDB holds the virtual users' Olm accounts (crypto tables).
-	CryptoDB  *dbutil.Database
-	PickleKey []byte
-	Sink      Sink
+	Config Config
+	Matrix Matrix
+	Sink   Sink
 	// SignalHold overrides DefaultSignalHold (tests).
 	SignalHold time.Duration
 	// Metrics, if set, are updated with calls, peer states and timings.
 	Metrics *metrics.Metrics
 }
 
-// Manager owns every joined call and the virtual users' crypto devices.
+// Manager owns every joined call. The virtual users' devices are the
+// Matrix side's.
 type Manager struct {
-	cfg        *config.Config
-	as         *appservice.Service
-	cryptoDB   *dbutil.Database
-	pickleKey  []byte
+	cfg        Config
+	mx         Matrix
 	sink       Sink
 	signalHold time.Duration
 	met        *metrics.Metrics
-	api        *webrtc.API
-	closeAPI   func() error
+	// Protocol timings and bounds; tests shorten them.
+	inviteTimeout time.Duration
+	retryPeriod   time.Duration
+	slowHandler   time.Duration
+	leaveFlush    time.Duration
+	api           *webrtc.API
+	closeAPI      func() error
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
@@ -71,9 +72,6 @@ type Manager struct {
 	byUser  map[id.UserID]*Call
 	inUse   map[id.UserID]bool
 	stopped bool
-
-	devLock sync.Mutex
-	devices map[id.UserID]*e2ee.Device
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -108,28 +106,29 @@ func (m *Manager) Ignored(reason IgnoreReason) int64 {
 	return m.ignored[reason]
 }
 
-// New builds the manager and registers its room event handlers and the
-// start/stop/status commands with the appservice.
+// New builds the manager and registers its room event handlers with the
+// Matrix side.
 func New(opts Options) (*Manager, error) {
 	sink := opts.Sink
 	if sink == nil {
 		sink = DiscardSink{}
 	}
 	m := &Manager{
-		cfg: opts.Config, as: opts.AS, cryptoDB: opts.CryptoDB, pickleKey: opts.PickleKey, sink: sink,
+		cfg: opts.Config, mx: opts.Matrix, sink: sink,
 		closeAPI: func() error { return nil }, signalHold: opts.SignalHold, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
-		inUse: map[id.UserID]bool{}, devices: map[id.UserID]*e2ee.Device{}, ignored: map[IgnoreReason]int64{},
+		inUse: map[id.UserID]bool{}, ignored: map[IgnoreReason]int64{},
 	}
 	for _, t := range []string{signaling.StateGroupCall.Type, signaling.StateGroupCallStable.Type,
 		signaling.StateCallMember.Type, signaling.StateCallMemberStable.Type} {
-		opts.AS.On(event.Type{Type: t, Class: event.StateEventType}, m.handleRoomState)
+		opts.Matrix.OnRoomEvent(event.Type{Type: t, Class: event.StateEventType}, m.handleRoomState)
 	}
-	opts.AS.On(event.StateMember, m.handleRoomState)
+	opts.Matrix.OnRoomEvent(event.StateMember, m.handleRoomState)
 	if m.signalHold <= 0 {
 		m.signalHold = DefaultSignalHold
 	}
-	m.registerCommands()
+	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
+	m.leaveFlush = leaveFlushTimeout
 	return m, nil
 }
 
@@ -145,8 +144,8 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop leaves every call (hanging up and removing the member events) and
-// closes the crypto devices.
+// Stop leaves every call (hanging up and removing the member events). The
+// virtual users' devices stay up for that; the Matrix side stops them after.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.lock.Lock()
 	m.stopped = true
@@ -169,14 +168,6 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("timed out waiting for calls to end: %w", ctx.Err())
 	}
-	m.devLock.Lock()
-	for userID, dev := range m.devices {
-		if closeErr := dev.Close(); closeErr != nil {
-			zerolog.Ctx(ctx).Warn().Err(closeErr).Stringer("virtual_user", userID).Msg("Failed to close crypto device")
-		}
-	}
-	m.devices = map[id.UserID]*e2ee.Device{}
-	m.devLock.Unlock()
 	return errors.Join(err, m.closeAPI())
 }
 
@@ -242,186 +233,12 @@ func (m *Manager) Leave(ctx context.Context, roomID id.RoomID) error {
 	return c.requestLeave(ctx, "asked to leave")
 }
 
-// Join puts a virtual recorder user into the room's group call. It returns
-// once the member event is being published; peer calls follow in the loop.
-func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error) {
-	userID, err := m.reserve(roomID)
-	if err != nil {
-		return CallStatus{}, err
-	}
-	c, err := m.prepare(ctx, roomID, userID)
-	m.lock.Lock()
-	delete(m.joining, roomID)
-	if err != nil || m.stopped {
-		delete(m.inUse, userID)
-		m.lock.Unlock()
-		if err == nil {
-			err = ErrStopped
-		}
-		return CallStatus{}, err
-	}
-	m.calls[roomID] = c
-	m.byUser[userID] = c
-	m.lock.Unlock()
-	log := zerolog.Ctx(m.bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		c.run(log.WithContext(m.bgCtx))
-	}()
-	return CallStatus{ID: c.id, RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.vu.DeviceID, SessionID: c.session, JoinedAt: c.joinedAt}, nil
-}
-
-// reserve picks the lowest-numbered free virtual user for the room.
-func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
-	m.lock.Lock()
-	defer m.lock.Unlock()
-	if m.stopped || m.bgCtx == nil {
-		return "", ErrStopped
-	}
-	if m.calls[roomID] != nil || m.joining[roomID] {
-		return "", ErrAlreadyJoined
-	}
-	for n := 1; ; n++ {
-		userID := m.as.Users.UserID(strconv.Itoa(n))
-		if !m.inUse[userID] {
-			m.inUse[userID] = true
-			m.joining[roomID] = true
-			return userID, nil
-		}
-	}
-}
-
-func (m *Manager) forget(c *Call) {
-	m.lock.Lock()
-	defer m.lock.Unlock()
-	if m.calls[c.roomID] == c {
-		delete(m.calls, c.roomID)
-	}
-	if m.byUser[c.vu.UserID] == c {
-		delete(m.byUser, c.vu.UserID)
-	}
-	delete(m.inUse, c.vu.UserID)
-}
-
-// prepare does everything before the call loop runs: the virtual user with
-// its device and uploaded keys, room membership, the call, power levels.
-func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
-	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
-	ctx = log.WithContext(ctx)
-	vu, err := m.as.Users.Get(ctx, userID, m.handleDeviceEvents)
-	if err != nil {
-		return nil, fmt.Errorf("failed to start virtual user: %w", err)
-	}
-	dev, err := m.device(ctx, vu)
-	if err != nil {
-		return nil, err
-	}
-	if !m.as.AS.StateStore.IsInRoom(ctx, roomID, userID) {
-		if err = vu.Intent.EnsureJoined(ctx, roomID, mautrixas.EnsureJoinedParams{BotOverride: m.as.Bot.Client}); err != nil {
-			return nil, fmt.Errorf("failed to bring %s into the room: %w", userID, err)
-		}
-	}
-	// Membership decides who counts as a participant: make sure the state
-	// store has the room's members even if the bot joined long ago.
-	if _, err = m.as.Bot.Members(ctx, roomID); err != nil {
-		return nil, fmt.Errorf("failed to read room members: %w", err)
-	}
-	state, err := vu.Intent.State(ctx, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read room state: %w", err)
-	}
-	var callEvents []*event.Event
-	for _, t := range []event.Type{signaling.StateGroupCall, signaling.StateGroupCallStable} {
-		for _, evt := range state[t] {
-			callEvents = append(callEvents, evt)
-		}
-	}
-	conf, err := signaling.PickCall(callEvents)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoCall, err)
-	}
-	memberType := signaling.StateCallMember
-	if conf.EventType.Type == signaling.StateGroupCallStable.Type {
-		memberType = signaling.StateCallMemberStable
-	}
-	if err = m.checkPowerLevel(ctx, roomID, userID, memberType); err != nil {
-		return nil, err
-	}
-	session := signaling.SessionID(random.String(16))
-	now := time.Now()
-	c := &Call{
-		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
-		m:  m, roomID: roomID, vu: vu, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
-		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
-		outbox:   signaling.NewOutbox(vu.DeviceID, session),
-		inbox:    signaling.NewInbox(signaling.InboxConfig{SessionID: session, Confs: []signaling.ConfID{conf.ConfID}}),
-		joinedAt: now, memberEvents: map[id.UserID]*event.Event{},
-		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
-		byCallID: map[signaling.CallID]*peer{}, attempts: map[signaling.DeviceKey]*attemptState{},
-		sendQ: mailbox.New[outgoing](), iceServers: m.iceServers(ctx),
-	}
-	for key, evt := range state[memberType] {
-		if key != string(userID) {
-			c.memberEvents[id.UserID(key)] = evt
-		} else {
-			c.ownMember = evt.Content.VeryRaw
-		}
-	}
-	return c, nil
-}
-
-// checkPowerLevel refuses to join when the member event would be rejected,
-// and says so in the room.
-func (m *Manager) checkPowerLevel(ctx context.Context, roomID id.RoomID, userID id.UserID, memberType event.Type) error {
-	pl, err := m.as.Bot.PowerLevels(ctx, roomID)
-	if err != nil {
-		return fmt.Errorf("failed to read power levels: %w", err)
-	}
-	need, have := pl.GetEventLevel(memberType), pl.GetUserLevel(userID)
-	if have >= need {
-		return nil
-	}
-	m.notice(ctx, roomID, fmt.Sprintf("I can't join the call: this room's power levels require level %d to send `%s` events, "+
-		"and the recorder user %s has level %d. A room admin can lower the level for that event type.", need, memberType.Type, userID, have))
-	return fmt.Errorf("%w: %s needs level %d, %s has %d", ErrPowerLevel, memberType.Type, need, userID, have)
-}
-
-// device returns the virtual user's Olm device, opening it (and uploading
-// keys) on first use.
-func (m *Manager) device(ctx context.Context, vu *appservice.VirtualUser) (*e2ee.Device, error) {
-	m.devLock.Lock()
-	defer m.devLock.Unlock()
-	if dev := m.devices[vu.UserID]; dev != nil {
-		return dev, nil
-	}
-	m.lock.Lock()
-	stopped := m.stopped
-	m.lock.Unlock()
-	if stopped {
-		// Stop closed the devices; a late sync batch must not reopen one.
-		return nil, ErrStopped
-	}
-	dev, err := e2ee.Open(ctx, vu.Client, m.cryptoDB, m.pickleKey)
-	if err != nil {
-		return nil, fmt.Errorf("failed to set up encryption for %s: %w", vu.UserID, err)
-	}
-	m.devices[vu.UserID] = dev
-	return dev, nil
-}
-
-// handleDeviceEvents runs on a virtual user's sync goroutine: it decrypts and
-// routes call signalling to the user's call.
-func (m *Manager) handleDeviceEvents(ctx context.Context, vu *appservice.VirtualUser, batch *appservice.DeviceEvents) {
-	dev, err := m.device(ctx, vu)
-	if err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Dropping device events: no crypto device")
-		return
-	}
-	received := dev.HandleSync(ctx, batch.ToDevice, batch.DeviceLists, batch.OTKCount)
+// handleDeviceEvents runs on a virtual user's device goroutine: it routes
+// call signalling to the user's call.
+func (m *Manager) handleDeviceEvents(ctx context.Context, userID id.UserID, received []e2ee.Received) {
 	now := time.Now()
 	m.lock.Lock()
-	c := m.byUser[vu.UserID]
+	c := m.byUser[userID]
 	m.lock.Unlock()
 	for _, rcv := range received {
 		if !signaling.IsCallEventType(rcv.Type.Type) {
@@ -444,90 +261,21 @@ func (m *Manager) handleRoomState(ctx context.Context, evt *event.Event) {
 	}
 }
 
-// iceServers returns the homeserver's TURN servers, if configured to use them.
-func (m *Manager) iceServers(ctx context.Context) []webrtc.ICEServer {
-	if !m.cfg.WebRTC.TURN || m.cfg.WebRTC.LoopbackOnly {
-		return nil
-	}
-	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := m.as.Bot.TurnServer(tctx)
-	if err != nil || len(resp.URIs) == 0 {
-		return nil
-	}
-	return []webrtc.ICEServer{{URLs: resp.URIs, Username: resp.Username, Credential: resp.Password}}
-}
-
 func (m *Manager) notice(ctx context.Context, roomID id.RoomID, text string) {
-	m.as.SendNotice(ctx, roomID, text, "")
-}
-
-func (m *Manager) registerCommands() {
-	memberLevel := signaling.StateCallMember
-	m.as.RegisterCommand(&appservice.Command{
-		Name: "start", Aliases: []string{"join", "record"}, Help: "Join this room's group call and record it.",
-		RequiresEventLevel: &memberLevel,
-		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			st, err := m.Join(ctx, ce.RoomID)
-			switch {
-			case err == nil:
-				ce.Reply(ctx, "Joining the call as %s.", st.UserID)
-			case errors.Is(err, ErrAlreadyJoined):
-				ce.Reply(ctx, "I'm already in this room's call.")
-			case errors.Is(err, ErrNoCall):
-				ce.Reply(ctx, "There is no group call in this room to join. Start one, then try again.")
-			case errors.Is(err, ErrPowerLevel):
-				// Join already explained it in the room.
-			default:
-				zerolog.Ctx(ctx).Err(err).Msg("Failed to join call")
-				ce.Reply(ctx, "I couldn't join the call; the recorder's logs have the details.")
-			}
-		},
-	})
-	m.as.RegisterCommand(&appservice.Command{
-		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
-		RequiresEventLevel: &memberLevel,
-		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			switch err := m.Leave(ctx, ce.RoomID); {
-			case err == nil:
-				ce.Reply(ctx, "Left the call.")
-			case errors.Is(err, ErrNotJoined):
-				ce.Reply(ctx, "I'm not in this room's call.")
-			default:
-				zerolog.Ctx(ctx).Err(err).Msg("Failed to leave call")
-				ce.Reply(ctx, "Something went wrong leaving the call; the recorder's logs have the details.")
-			}
-		},
-	})
-	m.as.RegisterCommand(&appservice.Command{
-		Name: "status", Help: "Show whether I'm in this room's call and who I'm connected to.",
-		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			st, err := m.Status(ctx, ce.RoomID)
-			if err != nil {
-				ce.Reply(ctx, "I'm not in this room's call.")
-				return
-			}
-			ce.Reply(ctx, formatStatus(st))
-		},
-	})
-}
-
-func formatStatus(st CallStatus) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "In the call since %s as %s, with %d peer(s):\n\n", st.JoinedAt.UTC().Format("15:04:05 UTC"), st.UserID, len(st.Peers))
-	for _, p := range st.Peers {
-		fmt.Fprintf(&b, "* %s (%s): %s", p.UserID, p.DeviceID, p.State)
-		if len(p.Tracks) > 0 {
-			fmt.Fprintf(&b, ", tracks %s", strings.Join(p.Tracks, ", "))
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
+	m.mx.SendNotice(ctx, roomID, text, "")
 }
 
 // peerState moves a peer connection between states in the metrics.
-func (m *Manager) peerState(from, to string) {
+func (m *Manager) peerState(from, to webrtc.PeerConnectionState) {
 	if m.met != nil {
-		m.met.PeerStateChanged(from, to)
+		m.met.PeerStateChanged(metricsState(from), metricsState(to))
 	}
+}
+
+// metricsState is a state's metrics label; "" for none.
+func metricsState(st webrtc.PeerConnectionState) string {
+	if st == webrtc.PeerConnectionStateUnknown {
+		return ""
+	}
+	return st.String()
 }

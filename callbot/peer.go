@@ -14,11 +14,10 @@ type PeerState string
 
 // Peer call states (js-sdk's CallState, reduced to what the bot needs).
 const (
-	PeerInviteSent  PeerState = "invite_sent" // we placed the call, no answer yet
-	PeerConnecting  PeerState = "connecting"  // descriptions exchanged, ICE running
-	PeerConnected   PeerState = "connected"
-	PeerEnded       PeerState = "ended"
-	peerRetryPeriod           = signaling.RetryInterval
+	PeerInviteSent PeerState = "invite_sent" // we placed the call, no answer yet
+	PeerConnecting PeerState = "connecting"  // descriptions exchanged, ICE running
+	PeerConnected  PeerState = "connected"
+	PeerEnded      PeerState = "ended"
 )
 
 // peer is one peer call with one remote device. Only the call loop touches it.
@@ -42,8 +41,9 @@ type peer struct {
 	remoteMeta    signaling.StreamMetadata
 
 	tracks map[string]*RemoteTrack // by track id
-	// pcState is the last connection state, for the metrics.
-	pcState string
+	// pcState is the last connection state, for the metrics; Unknown once
+	// the connection is closed.
+	pcState webrtc.PeerConnectionState
 }
 
 func (p *peer) requestKeyframe(ssrc webrtc.SSRC, counted func()) func() {

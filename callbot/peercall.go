@@ -42,23 +42,22 @@ func (c *Call) newPeer(ctx context.Context, part signaling.Participant, callID s
 	}
 	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
 		if cand == nil {
-			c.post(peerEventMsg{p: p, kind: peerGatheringDone})
+			c.post(gatheringDoneMsg{p: p})
 			return
 		}
 		init := cand.ToJSON()
-		sc := signaling.Candidate{Candidate: init.Candidate, SDPMid: init.SDPMid, SDPMLineIndex: init.SDPMLineIndex}
-		c.post(peerEventMsg{p: p, kind: peerCandidate, cand: &sc})
+		c.post(localCandidateMsg{p: p, cand: signaling.Candidate{Candidate: init.Candidate, SDPMid: init.SDPMid, SDPMLineIndex: init.SDPMLineIndex}})
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		c.post(peerEventMsg{p: p, kind: peerConnState, pcs: st.String()})
+		c.post(connStateMsg{p: p, state: st})
 	})
 	pc.OnTrack(func(track *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
-		c.post(peerEventMsg{p: p, kind: peerTrack, tr: &trackArrival{track: track, receiver: receiver, at: time.Now()}})
+		c.post(trackMsg{p: p, track: trackArrival{track: track, receiver: receiver, at: time.Now()}})
 	})
 	c.peers[p.key] = p
 	c.byCallID[callID] = p
-	p.pcState = webrtc.PeerConnectionStateNew.String()
-	c.m.peerState("", p.pcState)
+	p.pcState = webrtc.PeerConnectionStateNew
+	c.m.peerState(webrtc.PeerConnectionStateUnknown, p.pcState)
 	return p, nil
 }
 
@@ -84,9 +83,9 @@ func (c *Call) placeCall(ctx context.Context, part signaling.Participant, now ti
 	p.state = PeerInviteSent
 	invite := &signaling.Invite{
 		Offer:    event.CallData{SDP: p.pc.LocalDescription().SDP, Type: event.CallDataTypeOffer},
-		Lifetime: int64(signaling.InviteTimeout / time.Millisecond), Invitee: part.UserID, Metadata: c.ownMetadata(),
+		Lifetime: int64(c.m.inviteTimeout / time.Millisecond), Invitee: part.UserID, Metadata: c.ownMetadata(),
 	}
-	p.inviteExpires = now.Add(signaling.InviteTimeout)
+	p.inviteExpires = now.Add(c.m.inviteTimeout)
 	c.deliver(ctx, c.inbox.KnowCall(callID), now)
 	c.send(p, invite)
 	zerolog.Ctx(ctx).Info().Stringer("peer", p.key).Str("call_id", string(callID)).Msg("Placed call")
@@ -228,50 +227,69 @@ func (c *Call) handleNegotiate(ctx context.Context, p *peer, msg *signaling.Nego
 	log.Info().Msg("Answered renegotiation")
 }
 
-func (c *Call) handlePeerEvent(ctx context.Context, msg peerEventMsg, now time.Time) {
-	p := msg.p
-	if c.peers[p.key] != p || p.state == PeerEnded {
-		if msg.tr != nil {
-			// A late track of a dead peer: read it until its closed
-			// connection ends it, so pion's buffers do not fill.
-			c.readers.Add(1)
-			go func() {
-				defer c.readers.Done()
-				drainTrack(msg.tr)
-			}()
-		}
+// live reports whether p is still the call's peer for its device; events of
+// a replaced or ended peer are dropped.
+func (c *Call) live(p *peer) bool { return c.peers[p.key] == p && p.state != PeerEnded }
+
+func (c *Call) onLocalCandidate(msg localCandidateMsg, now time.Time) {
+	if !c.live(msg.p) {
 		return
 	}
-	log := zerolog.Ctx(ctx).With().Stringer("peer", p.key).Str("call_id", string(p.info.CallID)).Logger()
-	ctx = log.WithContext(ctx)
-	switch msg.kind {
-	case peerCandidate:
-		p.localCands.Add(*msg.cand)
-		if p.candFlushAt.IsZero() {
-			p.candFlushAt = now.Add(candidateBatchDelay)
-		}
-	case peerGatheringDone:
-		p.localCands.End()
-		c.flushCandidates(ctx, p)
-	case peerConnState:
-		log.Debug().Str("state", msg.pcs).Msg("Peer connection state changed")
-		c.m.peerState(p.pcState, msg.pcs)
-		p.pcState = msg.pcs
-		switch msg.pcs {
-		case webrtc.PeerConnectionStateConnected.String():
-			if p.state != PeerConnected {
-				p.state = PeerConnected
-				p.connectedAt = now
-				delete(c.attempts, p.key)
-				log.Info().Dur("setup_time", now.Sub(p.createdAt)).Msg("Peer connected")
-			}
-		case webrtc.PeerConnectionStateFailed.String():
-			log.Warn().Msg("Peer connection failed")
-			c.endPeer(ctx, p, signaling.ReasonICEFailed, true, now)
-		}
-	case peerTrack:
-		c.startTrack(ctx, p, msg.tr)
+	msg.p.localCands.Add(msg.cand)
+	if msg.p.candFlushAt.IsZero() {
+		msg.p.candFlushAt = now.Add(candidateBatchDelay)
 	}
+}
+
+func (c *Call) onGatheringDone(ctx context.Context, msg gatheringDoneMsg) {
+	if !c.live(msg.p) {
+		return
+	}
+	msg.p.localCands.End()
+	c.flushCandidates(c.peerCtx(ctx, msg.p), msg.p)
+}
+
+func (c *Call) onConnState(ctx context.Context, msg connStateMsg, now time.Time) {
+	p := msg.p
+	if !c.live(p) {
+		return
+	}
+	ctx = c.peerCtx(ctx, p)
+	log := zerolog.Ctx(ctx)
+	log.Debug().Stringer("state", msg.state).Msg("Peer connection state changed")
+	c.m.peerState(p.pcState, msg.state)
+	p.pcState = msg.state
+	switch msg.state {
+	case webrtc.PeerConnectionStateConnected:
+		if p.state != PeerConnected {
+			p.state = PeerConnected
+			p.connectedAt = now
+			delete(c.attempts, p.key)
+			log.Info().Dur("setup_time", now.Sub(p.createdAt)).Msg("Peer connected")
+		}
+	case webrtc.PeerConnectionStateFailed:
+		log.Warn().Msg("Peer connection failed")
+		c.endPeer(ctx, p, signaling.ReasonICEFailed, true, now)
+	}
+}
+
+func (c *Call) onTrack(ctx context.Context, msg trackMsg) {
+	if !c.live(msg.p) {
+		// A late track of a dead peer: read it until its closed connection
+		// ends it, so pion's buffers do not fill.
+		c.readers.Add(1)
+		go func() {
+			defer c.readers.Done()
+			drainTrack(msg.track)
+		}()
+		return
+	}
+	c.startTrack(c.peerCtx(ctx, msg.p), msg.p, msg.track)
+}
+
+// peerCtx adds the peer's fields to the context's logger.
+func (c *Call) peerCtx(ctx context.Context, p *peer) context.Context {
+	return zerolog.Ctx(ctx).With().Stringer("peer", p.key).Str("call_id", string(p.info.CallID)).Logger().WithContext(ctx)
 }
 
 func (c *Call) flushCandidates(ctx context.Context, p *peer) {
@@ -302,11 +320,12 @@ func (c *Call) endPeer(ctx context.Context, p *peer, reason signaling.HangupReas
 	c.m.sink.ParticipantLeft(ctx, p.info, now)
 	if retry && p.outgoing {
 		if at := c.attempts[p.key]; at != nil {
-			at.next = now.Add(peerRetryPeriod)
+			at.next = now.Add(c.m.retryPeriod)
 		}
 	} else if !p.outgoing {
 		delete(c.attempts, p.key)
 	}
+	c.reconcileSoon(now)
 }
 
 // dropPeer forgets a peer and closes its connection off the loop (Close
@@ -316,9 +335,9 @@ func (c *Call) dropPeer(p *peer) {
 		delete(c.peers, p.key)
 	}
 	delete(c.byCallID, p.info.CallID)
-	if p.pcState != "" {
-		c.m.peerState(p.pcState, "closed")
-		p.pcState = ""
+	if p.pcState != webrtc.PeerConnectionStateUnknown {
+		c.m.peerState(p.pcState, webrtc.PeerConnectionStateClosed)
+		p.pcState = webrtc.PeerConnectionStateUnknown
 	}
 	c.inbox.ForgetCall(p.info.CallID)
 	c.outbox.Forget(p.info.CallID)
@@ -339,7 +358,7 @@ type trackArrival struct {
 	at       time.Time
 }
 
-func drainTrack(tr *trackArrival) {
+func drainTrack(tr trackArrival) {
 	buf := make([]byte, 1500)
 	for {
 		if _, _, err := tr.track.Read(buf); err != nil {
@@ -349,7 +368,7 @@ func drainTrack(tr *trackArrival) {
 }
 
 // startTrack hands a new remote track to the sink and starts its readers.
-func (c *Call) startTrack(ctx context.Context, p *peer, tr *trackArrival) {
+func (c *Call) startTrack(ctx context.Context, p *peer, tr trackArrival) {
 	rt := &RemoteTrack{
 		Peer: p.info, StreamID: tr.track.StreamID(), TrackID: tr.track.ID(), Kind: tr.track.Kind(),
 		Codec: tr.track.Codec(), SSRC: tr.track.SSRC(), Purpose: p.purposeOf(tr.track.StreamID()), Started: tr.at,

@@ -24,7 +24,7 @@ type outgoing struct {
 
 // toDeviceSender is what the sender needs of the device's crypto layer.
 type toDeviceSender interface {
-	Send(ctx context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, encrypt bool) error
+	SendToDevice(ctx context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, encrypt bool) error
 }
 
 // sendLoop sends a call's to-device messages in order, off the call loop.
@@ -60,7 +60,7 @@ func sendLoop(ctx context.Context, dev toDeviceSender, queue *mailbox.Box[outgoi
 			}
 			items = items[n:]
 			sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if err := dev.Send(sendCtx, first.evtType, batch, true); err != nil {
+			if err := dev.SendToDevice(sendCtx, first.evtType, batch, true); err != nil {
 				log.Err(err).Str("event_type", first.evtType.Type).Int("messages", n).Msg("Failed to send to-device messages")
 			}
 			cancel()

@@ -25,7 +25,7 @@ type fakeSender struct {
 	entered chan struct{}
 }
 
-func (fs *fakeSender) Send(_ context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, _ bool) error {
+func (fs *fakeSender) SendToDevice(_ context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, _ bool) error {
 	if fs.entered != nil {
 		fs.entered <- struct{}{}
 	}

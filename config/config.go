@@ -20,15 +20,15 @@ const EnvPrefix = "RECORDER_"
 
 // Config is the whole recorder configuration.
 type Config struct {
-	Homeserver  HomeserverConfig           `yaml:"homeserver"`
-	Appservice  AppserviceConfig           `yaml:"appservice"`
-	Database    DatabaseConfig             `yaml:"database"`
-	Recordings  RecordingsConfig           `yaml:"recordings"`
-	API         APIConfig                  `yaml:"api"`
-	Permissions map[string]PermissionLevel `yaml:"permissions"`
-	Commands    CommandsConfig             `yaml:"commands"`
-	WebRTC      WebRTCConfig               `yaml:"webrtc"`
-	Logging     LoggingConfig              `yaml:"logging"`
+	Homeserver  HomeserverConfig `yaml:"homeserver"`
+	Appservice  AppserviceConfig `yaml:"appservice"`
+	Database    DatabaseConfig   `yaml:"database"`
+	Recordings  RecordingsConfig `yaml:"recordings"`
+	API         APIConfig        `yaml:"api"`
+	Permissions Permissions      `yaml:"permissions"`
+	Commands    CommandsConfig   `yaml:"commands"`
+	WebRTC      WebRTCConfig     `yaml:"webrtc"`
+	Logging     LoggingConfig    `yaml:"logging"`
 }
 
 // HomeserverConfig says where the homeserver is.

@@ -172,7 +172,7 @@ type apiRecording struct {
 
 // listRecording waits for the recording to be finished and prints its files.
 func listRecording(ctx context.Context, o options, roomID id.RoomID) error {
-	var rec apiRecording
+	var recording apiRecording
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.apiURL+"/api/v1/recordings?room_id="+url.QueryEscape(string(roomID)), nil)
 		if err != nil {
@@ -192,7 +192,7 @@ func listRecording(ctx context.Context, o options, roomID id.RoomID) error {
 			return fmt.Errorf("list recordings: %w", err)
 		}
 		if len(list.Recordings) > 0 && list.Recordings[0].State != "recording" {
-			rec = list.Recordings[0]
+			recording = list.Recordings[0]
 			break
 		}
 		select {
@@ -201,19 +201,19 @@ func listRecording(ctx context.Context, o options, roomID id.RoomID) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	fmt.Printf("\nRecording %s (%s):\n", rec.ID, rec.State)
-	for _, tr := range rec.Tracks {
+	fmt.Printf("\nRecording %s (%s):\n", recording.ID, recording.State)
+	for _, tr := range recording.Tracks {
 		probe := "?"
 		if o.storeDir != "" {
 			out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-				filepath.Join(o.storeDir, rec.ID, tr.File)).Output()
+				filepath.Join(o.storeDir, recording.ID, tr.File)).Output()
 			if err == nil {
 				probe = strings.TrimSpace(string(out)) + " s"
 			}
 		}
 		fmt.Printf("  %-18s %-14s %-5s %-22s %8d bytes  ffprobe %s\n    %s\n", tr.UserID, tr.Purpose, tr.Kind, tr.Codec, tr.Bytes, probe, tr.File)
 	}
-	fmt.Printf("\nAPI:      %s/api/v1/recordings/%s  (Authorization: Bearer %s)\n", o.apiURL, rec.ID, o.apiToken)
+	fmt.Printf("\nAPI:      %s/api/v1/recordings/%s  (Authorization: Bearer %s)\n", o.apiURL, recording.ID, o.apiToken)
 	fmt.Printf("Web page: %s/  (token %s)\n", o.apiURL, o.apiToken)
 	return nil
 }

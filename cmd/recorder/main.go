@@ -30,6 +30,15 @@ func versionString() string {
 	return fmt.Sprintf("%s (commit %s, built %s)", Tag, Commit, BuildTime)
 }
 
+// Exit codes, mautrix-bridge style: each startup failure class has its own.
+const (
+	ExitConfigLoad   = 10
+	ExitConfigValid  = 11
+	ExitDatabase     = 14
+	ExitStartup      = 15
+	ExitRegistration = 20
+)
+
 type flags struct {
 	configPath       string
 	registrationPath string
@@ -93,7 +102,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case f.generateExample:
 		if err = writeExample(f.configPath); err != nil {
 			fmt.Fprintln(stderr, "Failed to write example config:", err)
-			return app.ExitConfigLoad
+			return ExitConfigLoad
 		}
 		fmt.Fprintf(stdout, "Wrote the example config to %s. Edit it, then run recorder -g to generate the registration.\n", f.configPath)
 		return 0
@@ -102,7 +111,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cfg, envWarnings, err := config.LoadWithWarnings(f.configPath, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "Failed to load config:", err)
-		return app.ExitConfigLoad
+		return ExitConfigLoad
 	}
 	if f.generateReg {
 		return generateRegistration(cfg, f, stdout, stderr)
@@ -110,12 +119,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err = cfg.Validate(true); err != nil {
 		fmt.Fprintln(stderr, "Invalid config:")
 		fmt.Fprintln(stderr, err)
-		return app.ExitConfigValid
+		return ExitConfigValid
 	}
 	log, err := newLogger(cfg.Logging, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "Invalid logging config:", err)
-		return app.ExitConfigValid
+		return ExitConfigValid
 	}
 	for _, w := range envWarnings {
 		evt := log.Warn().Str("variable", w.Name)
@@ -132,14 +141,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 func serve(ctx context.Context, cfg *config.Config) int {
 	log := zerolog.Ctx(ctx)
 	log.Info().Str("version", versionString()).Msg("Starting recorder")
-	rec, err := app.New(ctx, cfg, versionString(), app.Options{})
+	recorder, err := app.New(ctx, cfg, versionString(), app.Options{})
 	if err != nil {
 		return reportStartup(ctx, err)
 	}
-	if err = rec.Start(ctx); err != nil {
+	if err = recorder.Start(ctx); err != nil {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), config.ShutdownTimeout)
 		defer cancel()
-		_ = rec.Stop(stopCtx)
+		_ = recorder.Stop(stopCtx)
 		return reportStartup(ctx, err)
 	}
 	log.Info().Msg("Recorder started")
@@ -147,7 +156,7 @@ func serve(ctx context.Context, cfg *config.Config) int {
 	log.Info().Msg("Shutting down")
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), config.ShutdownTimeout)
 	defer cancel()
-	if err = rec.Stop(stopCtx); err != nil {
+	if err = recorder.Stop(stopCtx); err != nil {
 		log.Err(err).Msg("Unclean shutdown")
 		return 1
 	}
@@ -155,12 +164,22 @@ func serve(ctx context.Context, cfg *config.Config) int {
 	return 0
 }
 
-func reportStartup(ctx context.Context, err error) int {
-	code := 1
-	var se *app.StartupError
-	if errors.As(err, &se) {
-		code = se.Code
+// exitCode is the exit code of a startup failure.
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, app.ErrConfig):
+		return ExitConfigValid
+	case errors.Is(err, app.ErrDatabase):
+		return ExitDatabase
+	case errors.Is(err, app.ErrStartup):
+		return ExitStartup
+	default:
+		return 1
 	}
+}
+
+func reportStartup(ctx context.Context, err error) int {
+	code := exitCode(err)
 	zerolog.Ctx(ctx).WithLevel(zerolog.FatalLevel).Err(err).Int("exit_code", code).Msg("Failed to start")
 	return code
 }
@@ -176,16 +195,16 @@ func generateRegistration(cfg *config.Config, f *flags, stdout, stderr io.Writer
 	if err := cfg.Validate(false); err != nil {
 		fmt.Fprintln(stderr, "Fix the config before generating the registration:")
 		fmt.Fprintln(stderr, err)
-		return app.ExitConfigValid
+		return ExitConfigValid
 	}
-	reg := appservice.GenerateRegistration(cfg)
+	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	if err := reg.Save(f.registrationPath); err != nil {
 		fmt.Fprintln(stderr, "Failed to write registration:", err)
-		return app.ExitRegistration
+		return ExitRegistration
 	}
 	if err := config.SaveTokens(f.configPath, reg.AppToken, reg.ServerToken); err != nil {
 		fmt.Fprintln(stderr, "Failed to store the tokens in the config:", err)
-		return app.ExitRegistration
+		return ExitRegistration
 	}
 	fmt.Fprintf(stdout, "Wrote the registration to %s and its tokens to %s.\n", f.registrationPath, f.configPath)
 	fmt.Fprintln(stdout, "Add the registration to your homeserver (Synapse: app_service_config_files; Dendrite: app_service_api.config_files) and restart it.")

@@ -10,7 +10,6 @@ import (
 	mautrixas "maunium.net/go/mautrix/appservice"
 
 	"github.com/matrix-recorder/recorder/config"
-	"github.com/matrix-recorder/recorder/internal/app"
 )
 
 // validEnv fills the keys the example config leaves as placeholders.
@@ -50,7 +49,7 @@ func TestGenerateExampleAndRegistration(t *testing.T) {
 
 	// The example's placeholders are refused, naming the keys.
 	code, _, stderr = runCLI(t, nil, "-g", "-c", cfgPath, "-r", regPath)
-	require.Equal(t, app.ExitConfigValid, code)
+	require.Equal(t, ExitConfigValid, code)
 	require.Contains(t, stderr, "homeserver.domain")
 
 	code, _, stderr = runCLI(t, validEnv, "--generate-registration", "--config", cfgPath, "--registration", regPath)
@@ -71,24 +70,24 @@ func TestGenerateExampleAndRegistration(t *testing.T) {
 	require.NoError(t, cfg.Validate(true))
 
 	code, _, _ = runCLI(t, validEnv, "-g", "-c", cfgPath, "-r", filepath.Join(dir, "missing", "reg.yaml"))
-	require.Equal(t, app.ExitRegistration, code)
+	require.Equal(t, ExitRegistration, code)
 }
 
 func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
 	code, _, stderr := runCLI(t, nil, "-c", cfgPath)
-	require.Equal(t, app.ExitConfigLoad, code, "missing config file")
+	require.Equal(t, ExitConfigLoad, code, "missing config file")
 	require.Contains(t, stderr, "config")
 
 	require.NoError(t, os.WriteFile(cfgPath, []byte(config.ExampleConfig+"\nbogus_key: 1\n"), 0o600))
 	code, _, stderr = runCLI(t, validEnv, "-c", cfgPath)
-	require.Equal(t, app.ExitConfigLoad, code)
+	require.Equal(t, ExitConfigLoad, code)
 	require.Contains(t, stderr, "bogus_key")
 
 	require.NoError(t, os.WriteFile(cfgPath, []byte(config.ExampleConfig), 0o600))
 	code, _, stderr = runCLI(t, validEnv, "-c", cfgPath)
-	require.Equal(t, app.ExitConfigValid, code, "tokens not generated")
+	require.Equal(t, ExitConfigValid, code, "tokens not generated")
 	require.Contains(t, stderr, "appservice.as_token")
 
 	env := append(append([]string{}, validEnv...),
@@ -99,7 +98,7 @@ func TestExitCodes(t *testing.T) {
 		"RECORDER_LOGGING__FORMAT=json",
 	)
 	code, _, stderr = runCLI(t, env, "-c", cfgPath)
-	require.Equal(t, app.ExitDatabase, code, stderr)
+	require.Equal(t, ExitDatabase, code, stderr)
 
 	code, _, _ = runCLI(t, nil, "--no-such-flag")
 	require.Equal(t, 2, code)

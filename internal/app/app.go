@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/archive"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/metrics"
 	"github.com/matrix-recorder/recorder/recording"
@@ -24,23 +25,17 @@ import (
 	"github.com/matrix-recorder/recorder/web"
 )
 
-// Exit codes, mautrix-bridge style: each startup failure class has its own.
-const (
-	ExitConfigLoad   = 10
-	ExitConfigValid  = 11
-	ExitDatabase     = 14
-	ExitStartup      = 15
-	ExitRegistration = 20
+// Classes of startup failure New and Start wrap their errors in; cmd/recorder
+// turns each into its exit code.
+var (
+	// ErrConfig means the configuration does not work (e.g. recordings.path
+	// cannot be created).
+	ErrConfig = errors.New("unusable configuration")
+	// ErrDatabase means the database could not be opened, upgraded or read.
+	ErrDatabase = errors.New("database failure")
+	// ErrStartup means a component failed to start.
+	ErrStartup = errors.New("startup failure")
 )
-
-// StartupError carries the exit code a startup failure should end with.
-type StartupError struct {
-	Code int
-	Err  error
-}
-
-func (se *StartupError) Error() string { return se.Err.Error() }
-func (se *StartupError) Unwrap() error { return se.Err }
 
 // App is the whole running recorder.
 type App struct {
@@ -49,7 +44,7 @@ type App struct {
 	AS      *appservice.Service
 	Calls   *callbot.Manager
 	Store   storage.FileStore
-	Rec     *archive.Recorder
+	Archive *archive.Recorder
 	Metrics *metrics.Metrics
 	Web     *web.Server
 
@@ -67,63 +62,69 @@ type Options struct {
 	SignalHold time.Duration
 }
 
-// New opens the database and builds every component; Start runs them.
-// version is shown to users (help, User-Agent).
+// New opens the database and builds every component; Start runs them. cfg
+// must have passed Validate(true) (cmd/recorder does that, once). version
+// is shown to users (help, User-Agent).
 func New(ctx context.Context, cfg *config.Config, version string, opts Options) (*App, error) {
-	if err := cfg.Validate(true); err != nil {
-		return nil, &StartupError{Code: ExitConfigValid, Err: err}
-	}
 	if err := os.MkdirAll(cfg.Recordings.Path, 0o750); err != nil {
-		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
+		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
 	db, err := storage.Open(ctx, storage.Options{
 		Type: cfg.Database.Type, URI: cfg.Database.URI,
 		MaxOpenConns: cfg.Database.MaxOpenConns, MaxIdleConns: cfg.Database.MaxIdleConns,
 	})
 	if err != nil {
-		return nil, &StartupError{Code: ExitDatabase, Err: err}
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	stateStore := sqlstatestore.NewSQLStateStore(db.Database, dbutil.ZeroLogger(zerolog.Ctx(ctx).With().Str("component", "state_store").Logger()), false)
 	if err = stateStore.Upgrade(ctx); err != nil {
 		_ = db.Close()
-		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to upgrade state store: %w", storage.ErrDatabase, err)}
-	}
-	svc, err := appservice.New(appservice.Options{
-		Config: cfg, StateStore: stateStore, Version: version,
-		Txns: txnStore{db}, Rooms: roomStore{db}, Devices: deviceStore{db},
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, &StartupError{Code: ExitStartup, Err: err}
+		return nil, fmt.Errorf("%w: failed to upgrade state store: %w", ErrDatabase, err)
 	}
 	pickleKey, err := db.KV.GetOrCreate(ctx, "crypto_pickle_key", random.String(64))
 	if err != nil {
 		_ = db.Close()
-		return nil, &StartupError{Code: ExitDatabase, Err: fmt.Errorf("%w: failed to load the crypto pickle key: %w", storage.ErrDatabase, err)}
+		return nil, fmt.Errorf("%w: failed to load the crypto pickle key: %w", ErrDatabase, err)
+	}
+	met := metrics.New()
+	svc, err := appservice.New(appservice.Options{
+		Config: appservice.Config{
+			Homeserver: cfg.Homeserver, Appservice: cfg.Appservice, Permissions: cfg.Permissions, CommandPrefix: cfg.Commands.Prefix,
+		},
+		StateStore: stateStore, Version: version,
+		Txns: txnStore{db}, Rooms: roomStore{db},
+		VirtualUsers: appservice.VirtualUsersOptions{
+			Store: deviceStore{db}, CryptoDB: db.Database, PickleKey: []byte(pickleKey), OnSyncError: met.SyncErrors.Inc,
+		},
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	store, err := storage.NewLocalStore(cfg.Recordings.Path)
 	if err != nil {
 		_ = db.Close()
-		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
+		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	met := metrics.New()
-	svc.Users.OnSyncError = met.SyncErrors.Inc
-	rec, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met})
+	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met})
 	if err != nil {
 		_ = db.Close()
-		return nil, &StartupError{Code: ExitConfigValid, Err: fmt.Errorf("config key recordings.path: %w", err)}
+		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	var sink callbot.Sink = rec
+	var sink callbot.Sink = arch
 	if opts.Observer != nil {
-		sink = callbot.Tee{rec, opts.Observer}
+		sink = callbot.Tee{arch, opts.Observer}
 	}
-	calls, err := callbot.New(callbot.Options{Config: cfg, AS: svc, CryptoDB: db.Database, PickleKey: []byte(pickleKey), Sink: sink, SignalHold: opts.SignalHold, Metrics: met})
+	calls, err := callbot.New(callbot.Options{
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix},
+		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met,
+	})
 	if err != nil {
 		_ = db.Close()
-		return nil, &StartupError{Code: ExitStartup, Err: err}
+		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Rec: rec, Metrics: met}
-	a.registerListCommand()
+	commands.Register(svc, calls, db.Recording, db.File)
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
@@ -136,20 +137,20 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 // Start starts every component. The homeserver must be reachable: the bot is
 // registered here. (Dendrite has no appservice ping, so that is not a gate.)
 func (app *App) Start(ctx context.Context) error {
-	if err := app.Rec.Recover(ctx); err != nil {
-		return &StartupError{Code: ExitDatabase, Err: err}
+	if err := app.Archive.Recover(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.cancel = cancel
 	if err := app.AS.Start(ctx); err != nil {
-		return &StartupError{Code: ExitStartup, Err: err}
+		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	if err := app.Calls.Start(ctx); err != nil {
-		return &StartupError{Code: ExitStartup, Err: fmt.Errorf("failed to set up WebRTC (config section webrtc): %w", err)}
+		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
 	}
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
-			return &StartupError{Code: ExitStartup, Err: fmt.Errorf("config key api.listen: %w", err)}
+			return fmt.Errorf("%w: config key api.listen: %w", ErrStartup, err)
 		}
 	}
 	app.wg.Add(1)

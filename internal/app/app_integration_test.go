@@ -4,6 +4,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	recas "github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 )
@@ -147,25 +149,25 @@ func TestVirtualUserDevice(t *testing.T) {
 	s := stack.Start(t, stack.Options{})
 	ctx := s.Ctx()
 	alice := s.HS.RegisterUser(ctx, t, "alice")
-	received := make(chan *event.Event, 10)
-	handler := func(_ context.Context, _ *recas.VirtualUser, batch *recas.DeviceEvents) {
-		for _, evt := range batch.ToDevice {
-			received <- evt
+	received := make(chan e2ee.Received, 10)
+	handler := func(_ context.Context, batch []e2ee.Received) {
+		for _, rcv := range batch {
+			received <- rcv
 		}
 	}
 	userID := s.App.AS.Users.UserID("1")
 	vu, err := s.App.AS.Users.Get(ctx, userID, handler)
 	require.NoError(t, err)
-	require.NotEmpty(t, vu.DeviceID)
-	who, err := vu.Client.Whoami(ctx)
+	require.NotEmpty(t, vu.DeviceID())
+	who, err := vu.Client().Whoami(ctx)
 	require.NoError(t, err)
 	require.Equal(t, userID, who.UserID)
-	require.Equal(t, vu.DeviceID, who.DeviceID)
+	require.Equal(t, vu.DeviceID(), who.DeviceID)
 
 	sendInvite := func(callID string) {
 		t.Helper()
 		_, err := alice.SendToDevice(ctx, event.Type{Type: "m.call.invite", Class: event.ToDeviceEventType}, &mautrix.ReqSendToDevice{
-			Messages: map[id.UserID]map[id.DeviceID]*event.Content{userID: {vu.DeviceID: {Raw: map[string]any{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{userID: {vu.DeviceID(): {Raw: map[string]any{
 				"call_id": callID, "conf_id": "conf", "party_id": "ALICEDEV", "version": "1", "seq": 0,
 			}}}},
 		})
@@ -174,10 +176,14 @@ func TestVirtualUserDevice(t *testing.T) {
 	expect := func(callID string) {
 		t.Helper()
 		select {
-		case evt := <-received:
-			require.Equal(t, "m.call.invite", evt.Type.Type)
-			require.Equal(t, alice.UserID, evt.Sender)
-			require.Equal(t, callID, evt.Content.Raw["call_id"])
+		case rcv := <-received:
+			require.Equal(t, "m.call.invite", rcv.Type.Type)
+			require.Equal(t, alice.UserID, rcv.Sender)
+			var content struct {
+				CallID string `json:"call_id"`
+			}
+			require.NoError(t, json.Unmarshal(rcv.Content, &content))
+			require.Equal(t, callID, content.CallID)
 		case <-time.After(deadline):
 			t.Fatalf("to-device event %s did not reach the virtual user", callID)
 		}
@@ -185,17 +191,17 @@ func TestVirtualUserDevice(t *testing.T) {
 	sendInvite("c1")
 	expect("c1")
 
-	deviceID := vu.DeviceID
+	deviceID := vu.DeviceID()
 	s.RestartApp(t)
 	// Sent while no recorder runs: the homeserver keeps it for the device.
 	sendInvite("c2")
 	vu2, err := s.App.AS.Users.Get(ctx, userID, handler)
 	require.NoError(t, err)
-	require.Equal(t, deviceID, vu2.DeviceID, "device changed across restart")
+	require.Equal(t, deviceID, vu2.DeviceID(), "device changed across restart")
 	expect("c2")
 	select {
-	case evt := <-received:
-		t.Fatalf("unexpected redelivery of %v after restart", evt.Content.Raw["call_id"])
+	case rcv := <-received:
+		t.Fatalf("unexpected redelivery of %s after restart", rcv.Content)
 	default:
 	}
 

@@ -41,14 +41,15 @@ func (rs roomStore) RoomJoined(ctx context.Context, roomID id.RoomID, inviter id
 	return room.Save(ctx)
 }
 
-func (rs roomStore) RoomLeft(ctx context.Context, roomID id.RoomID) error {
+func (rs roomStore) RoomLeft(ctx context.Context, roomID id.RoomID, greetAgain bool) error {
 	room, err := rs.db.Room.GetOrNew(ctx, roomID)
 	if err != nil {
 		return err
 	}
 	room.LeftAt = time.Now()
-	// Greet again if invited back later.
-	room.Greeted = false
+	if greetAgain {
+		room.Greeted = false
+	}
 	return room.Save(ctx)
 }
 
@@ -58,23 +59,23 @@ func (rs roomStore) MarkGreeted(ctx context.Context, roomID id.RoomID) (bool, er
 
 type deviceStore struct{ db *storage.DB }
 
-func (ds deviceStore) GetDevice(ctx context.Context, userID id.UserID) (*appservice.DeviceRecord, error) {
+func (ds deviceStore) GetDevice(ctx context.Context, userID id.UserID) (*appservice.StoredDevice, error) {
 	vu, err := ds.db.VirtualUser.Get(ctx, userID)
 	if err != nil || vu == nil {
 		return nil, err
 	}
-	return &appservice.DeviceRecord{UserID: vu.UserID, DeviceID: vu.DeviceID, AccessToken: vu.AccessToken, NextBatch: vu.NextBatch}, nil
+	return &appservice.StoredDevice{UserID: vu.UserID, DeviceID: vu.DeviceID, AccessToken: vu.AccessToken, NextBatch: vu.NextBatch}, nil
 }
 
-func (ds deviceStore) SaveDevice(ctx context.Context, rec *appservice.DeviceRecord) error {
-	vu, err := ds.db.VirtualUser.Get(ctx, rec.UserID)
+func (ds deviceStore) SaveDevice(ctx context.Context, dev *appservice.StoredDevice) error {
+	vu, err := ds.db.VirtualUser.Get(ctx, dev.UserID)
 	if err != nil {
 		return err
 	}
 	if vu == nil {
-		vu = ds.db.VirtualUser.New(rec.UserID, rec.DeviceID)
+		vu = ds.db.VirtualUser.New(dev.UserID, dev.DeviceID)
 	}
-	vu.DeviceID, vu.AccessToken, vu.NextBatch = rec.DeviceID, rec.AccessToken, rec.NextBatch
+	vu.DeviceID, vu.AccessToken, vu.NextBatch = dev.DeviceID, dev.AccessToken, dev.NextBatch
 	return vu.Save(ctx)
 }
 

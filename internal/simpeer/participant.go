@@ -29,8 +29,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-recorder/recorder/callbot/e2ee"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 

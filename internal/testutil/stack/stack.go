@@ -77,7 +77,7 @@ func Start(t *testing.T, opts Options) *Stack {
 	if cfg.Permissions == nil {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
 	}
-	reg := appservice.GenerateRegistration(cfg)
+	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken
 	regPath := filepath.Join(dir, "registration.yaml")
 	require.NoError(t, reg.Save(regPath))
@@ -120,10 +120,10 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	rec, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
+	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
 	require.NoError(t, err)
-	require.NoError(t, rec.Start(s.ctx))
-	s.App = rec
+	require.NoError(t, recorder.Start(s.ctx))
+	s.App = recorder
 	t.Cleanup(func() { s.StopApp(t) })
 }
 

@@ -1,0 +1,175 @@
+package callbot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/e2ee"
+	"github.com/matrix-recorder/recorder/internal/mailbox"
+)
+
+// Join puts a virtual recorder user into the room's group call. It returns
+// once the member event is being published; peer calls follow in the loop.
+func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error) {
+	userID, err := m.reserve(roomID)
+	if err != nil {
+		return CallStatus{}, err
+	}
+	c, err := m.prepare(ctx, roomID, userID)
+	m.lock.Lock()
+	delete(m.joining, roomID)
+	if err != nil || m.stopped {
+		delete(m.inUse, userID)
+		m.lock.Unlock()
+		if err == nil {
+			err = ErrStopped
+		}
+		return CallStatus{}, err
+	}
+	m.calls[roomID] = c
+	m.byUser[userID] = c
+	m.lock.Unlock()
+	log := zerolog.Ctx(m.bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		c.run(log.WithContext(m.bgCtx))
+	}()
+	return CallStatus{ID: c.id, RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.dev.DeviceID(), SessionID: c.session, JoinedAt: c.joinedAt}, nil
+}
+
+// reserve picks the lowest-numbered free virtual user for the room.
+func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
+	m.lock.Lock()
+	defer m.lock.Unlock()
+	if m.stopped || m.bgCtx == nil {
+		return "", ErrStopped
+	}
+	if m.calls[roomID] != nil || m.joining[roomID] {
+		return "", ErrAlreadyJoined
+	}
+	for n := 1; ; n++ {
+		userID := m.mx.VirtualUserID(n)
+		if !m.inUse[userID] {
+			m.inUse[userID] = true
+			m.joining[roomID] = true
+			return userID, nil
+		}
+	}
+}
+
+func (m *Manager) forget(c *Call) {
+	m.lock.Lock()
+	defer m.lock.Unlock()
+	if m.calls[c.roomID] == c {
+		delete(m.calls, c.roomID)
+	}
+	if m.byUser[c.dev.UserID()] == c {
+		delete(m.byUser, c.dev.UserID())
+	}
+	delete(m.inUse, c.dev.UserID())
+}
+
+// prepare does everything before the call loop runs: the virtual user with
+// its device and uploaded keys, room membership, the call, power levels.
+func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
+	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
+	ctx = log.WithContext(ctx)
+	dev, err := m.mx.Device(ctx, userID, func(ctx context.Context, received []e2ee.Received) {
+		m.handleDeviceEvents(ctx, userID, received)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	if !m.mx.IsInRoom(ctx, roomID, userID) {
+		if err = dev.JoinRoom(ctx, roomID); err != nil {
+			return nil, fmt.Errorf("failed to bring %s into the room: %w", userID, err)
+		}
+	}
+	// Membership decides who counts as a participant: make sure the state
+	// store has the room's members even if the bot joined long ago.
+	if err = m.mx.LoadMembers(ctx, roomID); err != nil {
+		return nil, fmt.Errorf("failed to read room members: %w", err)
+	}
+	state, err := dev.RoomState(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read room state: %w", err)
+	}
+	var callEvents []*event.Event
+	for _, t := range []event.Type{signaling.StateGroupCall, signaling.StateGroupCallStable} {
+		for _, evt := range state[t] {
+			callEvents = append(callEvents, evt)
+		}
+	}
+	conf, err := signaling.PickCall(callEvents)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoCall, err)
+	}
+	memberType := signaling.StateCallMember
+	if conf.EventType.Type == signaling.StateGroupCallStable.Type {
+		memberType = signaling.StateCallMemberStable
+	}
+	if err = m.checkPowerLevel(ctx, roomID, userID, memberType); err != nil {
+		return nil, err
+	}
+	session := signaling.SessionID(random.String(16))
+	now := time.Now()
+	c := &Call{
+		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		m:  m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
+		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
+		outbox:   signaling.NewOutbox(dev.DeviceID(), session),
+		inbox:    signaling.NewInbox(signaling.InboxConfig{SessionID: session, Confs: []signaling.ConfID{conf.ConfID}}),
+		joinedAt: now, memberEvents: map[id.UserID]*event.Event{},
+		participants: map[signaling.DeviceKey]signaling.Participant{}, peers: map[signaling.DeviceKey]*peer{},
+		byCallID: map[signaling.CallID]*peer{}, attempts: map[signaling.DeviceKey]*attemptState{},
+		sendQ: mailbox.New[outgoing](), iceServers: m.iceServers(ctx),
+	}
+	for key, evt := range state[memberType] {
+		if key != string(userID) {
+			c.memberEvents[id.UserID(key)] = evt
+		} else {
+			c.ownMember = evt.Content.VeryRaw
+		}
+	}
+	return c, nil
+}
+
+// checkPowerLevel refuses to join when the member event would be rejected,
+// and says so in the room.
+func (m *Manager) checkPowerLevel(ctx context.Context, roomID id.RoomID, userID id.UserID, memberType event.Type) error {
+	pl, err := m.mx.PowerLevels(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to read power levels: %w", err)
+	}
+	need, have := pl.GetEventLevel(memberType), pl.GetUserLevel(userID)
+	if have >= need {
+		return nil
+	}
+	m.notice(ctx, roomID, fmt.Sprintf("I can't join the call: this room's power levels require level %d to send `%s` events, "+
+		"and the recorder user %s has level %d. A room admin can lower the level for that event type.", need, memberType.Type, userID, have))
+	return fmt.Errorf("%w: %s needs level %d, %s has %d", ErrPowerLevel, memberType.Type, need, userID, have)
+}
+
+// iceServers returns the homeserver's TURN servers, if configured to use them.
+func (m *Manager) iceServers(ctx context.Context) []webrtc.ICEServer {
+	if !m.cfg.WebRTC.TURN || m.cfg.WebRTC.LoopbackOnly {
+		return nil
+	}
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := m.mx.TURNServer(tctx)
+	if err != nil || len(resp.URIs) == 0 {
+		return nil
+	}
+	return []webrtc.ICEServer{{URLs: resp.URIs, Username: resp.Username, Credential: resp.Password}}
+}
