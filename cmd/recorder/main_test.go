@@ -128,7 +128,7 @@ func TestKubernetesServiceEnv(t *testing.T) {
 		"RECORDER_LOGING__FORMAT=json",
 	)
 	code, _, stderr := runCLI(t, env, "-c", cfgPath)
-	require.Equal(t, app.ExitDatabase, code, "gets past config loading to the database: %s", stderr)
+	require.Equal(t, ExitDatabase, code, "gets past config loading to the database: %s", stderr)
 	require.Contains(t, stderr, "RECORDER_SERVICE_HOST")
 	require.Contains(t, stderr, `"did_you_mean":"RECORDER_LOGGING__FORMAT"`)
 	require.NotContains(t, stderr, "10.0.0.7", "values are not logged")
