@@ -38,6 +38,8 @@ type Recording struct {
 	StartedAt   time.Time      `json:"started_at"`
 	EndedAt     time.Time      `json:"ended_at,omitzero"`
 	Folder      string         `json:"folder"`
+	// RoomName is the room's name when the recording started.
+	RoomName string `json:"room_name,omitempty"`
 }
 
 func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recording{qh: qh} }
@@ -45,7 +47,7 @@ func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recor
 // Scan implements dbutil.DataStruct.
 func (r *Recording) Scan(row dbutil.Scannable) (*Recording, error) {
 	var started, ended int64
-	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder)
+	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder, &r.RoomName)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +61,7 @@ type RecordingQuery struct {
 }
 
 const (
-	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder`
+	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder, room_name`
 	getRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
 	// Keyset pagination in (started_at DESC, id) order: rows after the cursor.
 	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
@@ -68,7 +70,7 @@ const (
 		ORDER BY started_at DESC, id LIMIT $3`
 	getByStateQuery      = `SELECT ` + recordingColumns + ` FROM recording WHERE state=$1 ORDER BY started_at`
 	upsertRecordingQuery = `
-		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at`
 	deleteRecordingQuery = `DELETE FROM recording WHERE id=$1`
 )
@@ -128,7 +130,7 @@ func (rq *RecordingQuery) GetByState(ctx context.Context, state RecordingState) 
 // Save inserts the recording or updates its state, error and end.
 func (r *Recording) Save(ctx context.Context) error {
 	return r.qh.Exec(ctx, upsertRecordingQuery, r.ID, r.RoomID, r.ConfID, r.VirtualUser, r.State, r.Error,
-		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder)
+		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder, r.RoomName)
 }
 
 // Delete removes the recording and (by cascade) its file rows.
@@ -162,6 +164,10 @@ type RecordingFile struct {
 	Height        int            `json:"height,omitempty"`
 	MuteIntervals []Interval     `json:"mute_intervals"`
 	State         RecordingState `json:"state"`
+	// DisplayName and AvatarURL are the participant's profile in the room
+	// when the file was recorded.
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
 }
 
 func newRecordingFile(qh *dbutil.QueryHelper[*RecordingFile]) *RecordingFile {
@@ -173,7 +179,7 @@ func (f *RecordingFile) Scan(row dbutil.Scannable) (*RecordingFile, error) {
 	var codecs, mutes string
 	var durMS, started int64
 	err := row.Scan(&f.RecordingID, &f.Name, &f.UserID, &f.DeviceID, &f.SessionID, &f.Purpose, &f.Kind, &codecs,
-		&f.Bytes, &durMS, &started, &f.Segment, &f.Width, &f.Height, &mutes, &f.State)
+		&f.Bytes, &durMS, &started, &f.Segment, &f.Width, &f.Height, &mutes, &f.State, &f.DisplayName, &f.AvatarURL)
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +200,11 @@ type RecordingFileQuery struct {
 
 const (
 	fileColumns = `recording_id, name, user_id, device_id, session_id, purpose, kind, codecs, bytes, duration_ms,
-		started_at, segment, width, height, mute_intervals, state`
+		started_at, segment, width, height, mute_intervals, state, display_name, avatar_url`
 	getFilesQuery   = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 ORDER BY started_at, name`
 	getFileQuery    = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 AND name=$2`
 	insertFileQuery = `
-		INSERT INTO recording_file (` + fileColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		INSERT INTO recording_file (` + fileColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 		ON CONFLICT (recording_id, name) DO NOTHING`
 )
 
@@ -256,7 +262,7 @@ func (f *RecordingFile) Save(ctx context.Context) error {
 	}
 	res, err := f.qh.GetDB().Exec(ctx, insertFileQuery, f.RecordingID, f.Name, f.UserID, f.DeviceID, f.SessionID, f.Purpose, f.Kind,
 		strings.Join(f.Codecs, ","), f.Bytes, f.Duration.Milliseconds(), toUnixMilli(f.StartedAt), f.Segment,
-		f.Width, f.Height, string(mutesJSON), f.State)
+		f.Width, f.Height, string(mutesJSON), f.State, f.DisplayName, f.AvatarURL)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,8 @@ type DB struct {
 	Recording   *RecordingQuery
 	File        *RecordingFileQuery
 	ActiveCall  *ActiveCallQuery
+	Mixdown     *MixdownQuery
+	Outbox      *OutboxQuery
 }
 
 // Open connects to the database and applies every pending schema upgrade.
@@ -129,5 +131,7 @@ func Wrap(raw *dbutil.Database) *DB {
 		Recording:   &RecordingQuery{dbutil.MakeQueryHelper(raw, newRecording)},
 		File:        &RecordingFileQuery{dbutil.MakeQueryHelper(raw, newRecordingFile)},
 		ActiveCall:  &ActiveCallQuery{db: raw},
+		Mixdown:     &MixdownQuery{db: raw},
+		Outbox:      &OutboxQuery{db: raw},
 	}
 }

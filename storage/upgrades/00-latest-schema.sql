@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 -- Virtual recorder users: each has its own device, kept across restarts.
 CREATE TABLE virtual_user (
@@ -45,7 +45,8 @@ CREATE TABLE recording (
 	started_at   BIGINT NOT NULL,
 	ended_at     BIGINT NOT NULL DEFAULT 0,
 	-- folder of the recording's files in the file store
-	folder       TEXT   NOT NULL
+	folder       TEXT   NOT NULL,
+	room_name    TEXT   NOT NULL DEFAULT '' -- at recording time
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);
 CREATE INDEX recording_started_idx ON recording (started_at);
@@ -68,6 +69,8 @@ CREATE TABLE recording_file (
 	height         INTEGER NOT NULL DEFAULT 0,
 	mute_intervals TEXT    NOT NULL DEFAULT '[]', -- JSON [{start,end}]
 	state          TEXT    NOT NULL, -- finished, failed, repaired
+	display_name   TEXT    NOT NULL DEFAULT '', -- at recording time
+	avatar_url     TEXT    NOT NULL DEFAULT '',
 	PRIMARY KEY (recording_id, name)
 );
 
@@ -81,3 +84,29 @@ CREATE TABLE active_call (
 	session_id   TEXT   NOT NULL,
 	joined_at    BIGINT NOT NULL
 );
+
+-- One mixdown job per recording: its files are recording_file rows with
+-- purpose 'mixdown'.
+CREATE TABLE mixdown (
+	recording_id TEXT    PRIMARY KEY REFERENCES recording (id) ON DELETE CASCADE,
+	state        TEXT    NOT NULL, -- queued, running, finished, failed
+	progress     INTEGER NOT NULL DEFAULT 0, -- per mille
+	error        TEXT    NOT NULL DEFAULT '',
+	queued_at    BIGINT  NOT NULL,
+	started_at   BIGINT  NOT NULL DEFAULT 0,
+	ended_at     BIGINT  NOT NULL DEFAULT 0
+);
+
+-- Webhook deliveries not yet acknowledged (and, for a while, those that were).
+CREATE TABLE webhook_outbox (
+	id              TEXT    PRIMARY KEY, -- idempotency id, sent with every attempt
+	url             TEXT    NOT NULL,
+	event           TEXT    NOT NULL,
+	body            TEXT    NOT NULL,
+	created_at      BIGINT  NOT NULL,
+	attempts        INTEGER NOT NULL DEFAULT 0,
+	next_attempt_at BIGINT  NOT NULL,
+	delivered_at    BIGINT  NOT NULL DEFAULT 0,
+	last_error      TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX webhook_outbox_due_idx ON webhook_outbox (delivered_at, next_attempt_at);
