@@ -29,6 +29,22 @@ type Config struct {
 	Commands    CommandsConfig   `yaml:"commands"`
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
 	Logging     LoggingConfig    `yaml:"logging"`
+	Mixdown     MixdownConfig    `yaml:"mixdown"`
+	Webhooks    []WebhookConfig  `yaml:"webhooks"`
+}
+
+// MixdownConfig configures the one-file-per-recording mixdown.
+type MixdownConfig struct {
+	// Enabled mixes every recording down when it ends.
+	Enabled bool `yaml:"enabled"`
+	// Concurrency is how many mixdowns run at once.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// WebhookConfig is one receiver of recording events.
+type WebhookConfig struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"` // HMAC-SHA256 key of the signature
 }
 
 // HomeserverConfig says where the homeserver is.
@@ -71,11 +87,17 @@ type DatabaseConfig struct {
 // RecordingsConfig says where recordings go.
 type RecordingsConfig struct {
 	Path string `yaml:"path"`
+	// Retention deletes recordings older than this many days; 0 keeps
+	// them.
+	Retention int `yaml:"retention"`
 }
 
 // APIConfig is the operator HTTP API.
 type APIConfig struct {
 	Listen string   `yaml:"listen"` // host:port; empty disables the API
+	// PublicURL is the base URL users reach the API and page at (links in
+	// the bot's notices and webhooks); empty: no links.
+	PublicURL string `yaml:"public_url"`
 	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
 	// ProtectMetrics requires a token on /metrics too (the default).
 	ProtectMetrics bool `yaml:"protect_metrics"`
@@ -170,6 +192,7 @@ func Default() *Config {
 		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
 		WebRTC:     WebRTCConfig{TURN: true},
 		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},
+		Mixdown:    MixdownConfig{Enabled: true, Concurrency: 1},
 	}
 }
 

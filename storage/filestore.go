@@ -216,3 +216,9 @@ func (ls *LocalStore) Delete(_ context.Context, folder, name string) error {
 	}
 	return nil
 }
+
+// LocalPath is where a stored file is on disk (readers such as ffmpeg
+// that need a path use it in place).
+func (ls *LocalStore) LocalPath(folder, name string) (string, error) {
+	return ls.path(folder, name)
+}

@@ -244,3 +244,20 @@ const expiredRecordingsQuery = `SELECT ` + recordingColumns + ` FROM recording
 func (rq *RecordingQuery) StartedBefore(ctx context.Context, t time.Time, limit int) ([]*Recording, error) {
 	return rq.QueryMany(ctx, expiredRecordingsQuery, t.UnixMilli(), limit)
 }
+
+// ReplaceMixdownFiles swaps the recording's mixdown file rows for files
+// (purpose PurposeMixdown) in one transaction.
+func (db *DB) ReplaceMixdownFiles(ctx context.Context, recID RecordingID, files []*RecordingFile) error {
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := db.Mixdown.DeleteFiles(ctx, recID); err != nil {
+			return err
+		}
+		for _, f := range files {
+			f.qh, f.RecordingID, f.Purpose = db.File.QueryHelper, recID, PurposeMixdown
+			if err := f.Save(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -20,9 +20,12 @@ import (
 	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/metrics"
+	"github.com/matrix-recorder/recorder/mixdown"
 	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/retention"
 	"github.com/matrix-recorder/recorder/storage"
 	"github.com/matrix-recorder/recorder/web"
+	"github.com/matrix-recorder/recorder/webhooks"
 )
 
 // Classes of startup failure New and Start wrap their errors in; cmd/recorder
@@ -47,6 +50,10 @@ type App struct {
 	Archive *archive.Recorder
 	Metrics *metrics.Metrics
 	Web     *web.Server
+	// Outputs of recordings: the mixdown queue, webhooks and retention.
+	Mixdown   *mixdown.Queue
+	Webhooks  *webhooks.Sender
+	Retention *retention.Cleaner
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -106,7 +113,14 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met})
+	out := newOutputs(cfg, db, store)
+	expiry, err := retention.New(retention.Options{Store: retentionStore{db}, Files: store, Days: cfg.Recordings.Retention, Registerer: met.Registry})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
+	}
+	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met,
+		Events: out, Profiles: profiles{svc: svc, wait: 5 * time.Second}})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
@@ -124,10 +138,12 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	commands.Register(svc, calls, db.Recording, db.File)
-	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met}
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met,
+		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Mixdowns: webMixdowns{db: db, queue: out.mix}, RetentionDays: cfg.Recordings.Retention,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 		}))
 	}
@@ -158,6 +174,11 @@ func (app *App) Start(ctx context.Context) error {
 		defer app.wg.Done()
 		app.pruneTransactions(bg)
 	}()
+	app.Webhooks.Start(bg)
+	if err := app.Mixdown.Start(bg); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartup, err)
+	}
+	app.Retention.Start(bg)
 	return nil
 }
 
@@ -194,6 +215,10 @@ func (app *App) Stop(ctx context.Context) error {
 	if err := app.AS.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// After the calls: their ends still queue events and mixdowns.
+	app.Retention.Stop()
+	app.Mixdown.Stop()
+	app.Webhooks.Stop()
 	if app.cancel != nil {
 		app.cancel()
 	}
