@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -41,8 +42,23 @@ type Files interface {
 	GetAllFor(ctx context.Context, ids []storage.RecordingID) (map[storage.RecordingID][]*storage.RecordingFile, error)
 }
 
+// Outputs are what the commands tell about a recording beyond its rows.
+type Outputs struct {
+	// PublicURL (config api.public_url) makes the stop notice link to the
+	// recording on the page; empty: no link.
+	PublicURL string
+	// RetentionDays (config recordings.retention) makes `list` say when
+	// each recording expires; 0: never.
+	RetentionDays int
+}
+
 // Register adds the commands to the appservice's command set.
 func Register(svc *appservice.Service, calls Calls, recordings Recordings, files Files) {
+	RegisterWith(svc, calls, recordings, files, Outputs{})
+}
+
+// RegisterWith is Register with links and expiry in the replies.
+func RegisterWith(svc *appservice.Service, calls Calls, recordings Recordings, files Files, out Outputs) {
 	memberLevel := signaling.StateCallMember
 	svc.RegisterCommand(&appservice.Command{
 		Name: "start", Aliases: []string{"join", "record"}, Help: "Join this room's group call and record it.",
@@ -57,7 +73,7 @@ func Register(svc *appservice.Service, calls Calls, recordings Recordings, files
 		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
 		RequiresEventLevel: &memberLevel,
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, stop(ctx, calls, ce.RoomID))
+			ce.Reply(ctx, stopWithLink(ctx, calls, recordings, out, ce.RoomID))
 		},
 	})
 	svc.RegisterCommand(&appservice.Command{
@@ -69,7 +85,7 @@ func Register(svc *appservice.Service, calls Calls, recordings Recordings, files
 	svc.RegisterCommand(&appservice.Command{
 		Name: "list", Help: "List this room's recent recordings.",
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, list(ctx, recordings, files, ce.RoomID))
+			ce.Reply(ctx, list(ctx, recordings, files, ce.RoomID, out.RetentionDays))
 		},
 	})
 }
@@ -93,10 +109,12 @@ func start(ctx context.Context, calls Calls, roomID id.RoomID) string {
 	}
 }
 
+const stoppedReply = "Left the call."
+
 func stop(ctx context.Context, calls Calls, roomID id.RoomID) string {
 	switch err := calls.Leave(ctx, roomID); {
 	case err == nil:
-		return "Left the call."
+		return stoppedReply
 	case errors.Is(err, callbot.ErrNotJoined):
 		return "I'm not in this room's call."
 	default:
@@ -124,7 +142,7 @@ func status(ctx context.Context, calls Calls, roomID id.RoomID) string {
 
 // list shows the room's newest recordings, with their files counted in one
 // query for the whole page.
-func list(ctx context.Context, recordings Recordings, files Files, roomID id.RoomID) string {
+func list(ctx context.Context, recordings Recordings, files Files, roomID id.RoomID, retentionDays int) string {
 	log := zerolog.Ctx(ctx)
 	rows, err := recordings.List(ctx, storage.ListFilter{RoomID: roomID, Limit: ListLimit})
 	if err != nil {
@@ -145,8 +163,21 @@ func list(ctx context.Context, recordings Recordings, files Files, roomID id.Roo
 	var b strings.Builder
 	b.WriteString("**Recent recordings of this room** (newest first):\n\n")
 	for _, row := range rows {
-		fmt.Fprintf(&b, "* `%s` %s, %s, %s, %d file(s)\n", row.ID, row.StartedAt.UTC().Format("2006-01-02 15:04 UTC"),
-			length(row), row.State, len(filesOf[row.ID]))
+		n := 0
+		for _, f := range filesOf[row.ID] {
+			if f.Purpose != storage.PurposeMixdown {
+				n++
+			}
+		}
+		fmt.Fprintf(&b, "* `%s` %s, %s, %s, %d file(s)", row.ID, row.StartedAt.UTC().Format("2006-01-02 15:04 UTC"),
+			length(row), row.State, n)
+		if n < len(filesOf[row.ID]) {
+			b.WriteString(", mixed down")
+		}
+		if retentionDays > 0 && row.State != storage.StateRecording {
+			fmt.Fprintf(&b, ", expires %s", row.StartedAt.Add(time.Duration(retentionDays)*24*time.Hour).UTC().Format("2006-01-02 15:04 UTC"))
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
@@ -156,4 +187,20 @@ func length(row *storage.Recording) string {
 		return "in progress"
 	}
 	return row.EndedAt.Sub(row.StartedAt).Round(time.Second).String()
+}
+
+// stopWithLink stops recording and, with a public URL, links the notice
+// to the recording that just ended on the page.
+func stopWithLink(ctx context.Context, calls Calls, recordings Recordings, out Outputs, roomID id.RoomID) string {
+	var recID storage.RecordingID
+	if out.PublicURL != "" {
+		if recs, err := recordings.List(ctx, storage.ListFilter{RoomID: roomID, State: storage.StateRecording, Limit: 1}); err == nil && len(recs) > 0 {
+			recID = recs[0].ID
+		}
+	}
+	reply := stop(ctx, calls, roomID)
+	if recID != "" && reply == stoppedReply {
+		reply += " The recording: " + strings.TrimRight(out.PublicURL, "/") + "/#rec=" + url.QueryEscape(string(recID))
+	}
+	return reply
 }

@@ -46,14 +46,14 @@ func TestListReadsFilesInOneQuery(t *testing.T) {
 		{ID: "r1", StartedAt: start.Add(-time.Hour), EndedAt: start.Add(-time.Hour + 90*time.Second), State: storage.StateFinished},
 	}}
 	files := &fakeFiles{files: map[storage.RecordingID][]*storage.RecordingFile{"r1": {{}, {}, {}}, "r2": {{}}}}
-	reply := list(ctx, recs, files, "!room:test")
+	reply := list(ctx, recs, files, "!room:test", 0)
 	require.Equal(t, 1, files.calls, "one file query for the whole list")
 	require.Equal(t, storage.ListFilter{RoomID: "!room:test", Limit: ListLimit}, recs.filter)
 	require.Contains(t, reply, "* `r2` 2026-01-02 03:04 UTC, in progress, recording, 1 file(s)")
 	require.Contains(t, reply, "* `r1` 2026-01-02 02:04 UTC, 1m30s, finished, 3 file(s)")
 
-	require.Contains(t, list(ctx, &fakeRecordings{}, files, "!room:test"), "no recordings")
-	require.Contains(t, list(ctx, &fakeRecordings{listErr: errors.New("db down")}, files, "!room:test"), "couldn't read")
+	require.Contains(t, list(ctx, &fakeRecordings{}, files, "!room:test", 0), "no recordings")
+	require.Contains(t, list(ctx, &fakeRecordings{listErr: errors.New("db down")}, files, "!room:test", 0), "couldn't read")
 }
 
 type fakeCalls struct{ err error }
@@ -78,4 +78,27 @@ func TestCallCommandReplies(t *testing.T) {
 	require.Contains(t, stop(ctx, fakeCalls{err: callbot.ErrNotJoined}, "!r:test"), "not in this room's call")
 	require.Contains(t, status(ctx, fakeCalls{}, "!r:test"), "* @alice:test (ALICE): connected, tracks m.usermedia/audio/audio/opus")
 	require.Contains(t, status(ctx, fakeCalls{err: callbot.ErrNotJoined}, "!r:test"), "not in this room's call")
+}
+
+// TestOutputsInReplies: `list` says when recordings expire and counts a
+// mixdown apart; the stop notice links to the recording on the page.
+func TestOutputsInReplies(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	recs := &fakeRecordings{rows: []*storage.Recording{
+		{ID: "r2", StartedAt: start, State: storage.StateRecording},
+		{ID: "r1", StartedAt: start.Add(-time.Hour), EndedAt: start.Add(-time.Hour + 90*time.Second), State: storage.StateFinished},
+	}}
+	files := &fakeFiles{files: map[storage.RecordingID][]*storage.RecordingFile{
+		"r1": {{}, {Purpose: storage.PurposeMixdown}}, "r2": {{}},
+	}}
+	reply := list(ctx, recs, files, "!room:test", 30)
+	require.Contains(t, reply, "* `r2` 2026-01-02 03:04 UTC, in progress, recording, 1 file(s)\n", "a recording in progress does not expire")
+	require.Contains(t, reply, "* `r1` 2026-01-02 02:04 UTC, 1m30s, finished, 1 file(s), mixed down, expires 2026-02-01 02:04 UTC")
+
+	require.Equal(t, "Left the call. The recording: https://rec.example/#rec=r2",
+		stopWithLink(ctx, fakeCalls{}, recs, Outputs{PublicURL: "https://rec.example/"}, "!r:test"))
+	require.Equal(t, storage.StateRecording, recs.filter.State)
+	require.Equal(t, "Left the call.", stopWithLink(ctx, fakeCalls{}, recs, Outputs{}, "!r:test"))
+	require.Contains(t, stopWithLink(ctx, fakeCalls{err: callbot.ErrNotJoined}, recs, Outputs{PublicURL: "https://rec.example"}, "!r:test"), "not in this room's call")
 }

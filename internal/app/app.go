@@ -67,6 +67,8 @@ type Options struct {
 	Create recording.CreateFunc
 	// SignalHold overrides how long signals from unlisted devices wait.
 	SignalHold time.Duration
+	// WebhookBackoff overrides the pause between webhook attempts.
+	WebhookBackoff func(attempts int) time.Duration
 }
 
 // New opens the database and builds every component; Start runs them. cfg
@@ -113,7 +115,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	out := newOutputs(cfg, db, store)
+	out := newOutputs(cfg, db, store, opts.WebhookBackoff)
 	expiry, err := retention.New(retention.Options{Store: retentionStore{db}, Files: store, Days: cfg.Recordings.Retention, Registerer: met.Registry})
 	if err != nil {
 		_ = db.Close()
@@ -137,7 +139,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	commands.Register(svc, calls, db.Recording, db.File)
+	commands.RegisterWith(svc, calls, db.Recording, db.File, commands.Outputs{PublicURL: cfg.API.PublicURL, RetentionDays: cfg.Recordings.Retention})
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met,
 		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry}
 	if cfg.API.Listen != "" {

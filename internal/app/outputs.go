@@ -75,12 +75,12 @@ func (o *outputs) mixdownDone(ctx context.Context, m *storage.Mixdown) {
 	o.publish(ctx, webhooks.MixdownFinished, "."+strconv.FormatInt(m.EndedAt.UnixMilli(), 10), rec, m)
 }
 
-func newOutputs(cfg *config.Config, db *storage.DB, store *storage.LocalStore) *outputs {
+func newOutputs(cfg *config.Config, db *storage.DB, store *storage.LocalStore, backoff func(int) time.Duration) *outputs {
 	eps := make([]webhooks.Endpoint, 0, len(cfg.Webhooks))
 	for _, wh := range cfg.Webhooks {
 		eps = append(eps, webhooks.Endpoint{URL: wh.URL, Secret: wh.Secret})
 	}
-	o := &outputs{db: db, hooks: webhooks.New(webhooks.Options{Outbox: db.Outbox, Endpoints: eps}),
+	o := &outputs{db: db, hooks: webhooks.New(webhooks.Options{Outbox: db.Outbox, Endpoints: eps, Backoff: backoff}),
 		autoMix: cfg.Mixdown.Enabled, publicURL: cfg.API.PublicURL}
 	o.mix = mixdown.NewQueue(mixdown.Options{Store: mixStore{db}, Files: store, Concurrency: cfg.Mixdown.Concurrency,
 		WorkDir: filepath.Join(cfg.Recordings.Path, ".mixdown"), Done: o.mixdownDone})

@@ -36,6 +36,11 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
+	// Config, if set, changes the recorder's config before it starts
+	// (mixdowns are off unless it turns them on).
+	Config func(*config.Config)
+	// WebhookBackoff overrides the pause between webhook attempts.
+	WebhookBackoff func(attempts int) time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -76,6 +81,10 @@ func Start(t *testing.T, opts Options) *Stack {
 	cfg.Permissions = opts.Permissions
 	if cfg.Permissions == nil {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	}
+	cfg.Mixdown.Enabled = false
+	if opts.Config != nil {
+		opts.Config(cfg)
 	}
 	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken
@@ -120,7 +129,8 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
+	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
+		WebhookBackoff: s.opts.WebhookBackoff})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder

@@ -1,0 +1,209 @@
+//go:build integration
+
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/internal/simpeer"
+	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
+	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/stack"
+	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// Tones of the simulated participants (testdata/media/tone-*.ogg).
+const (
+	aliceTone = 600
+	bobTone   = 1500
+)
+
+func toneSim(freq int, video bool) stack.SimOptions {
+	return stack.SimOptions{Video: video, Tweak: func(c *simpeer.Config) {
+		c.Audio = fmt.Sprintf("tone-%d-opus-48k-stereo.ogg", freq)
+	}}
+}
+
+func waitMixdown(t *testing.T, s *stack.Stack, recID storage.RecordingID) *storage.Mixdown {
+	t.Helper()
+	var m *storage.Mixdown
+	require.Eventually(t, func() bool {
+		var err error
+		m, err = s.App.DB.Mixdown.Get(s.Ctx(), recID)
+		require.NoError(t, err)
+		return m != nil && (m.State == storage.MixdownFinished || m.State == storage.MixdownFailed)
+	}, 2*stack.Deadline, 100*time.Millisecond, "the mixdown did not end")
+	require.Equal(t, storage.MixdownFinished, m.State, m.Error)
+	return m
+}
+
+// TestMixdownOfRecordedCall: alice (audio only, a 600 Hz tone) is recorded
+// from the start, bob (camera, 1500 Hz) joins two seconds later. The
+// mixdown has one audio stream, and a WebM with one video and one audio
+// stream, both as long as the call; alice sounds throughout, bob only from
+// his offset. The API lists the files as kind mixdown and serves them with
+// Range; names are kept as they were.
+func TestMixdownOfRecordedCall(t *testing.T) {
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Observer: obs, API: true, Config: func(c *config.Config) {
+		c.Mixdown.Enabled = true
+		c.Recordings.Retention = 30
+	}})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bob := s.HS.RegisterUser(ctx, t, "bob")
+	require.NoError(t, alice.SetDisplayName(ctx, "Alice Liddell"))
+	roomID := s.CallRoom(t, alice, bob.UserID)
+	aliceOpts := toneSim(aliceTone, false)
+	aliceOpts.CreateCall = true
+	pa := s.Sim(t, roomID, alice, aliceOpts)
+
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	waitConnected(t, s, roomID, pa)
+	require.Eventually(t, func() bool { return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 10) },
+		stack.Deadline, 50*time.Millisecond)
+	time.Sleep(2 * time.Second)
+	_, err := bob.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	require.NoError(t, bob.SetDisplayName(ctx, "Bob Builder"))
+	pb := s.Sim(t, roomID, bob, toneSim(bobTone, true))
+	waitConnected(t, s, roomID, pb)
+	require.Eventually(t, func() bool { return obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 10) },
+		stack.Deadline, 50*time.Millisecond)
+	waitMedia(t, obs, bob.UserID, 2*time.Second)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	require.Equal(t, "Call", rec.RoomName)
+	m := waitMixdown(t, s, rec.ID)
+	require.InDelta(t, 1, m.Progress, 0.001)
+
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	offset := map[string]float64{}
+	var mix []*storage.RecordingFile
+	for _, f := range files {
+		switch {
+		case f.Purpose == storage.PurposeMixdown:
+			mix = append(mix, f)
+		case f.UserID == alice.UserID:
+			require.Equal(t, "Alice Liddell", f.DisplayName)
+			offset["alice"] = f.StartedAt.Sub(rec.StartedAt).Seconds()
+		case f.UserID == bob.UserID:
+			require.Equal(t, "Bob Builder", f.DisplayName)
+			offset["bob"] = f.StartedAt.Sub(rec.StartedAt).Seconds()
+		}
+	}
+	require.Len(t, mix, 2, "mixdown.ogg and mixdown.webm")
+	callLen := rec.EndedAt.Sub(rec.StartedAt).Seconds()
+	t.Logf("call %.2fs, alice at %.2fs, bob at %.2fs", callLen, offset["alice"], offset["bob"])
+	require.Greater(t, offset["bob"], offset["alice"]+1.5, "bob joined late")
+
+	ogg, webm := storedPath(s, rec, "mixdown.ogg"), storedPath(s, rec, "mixdown.webm")
+	require.InDelta(t, callLen, mediacheck.Duration(t, ogg), 0.3)
+	require.InDelta(t, callLen, mediacheck.Duration(t, webm), 0.3)
+	streams := mediacheck.Streams(t, ogg)
+	require.Len(t, streams, 1)
+	require.Equal(t, "opus", streams[0].CodecName)
+	kinds := map[string]int{}
+	for _, st := range mediacheck.Streams(t, webm) {
+		kinds[st.CodecType]++
+	}
+	require.Equal(t, map[string]int{"audio": 1, "video": 1}, kinds)
+
+	pcm := mediacheck.DecodeAudio(t, ogg)
+	const on, off = 0.05, 0.01 // the tones have amplitude 0.2
+	require.Greater(t, mediacheck.ToneLevel(pcm, aliceTone, offset["alice"]+0.3, callLen-0.3), on, "alice sounds")
+	require.Less(t, mediacheck.ToneLevel(pcm, bobTone, 0, offset["bob"]-0.2), off, "bob is silent before he joined")
+	require.Greater(t, mediacheck.ToneLevel(pcm, bobTone, offset["bob"]+0.3, callLen-0.3), on, "bob sounds after his offset")
+	// Each second of the call, alice's tone is there (no gaps or drift).
+	for at := offset["alice"] + 0.5; at < callLen-1; at++ {
+		require.Greater(t, mediacheck.ToneLevel(pcm, aliceTone, at, at+0.5), on, "alice at %.1fs", at)
+	}
+
+	// The manifest keeps the names too.
+	data, err := readStored(s, rec, recording.ManifestFileName)
+	require.NoError(t, err)
+	var man recording.Manifest
+	require.NoError(t, json.Unmarshal(data, &man))
+	require.Equal(t, "Call", man.RoomName)
+	names := map[string]string{}
+	for _, tr := range man.Tracks {
+		names[tr.UserID] = tr.DisplayName
+	}
+	require.Equal(t, map[string]string{string(alice.UserID): "Alice Liddell", string(bob.UserID): "Bob Builder"}, names)
+
+	// API: the mixdown is its own kind, served with Range.
+	get := func(path string, rangeHdr string) (*http.Response, []byte) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.APIURL()+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+stack.APIToken)
+		if rangeHdr != "" {
+			req.Header.Set("Range", rangeHdr)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, body
+	}
+	resp, body := get("/api/v1/recordings/"+string(rec.ID), "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var got struct {
+		RoomName  string    `json:"room_name"`
+		ExpiresAt time.Time `json:"expires_at"`
+		Tracks    []struct {
+			UserID      string `json:"user_id"`
+			DisplayName string `json:"display_name"`
+		} `json:"tracks"`
+		Mixdown struct {
+			State    string  `json:"state"`
+			Progress float64 `json:"progress"`
+			Files    []struct {
+				Kind      string `json:"kind"`
+				Container string `json:"container"`
+				File      string `json:"file"`
+				Bytes     int64  `json:"bytes"`
+			} `json:"files"`
+		} `json:"mixdown"`
+	}
+	require.NoError(t, json.Unmarshal(body, &got))
+	require.Equal(t, "Call", got.RoomName)
+	require.WithinDuration(t, rec.StartedAt.Add(30*24*time.Hour), got.ExpiresAt, time.Millisecond)
+	require.Len(t, got.Tracks, 2, "participant files only")
+	require.Equal(t, "finished", got.Mixdown.State)
+	require.Len(t, got.Mixdown.Files, 2)
+	for _, f := range got.Mixdown.Files {
+		require.Equal(t, "mixdown", f.Kind)
+		resp, part := get("/api/v1/recordings/"+string(rec.ID)+"/files/"+f.File, "bytes=0-99")
+		require.Equal(t, http.StatusPartialContent, resp.StatusCode)
+		require.Len(t, part, 100)
+		require.Equal(t, map[string]string{"ogg": "audio/ogg", "webm": "video/webm"}[f.Container], resp.Header.Get("Content-Type"))
+	}
+	listed := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec list"))
+	require.Contains(t, listed, "2 file(s), mixed down, expires ")
+}
+
+// readStored reads a stored file of a recording.
+func readStored(s *stack.Stack, rec *storage.Recording, name string) ([]byte, error) {
+	f, err := s.App.Store.Open(s.Ctx(), rec.Folder, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
