@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
+	"github.com/matrix-recorder/recorder/webhooks"
 )
 
 // Tones of the simulated participants (testdata/media/tone-*.ogg).
@@ -207,3 +210,165 @@ func readStored(s *stack.Stack, rec *storage.Recording, name string) ([]byte, er
 	return io.ReadAll(f)
 }
 
+
+// hookReceiver is a webhook endpoint that checks signatures and counts the
+// deliveries it acknowledged, by idempotency id.
+type hookReceiver struct {
+	t      *testing.T
+	secret string
+
+	lock     sync.Mutex
+	mode     string // "down" (503), "hang" (never answers), "up" (200)
+	hanging  chan struct{}
+	acked    map[string][]byte // event id -> body
+	ackCount map[string]int
+	types    map[string]int
+	badSig   int
+	lastHdr  http.Header
+	lastBody []byte
+}
+
+func (hr *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	if err := webhooks.Verify(hr.secret, r.Header, body, time.Now(), webhooks.DefaultTolerance); err != nil {
+		hr.lock.Lock()
+		hr.badSig++
+		hr.lock.Unlock()
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	hr.lock.Lock()
+	mode := hr.mode
+	hr.lastHdr, hr.lastBody = r.Header.Clone(), body
+	if mode == "hang" && hr.hanging != nil {
+		close(hr.hanging)
+		hr.hanging = nil
+	}
+	hr.lock.Unlock()
+	switch mode {
+	case "down":
+		w.WriteHeader(http.StatusServiceUnavailable)
+	case "hang":
+		<-r.Context().Done() // the sender gives up when it is stopped
+	default:
+		hr.lock.Lock()
+		id := r.Header.Get(webhooks.HeaderID)
+		hr.acked[id] = body
+		hr.ackCount[id]++
+		hr.types[r.Header.Get(webhooks.HeaderEvent)]++
+		hr.lock.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (hr *hookReceiver) setMode(mode string) {
+	hr.lock.Lock()
+	defer hr.lock.Unlock()
+	hr.mode = mode
+}
+
+// TestWebhooksSurviveRestart: events of a recording and its mixdown wait
+// while the receiver is down; the recorder is restarted while a delivery
+// is in flight; afterwards every event arrives exactly once, signed, and a
+// wrong signature is detected.
+func TestWebhooksSurviveRestart(t *testing.T) {
+	hr := &hookReceiver{t: t, secret: "hook-secret-0123456789", mode: "down",
+		acked: map[string][]byte{}, ackCount: map[string]int{}, types: map[string]int{}}
+	srv := httptest.NewServer(hr)
+	t.Cleanup(srv.Close)
+	const publicURL = "https://recorder.example.test"
+	s := stack.Start(t, stack.Options{
+		Config: func(c *config.Config) {
+			c.Mixdown.Enabled = true
+			c.API.PublicURL = publicURL
+			c.Webhooks = []config.WebhookConfig{{URL: srv.URL + "/hook", Secret: hr.secret}}
+		},
+		WebhookBackoff: func(int) time.Duration { return 200 * time.Millisecond },
+	})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	opts := toneSim(aliceTone, false)
+	opts.CreateCall = true
+	pa := s.Sim(t, roomID, alice, opts)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
+	waitConnected(t, s, roomID, pa)
+	time.Sleep(2 * time.Second)
+	stopped := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop"))
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, "Left the call. The recording: "+publicURL+"/#rec="+string(rec.ID), stopped)
+	waitMixdown(t, s, rec.ID)
+	require.Eventually(t, func() bool {
+		n, err := s.App.DB.Outbox.Pending(ctx)
+		require.NoError(t, err)
+		return n == 3
+	}, stack.Deadline, 50*time.Millisecond, "started, finished and mixdown.finished wait in the outbox")
+
+	hanging := make(chan struct{})
+	hr.lock.Lock()
+	hr.mode, hr.hanging = "hang", hanging
+	hr.lock.Unlock()
+	select {
+	case <-hanging:
+	case <-time.After(stack.Deadline):
+		t.Fatal("no delivery attempt while the receiver hangs")
+	}
+	s.StopApp(t) // kills the delivery in flight
+	hr.setMode("up")
+	s.StartApp(t)
+
+	require.Eventually(t, func() bool {
+		hr.lock.Lock()
+		defer hr.lock.Unlock()
+		return len(hr.acked) == 3
+	}, stack.Deadline, 50*time.Millisecond, "every event is delivered after the restart")
+	time.Sleep(time.Second) // nothing more comes
+	hr.lock.Lock()
+	defer hr.lock.Unlock()
+	require.Zero(t, hr.badSig)
+	require.Equal(t, map[string]int{"recording.started": 1, "recording.finished": 1, "mixdown.finished": 1}, hr.types)
+	for id, n := range hr.ackCount {
+		require.Equal(t, 1, n, "event %s acknowledged once", id)
+	}
+	n, err := s.App.DB.Outbox.Pending(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	for _, body := range hr.acked {
+		var ev webhooks.Event
+		require.NoError(t, json.Unmarshal(body, &ev))
+		require.Equal(t, rec.ID, ev.Recording.ID)
+		require.Equal(t, roomID, ev.Recording.RoomID)
+		require.Equal(t, "Call", ev.Recording.RoomName)
+		switch ev.Type {
+		case webhooks.RecordingStarted:
+			require.Nil(t, ev.Recording.EndedAt)
+		case webhooks.RecordingFinished:
+			require.Equal(t, storage.StateFinished, ev.Recording.State)
+			require.NotNil(t, ev.Recording.EndedAt)
+			require.Len(t, ev.Recording.Files, 1)
+			f := ev.Recording.Files[0]
+			require.Positive(t, f.Bytes)
+			require.Positive(t, f.DurationMS)
+			require.Equal(t, publicURL+"/api/v1/recordings/"+string(rec.ID)+"/files/"+f.Name, f.URL)
+		case webhooks.MixdownFinished:
+			require.NotNil(t, ev.Mixdown)
+			require.Equal(t, storage.MixdownFinished, ev.Mixdown.State)
+			require.Len(t, ev.Mixdown.Files, 1, "audio only: mixdown.ogg")
+			require.Equal(t, "mixdown", ev.Mixdown.Files[0].Kind)
+			require.Equal(t, "mixdown.ogg", ev.Mixdown.Files[0].Name)
+		}
+	}
+
+	// A receiver detects a forged or altered delivery.
+	require.NoError(t, webhooks.Verify(hr.secret, hr.lastHdr, hr.lastBody, time.Now(), webhooks.DefaultTolerance))
+	require.ErrorIs(t, webhooks.Verify("another-secret-0123456", hr.lastHdr, hr.lastBody, time.Now(), webhooks.DefaultTolerance), webhooks.ErrBadSignature)
+	tampered := append([]byte(nil), hr.lastBody...)
+	tampered[len(tampered)-2] ^= 1
+	require.ErrorIs(t, webhooks.Verify(hr.secret, hr.lastHdr, tampered, time.Now(), webhooks.DefaultTolerance), webhooks.ErrBadSignature)
+	require.ErrorIs(t, webhooks.Verify(hr.secret, hr.lastHdr, hr.lastBody, time.Now().Add(time.Hour), webhooks.DefaultTolerance), webhooks.ErrStale)
+	require.ErrorIs(t, webhooks.Verify(hr.secret, http.Header{}, hr.lastBody, time.Now(), webhooks.DefaultTolerance), webhooks.ErrNoSignature)
+}
