@@ -1,0 +1,183 @@
+package mixdown
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// memStore is an in-memory Store.
+type memStore struct {
+	lock  sync.Mutex
+	recs  map[storage.RecordingID]*storage.Recording
+	files map[storage.RecordingID][]*storage.RecordingFile
+	mix   map[storage.RecordingID]storage.Mixdown
+}
+
+func (ms *memStore) GetRecording(_ context.Context, id storage.RecordingID) (*storage.Recording, error) {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	return ms.recs[id], nil
+}
+
+func (ms *memStore) Files(_ context.Context, id storage.RecordingID) ([]*storage.RecordingFile, error) {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	return append([]*storage.RecordingFile(nil), ms.files[id]...), nil
+}
+
+func (ms *memStore) PutMixdown(_ context.Context, m *storage.Mixdown) error {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	ms.mix[m.RecordingID] = *m
+	return nil
+}
+
+func (ms *memStore) SetProgress(_ context.Context, id storage.RecordingID, p float64) error {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	m := ms.mix[id]
+	m.Progress = p
+	ms.mix[id] = m
+	return nil
+}
+
+func (ms *memStore) UnfinishedMixdowns(context.Context) ([]*storage.Mixdown, error) {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	var out []*storage.Mixdown
+	for _, m := range ms.mix {
+		if m.State == storage.MixdownQueued || m.State == storage.MixdownRunning {
+			out = append(out, &m)
+		}
+	}
+	return out, nil
+}
+
+func (ms *memStore) ReplaceMixdownFiles(_ context.Context, id storage.RecordingID, files []*storage.RecordingFile) error {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	var keep []*storage.RecordingFile
+	for _, f := range ms.files[id] {
+		if f.Purpose != storage.PurposeMixdown {
+			keep = append(keep, f)
+		}
+	}
+	ms.files[id] = append(keep, files...)
+	return nil
+}
+
+func (ms *memStore) state(id storage.RecordingID) storage.Mixdown {
+	ms.lock.Lock()
+	defer ms.lock.Unlock()
+	return ms.mix[id]
+}
+
+// setup stores a recording of one Ogg file (or of garbage) with its manifest.
+func setup(t *testing.T, garbage bool) (*memStore, *storage.LocalStore, string) {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := storage.NewLocalStore(filepath.Join(dir, "recordings"))
+	require.NoError(t, err)
+	start := time.Now().Add(-time.Minute)
+	src := filepath.Join(dir, "a.ogg")
+	if garbage {
+		require.NoError(t, os.WriteFile(src, []byte("not an ogg file at all"), 0o600))
+	} else {
+		synth(t, src, 600, false, 2*time.Second)
+	}
+	require.NoError(t, store.Put(context.Background(), "r1", "a.ogg", src))
+	man := recording.Manifest{RecordingID: "r1", RoomID: "!r:test", Started: start, Ended: start.Add(3 * time.Second),
+		Tracks: []recording.ManifestTrack{{UserID: "@a:test", Purpose: "m.usermedia", File: "a.ogg", Offset: time.Second,
+			FileResult: recording.FileResult{Kind: recording.FileKindOgg, Codecs: []string{"audio/opus"}, Start: start.Add(time.Second), Duration: 2 * time.Second}}}}
+	require.NoError(t, recording.WriteManifest(dir, man))
+	require.NoError(t, store.Put(context.Background(), "r1", recording.ManifestFileName, filepath.Join(dir, recording.ManifestFileName)))
+	ms := &memStore{
+		recs: map[storage.RecordingID]*storage.Recording{"r1": {ID: "r1", Folder: "r1", State: storage.StateFinished, StartedAt: start, EndedAt: start.Add(3 * time.Second)},
+			"live": {ID: "live", Folder: "live", State: storage.StateRecording, StartedAt: start}},
+		files: map[storage.RecordingID][]*storage.RecordingFile{"r1": {{RecordingID: "r1", Name: "a.ogg", UserID: "@a:test", Kind: "ogg", State: storage.StateFinished}}},
+		mix:   map[storage.RecordingID]storage.Mixdown{},
+	}
+	return ms, store, dir
+}
+
+func runQueue(t *testing.T, ms *memStore, store *storage.LocalStore, dir string) (*Queue, chan storage.Mixdown) {
+	t.Helper()
+	done := make(chan storage.Mixdown, 4)
+	q := NewQueue(Options{Store: ms, Files: store, WorkDir: filepath.Join(dir, "work"), Done: func(_ context.Context, m *storage.Mixdown) { done <- *m }})
+	require.NoError(t, q.Start(context.Background()))
+	t.Cleanup(q.Stop)
+	return q, done
+}
+
+func TestQueueMixesDown(t *testing.T) {
+	ms, store, dir := setup(t, false)
+	q, done := runQueue(t, ms, store, dir)
+	_, err := q.Enqueue(context.Background(), "live")
+	require.ErrorIs(t, err, ErrInProgress)
+	_, err = q.Enqueue(context.Background(), "nope")
+	require.ErrorIs(t, err, ErrNotFound)
+	_, err = q.Enqueue(context.Background(), "r1")
+	require.NoError(t, err)
+	m := <-done
+	require.Equal(t, storage.MixdownFinished, m.State, m.Error)
+	files, _ := ms.Files(context.Background(), "r1")
+	require.Len(t, files, 2)
+	require.Equal(t, AudioName, files[1].Name)
+	require.Equal(t, storage.PurposeMixdown, files[1].Purpose)
+	require.InDelta(t, 3*time.Second, files[1].Duration, float64(time.Millisecond))
+	f, err := store.Open(context.Background(), "r1", AudioName)
+	require.NoError(t, err)
+	require.Equal(t, files[1].Bytes, f.Size)
+	_ = f.Close()
+
+	// Again (on demand): replaced, not added.
+	_, err = q.Enqueue(context.Background(), "r1")
+	require.NoError(t, err)
+	require.Equal(t, storage.MixdownFinished, (<-done).State)
+	files, _ = ms.Files(context.Background(), "r1")
+	require.Len(t, files, 2)
+	entries, err := os.ReadDir(filepath.Join(dir, "work"))
+	require.NoError(t, err)
+	require.Empty(t, entries, "the work folder is cleaned up")
+}
+
+// TestFailedMixdownTouchesNothing: ffmpeg fails on a broken file; the job
+// is marked failed with ffmpeg's reason, the participant file is as it
+// was and there is no mixdown file or row.
+func TestFailedMixdownTouchesNothing(t *testing.T) {
+	ms, store, dir := setup(t, true)
+	before, err := os.ReadFile(filepath.Join(dir, "recordings", "r1", "a.ogg"))
+	require.NoError(t, err)
+	q, done := runQueue(t, ms, store, dir)
+	_, err = q.Enqueue(context.Background(), "r1")
+	require.NoError(t, err)
+	m := <-done
+	require.Equal(t, storage.MixdownFailed, m.State)
+	require.Contains(t, m.Error, "ffmpeg failed")
+	require.Equal(t, storage.MixdownFailed, ms.state("r1").State)
+	after, err := os.ReadFile(filepath.Join(dir, "recordings", "r1", "a.ogg"))
+	require.NoError(t, err)
+	require.Equal(t, before, after)
+	files, _ := ms.Files(context.Background(), "r1")
+	require.Len(t, files, 1)
+	_, err = os.Stat(filepath.Join(dir, "recordings", "r1", AudioName))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestQueueResumesAfterRestart: a job a stop interrupted ("running") or
+// that was still queued runs at the next start.
+func TestQueueResumesAfterRestart(t *testing.T) {
+	ms, store, dir := setup(t, false)
+	ms.mix["r1"] = storage.Mixdown{RecordingID: "r1", State: storage.MixdownRunning, QueuedAt: time.Now()}
+	_, done := runQueue(t, ms, store, dir)
+	require.Equal(t, storage.MixdownFinished, (<-done).State)
+}
