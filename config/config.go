@@ -94,11 +94,11 @@ type RecordingsConfig struct {
 
 // APIConfig is the operator HTTP API.
 type APIConfig struct {
-	Listen string   `yaml:"listen"` // host:port; empty disables the API
+	Listen string `yaml:"listen"` // host:port; empty disables the API
 	// PublicURL is the base URL users reach the API and page at (links in
 	// the bot's notices and webhooks); empty: no links.
-	PublicURL string `yaml:"public_url"`
-	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
+	PublicURL string   `yaml:"public_url"`
+	Tokens    []string `yaml:"tokens"` // bearer tokens accepted by the API
 	// ProtectMetrics requires a token on /metrics too (the default).
 	ProtectMetrics bool `yaml:"protect_metrics"`
 	// AllowedHosts are the host names clients may reach the API by (the

@@ -74,7 +74,9 @@ func TestMixdownOfRecordedCall(t *testing.T) {
 
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
 	waitConnected(t, s, roomID, pa)
-	require.Eventually(t, func() bool { return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 10) },
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 10)
+	},
 		stack.Deadline, 50*time.Millisecond)
 	time.Sleep(2 * time.Second)
 	_, err := bob.JoinRoomByID(ctx, roomID)
@@ -209,7 +211,6 @@ func readStored(s *stack.Stack, rec *storage.Recording, name string) ([]byte, er
 	defer f.Close()
 	return io.ReadAll(f)
 }
-
 
 // hookReceiver is a webhook endpoint that checks signatures and counts the
 // deliveries it acknowledged, by idempotency id.
