@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -161,7 +163,7 @@ func Args(p Plan, dir, audioOut, videoOut string) ([]string, error) {
 			r := tiles[in.Tile]
 			f := fmt.Sprintf("[%d:v:0]setpts=PTS+%s/TB,fps=%d,scale=%d:%d:force_original_aspect_ratio=decrease,"+
 				"pad=%d:%d:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1", i, secs(in.Offset), FPS, r.w, r.h, r.w, r.h)
-			if in.Label != "" {
+			if in.Label != "" && HasDrawtext() {
 				name := filepath.Join(dir, fmt.Sprintf("label%d.txt", i))
 				if err := os.WriteFile(name, []byte(in.Label), 0o600); err != nil {
 					return nil, fmt.Errorf("failed to write tile label: %w", err)
@@ -200,3 +202,12 @@ func Args(p Plan, dir, audioOut, videoOut string) ([]string, error) {
 func filterQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, `'`, `'\''`) + "'"
 }
+
+var drawtext = sync.OnceValue(func() bool {
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-filters").Output() //nolint:gosec // fixed arguments
+	return err == nil && strings.Contains(string(out), " drawtext ")
+})
+
+// HasDrawtext reports whether ffmpeg can draw names on tiles (it needs
+// libfreetype); without it tiles have no names.
+func HasDrawtext() bool { return drawtext() }
