@@ -37,6 +37,9 @@ type Config struct {
 	WebRTC config.WebRTCConfig
 	// CommandPrefix is what the room is told to say to stop a recording.
 	CommandPrefix string
+	// RecordingLink, if set, gives the link to a recording (by its id)
+	// that the stop notice carries; "" for none.
+	RecordingLink func(recordingID string) string
 }
 
 // Options configure a Manager.

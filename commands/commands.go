@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -44,9 +43,6 @@ type Files interface {
 
 // Outputs are what the commands tell about a recording beyond its rows.
 type Outputs struct {
-	// PublicURL (config api.public_url) makes the stop notice link to the
-	// recording on the page; empty: no link.
-	PublicURL string
 	// RetentionDays (config recordings.retention) makes `list` say when
 	// each recording expires; 0: never.
 	RetentionDays int
@@ -57,7 +53,7 @@ func Register(svc *appservice.Service, calls Calls, recordings Recordings, files
 	RegisterWith(svc, calls, recordings, files, Outputs{})
 }
 
-// RegisterWith is Register with links and expiry in the replies.
+// RegisterWith is Register with expiry in the replies.
 func RegisterWith(svc *appservice.Service, calls Calls, recordings Recordings, files Files, out Outputs) {
 	memberLevel := signaling.StateCallMember
 	svc.RegisterCommand(&appservice.Command{
@@ -73,7 +69,7 @@ func RegisterWith(svc *appservice.Service, calls Calls, recordings Recordings, f
 		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
 		RequiresEventLevel: &memberLevel,
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, stopWithLink(ctx, calls, recordings, out, ce.RoomID))
+			ce.Reply(ctx, stop(ctx, calls, ce.RoomID))
 		},
 	})
 	svc.RegisterCommand(&appservice.Command{
@@ -109,12 +105,10 @@ func start(ctx context.Context, calls Calls, roomID id.RoomID) string {
 	}
 }
 
-const stoppedReply = "Left the call."
-
 func stop(ctx context.Context, calls Calls, roomID id.RoomID) string {
 	switch err := calls.Leave(ctx, roomID); {
 	case err == nil:
-		return stoppedReply
+		return "Left the call."
 	case errors.Is(err, callbot.ErrNotJoined):
 		return "I'm not in this room's call."
 	default:
@@ -187,20 +181,4 @@ func length(row *storage.Recording) string {
 		return "in progress"
 	}
 	return row.EndedAt.Sub(row.StartedAt).Round(time.Second).String()
-}
-
-// stopWithLink stops recording and, with a public URL, links the notice
-// to the recording that just ended on the page.
-func stopWithLink(ctx context.Context, calls Calls, recordings Recordings, out Outputs, roomID id.RoomID) string {
-	var recID storage.RecordingID
-	if out.PublicURL != "" {
-		if recs, err := recordings.List(ctx, storage.ListFilter{RoomID: roomID, State: storage.StateRecording, Limit: 1}); err == nil && len(recs) > 0 {
-			recID = recs[0].ID
-		}
-	}
-	reply := stop(ctx, calls, roomID)
-	if recID != "" && reply == stoppedReply {
-		reply += " The recording: " + strings.TrimRight(out.PublicURL, "/") + "/#rec=" + url.QueryEscape(string(recID))
-	}
-	return reply
 }

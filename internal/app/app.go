@@ -132,14 +132,14 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		sink = callbot.Tee{arch, opts.Observer}
 	}
 	calls, err := callbot.New(callbot.Options{
-		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix},
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, RecordingLink: pageLink(cfg.API.PublicURL)},
 		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met,
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	commands.RegisterWith(svc, calls, db.Recording, db.File, commands.Outputs{PublicURL: cfg.API.PublicURL, RetentionDays: cfg.Recordings.Retention})
+	commands.RegisterWith(svc, calls, db.Recording, db.File, commands.Outputs{RetentionDays: cfg.Recordings.Retention})
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met,
 		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry}
 	if cfg.API.Listen != "" {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -171,4 +173,18 @@ func (wm webMixdowns) EnqueueMixdown(ctx context.Context, recID storage.Recordin
 		return m, fmt.Errorf("%w: %w", web.ErrMixdownQueueFull, err)
 	}
 	return m, err
+}
+
+// pageLink links a recording on the page under api.public_url (nil
+// without one): the bot's stop notice carries it.
+func pageLink(publicURL string) func(string) string {
+	if publicURL == "" {
+		return nil
+	}
+	return func(recID string) string {
+		if recID == "" {
+			return ""
+		}
+		return strings.TrimRight(publicURL, "/") + "/#rec=" + url.QueryEscape(recID)
+	}
 }

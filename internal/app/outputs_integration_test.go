@@ -298,9 +298,9 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
 	waitConnected(t, s, roomID, pa)
 	time.Sleep(2 * time.Second)
-	stopped := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop"))
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
 	rec := onlyRecording(t, s, roomID)
-	require.Equal(t, "Left the call. The recording: "+publicURL+"/#rec="+string(rec.ID), stopped)
+	s.WaitNotice(t, alice, roomID, "Stopped recording this call. The recording: "+publicURL+"/#rec="+string(rec.ID))
 	waitMixdown(t, s, rec.ID)
 	require.Eventually(t, func() bool {
 		n, err := s.App.DB.Outbox.Pending(ctx)
