@@ -55,8 +55,9 @@ type App struct {
 	Webhooks  *webhooks.Sender
 	Retention *retention.Cleaner
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	outputs *outputs
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // Options are optional parts of the app, mostly for tests.
@@ -141,7 +142,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	}
 	commands.RegisterWith(svc, calls, db.Recording, db.File, commands.Outputs{RetentionDays: cfg.Recordings.Retention})
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met,
-		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry}
+		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry, outputs: out}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
@@ -155,9 +156,14 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 // Start starts every component. The homeserver must be reachable: the bot is
 // registered here. (Dendrite has no appservice ping, so that is not a gate.)
 func (app *App) Start(ctx context.Context) error {
+	interrupted, err := app.DB.Recording.GetByState(ctx, storage.StateRecording)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
 	if err := app.Archive.Recover(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
+	app.outputs.recovered(ctx, interrupted)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.cancel = cancel
 	if err := app.AS.Start(ctx); err != nil {

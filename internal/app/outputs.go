@@ -68,6 +68,22 @@ func (o *outputs) RecordingEnded(ctx context.Context, rec *storage.Recording) {
 	}
 }
 
+// recovered ends, for webhooks and mixdowns, the recordings a crash
+// interrupted and Recover has now repaired (their end never reached the
+// archive's Events).
+func (o *outputs) recovered(ctx context.Context, interrupted []*storage.Recording) {
+	for _, old := range interrupted {
+		rec, err := o.db.Recording.Get(ctx, old.ID)
+		if err != nil {
+			zerolog.Ctx(ctx).Err(err).Str("recording_id", string(old.ID)).Msg("Failed to load repaired recording")
+			continue
+		}
+		if rec != nil && rec.State != storage.StateRecording {
+			o.RecordingEnded(ctx, rec)
+		}
+	}
+}
+
 // mixdownDone is the queue's Done: mixdown.finished with the outcome.
 func (o *outputs) mixdownDone(ctx context.Context, m *storage.Mixdown) {
 	rec, err := o.db.Recording.Get(ctx, m.RecordingID)

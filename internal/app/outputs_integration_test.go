@@ -373,3 +373,38 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 	require.ErrorIs(t, webhooks.Verify(hr.secret, hr.lastHdr, hr.lastBody, time.Now().Add(time.Hour), webhooks.DefaultTolerance), webhooks.ErrStale)
 	require.ErrorIs(t, webhooks.Verify(hr.secret, http.Header{}, hr.lastBody, time.Now(), webhooks.DefaultTolerance), webhooks.ErrNoSignature)
 }
+
+// TestRepairedRecordingIsAnnounced: a recording a crash interrupted is
+// repaired at the next start and then announced like one that ended
+// (recording.finished with state repaired) and queued for its mixdown.
+func TestRepairedRecordingIsAnnounced(t *testing.T) {
+	hr := &hookReceiver{t: t, secret: "hook-secret-0123456789", mode: "up",
+		acked: map[string][]byte{}, ackCount: map[string]int{}, types: map[string]int{}}
+	srv := httptest.NewServer(hr)
+	t.Cleanup(srv.Close)
+	s := stack.Start(t, stack.Options{Config: func(c *config.Config) {
+		c.Mixdown.Enabled = true
+		c.Webhooks = []config.WebhookConfig{{URL: srv.URL, Secret: hr.secret}}
+	}})
+	ctx := s.Ctx()
+	rec := s.App.DB.Recording.New("20260101T000000Z-crashed1", "!room:localhost", "20260101T000000Z-crashed1", time.Now().Add(-time.Minute))
+	require.NoError(t, rec.Save(ctx)) // "recording", as a killed process leaves it
+	s.RestartApp(t)
+
+	require.Eventually(t, func() bool {
+		hr.lock.Lock()
+		defer hr.lock.Unlock()
+		return hr.types["recording.finished"] == 1
+	}, stack.Deadline, 50*time.Millisecond, "the repaired recording is announced")
+	hr.lock.Lock()
+	for _, body := range hr.acked {
+		var ev webhooks.Event
+		require.NoError(t, json.Unmarshal(body, &ev))
+		require.Equal(t, rec.ID, ev.Recording.ID)
+		require.Equal(t, storage.StateRepaired, ev.Recording.State)
+	}
+	hr.lock.Unlock()
+	m, err := s.App.DB.Mixdown.Get(ctx, rec.ID)
+	require.NoError(t, err)
+	require.NotNil(t, m, "a mixdown was asked for")
+}
