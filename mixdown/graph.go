@@ -162,7 +162,7 @@ func Args(p Plan, dir, audioOut, videoOut string) ([]string, error) {
 			}
 			r := tiles[in.Tile]
 			f := fmt.Sprintf("[%d:v:0]setpts=PTS+%s/TB,fps=%d,scale=%d:%d:force_original_aspect_ratio=decrease,"+
-				"pad=%d:%d:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1", i, secs(in.Offset), FPS, r.w, r.h, r.w, r.h)
+				"pad=%d:%d:(ow-iw)/2:(oh-ih)/2:color=0x202020,setsar=1", i, secs(in.Offset), FPS, r.w, r.h, r.w, r.h)
 			if in.Label != "" && HasDrawtext() {
 				name := filepath.Join(dir, fmt.Sprintf("label%d.txt", i))
 				if err := os.WriteFile(name, []byte(in.Label), 0o600); err != nil {

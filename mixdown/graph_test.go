@@ -68,6 +68,14 @@ func TestRunPlacesInputs(t *testing.T) {
 		_, _, _ = mediacheck.Run(t, "ffmpeg", "-y", "-v", "error", "-ss", "2.5", "-i", video, "-frames:v", "1", out)
 	}
 
+	// The layout: the screen share is the large tile on the left from its
+	// offset (2 s) on; bob's camera sits in the column on the right.
+	before, during := frameAt(t, video, 1), frameAt(t, video, 3)
+	require.True(t, before.isBackground(200, 270), "no screen before its offset")
+	require.False(t, during.isBackground(200, 270), "the screen fills the large tile")
+	require.False(t, before.isBackground(840, 270), "bob's camera in the column")
+	require.True(t, before.isBackground(840, 20), "the camera keeps its aspect ratio (letterboxed)")
+
 	pcm := mediacheck.DecodeAudio(t, audio)
 	const on, off = 0.05, 0.01 // lavfi sine has amplitude 1/8
 	require.Less(t, mediacheck.ToneLevel(pcm, 600, 0, 1.4), off, "a is silent before its offset")
@@ -77,4 +85,28 @@ func TestRunPlacesInputs(t *testing.T) {
 	require.Less(t, mediacheck.ToneLevel(pcm, 1500, 3.1, 5), off)
 	vpcm := mediacheck.DecodeAudio(t, video)
 	require.Greater(t, mediacheck.ToneLevel(vpcm, 600, 1.6, 3.4), on, "the WebM has the same mix")
+}
+
+type frame []byte
+
+// isBackground: the pixel is the canvas colour 0x202020 (give or take
+// the codec).
+func (f frame) isBackground(x, y int) bool {
+	i := (y*Width + x) * 3
+	for _, c := range f[i : i+3] {
+		if c < 0x18 || c > 0x28 {
+			return false
+		}
+	}
+	return true
+}
+
+// frameAt decodes the frame at sec seconds as RGB.
+func frameAt(t *testing.T, path string, sec float64) frame {
+	t.Helper()
+	out, errOut, err := mediacheck.Run(t, "ffmpeg", "-nostdin", "-v", "error", "-ss", strconv.FormatFloat(sec, 'f', 2, 64), "-i", path,
+		"-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
+	require.NoError(t, err, errOut)
+	require.Len(t, out, Width*Height*3)
+	return frame(out)
 }
