@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/matrix-recorder/recorder/recording"
@@ -71,6 +72,8 @@ type Options struct {
 	Concurrency int
 	// Done is told about every finished or failed mixdown (webhooks).
 	Done func(ctx context.Context, m *storage.Mixdown)
+	// Registerer, if set, gets recorder_mixdowns_total{result}.
+	Registerer prometheus.Registerer
 }
 
 // Queue runs mixdowns in the background.
@@ -81,14 +84,23 @@ type Queue struct {
 	queued map[storage.RecordingID]bool
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	done   *prometheus.CounterVec
 }
 
 // NewQueue makes a queue; Start runs it.
-func NewQueue(opts Options) *Queue {
+func NewQueue(opts Options) (*Queue, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 1
 	}
-	return &Queue{opts: opts, jobs: make(chan storage.RecordingID, queueSize), queued: map[storage.RecordingID]bool{}}
+	q := &Queue{opts: opts, jobs: make(chan storage.RecordingID, queueSize), queued: map[storage.RecordingID]bool{},
+		done: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "recorder", Name: "mixdowns_total",
+			Help: "Mixdowns that ended, by result (finished, failed)."}, []string{"result"})}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(q.done); err != nil {
+			return nil, fmt.Errorf("failed to register mixdown metric: %w", err)
+		}
+	}
+	return q, nil
 }
 
 // Start resumes the jobs a previous run left queued or running and starts
@@ -209,6 +221,7 @@ func (q *Queue) run(ctx context.Context, recID storage.RecordingID) {
 	} else {
 		log.Info().Dur("took", m.EndedAt.Sub(m.StartedAt)).Msg("Mixdown finished")
 	}
+	q.done.WithLabelValues(string(m.State)).Inc()
 	if err := q.opts.Store.PutMixdown(ctx, m); err != nil {
 		log.Err(err).Msg("Failed to store mixdown result")
 	}

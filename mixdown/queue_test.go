@@ -112,7 +112,8 @@ func setup(t *testing.T, garbage bool) (*memStore, *storage.LocalStore, string) 
 func runQueue(t *testing.T, ms *memStore, store *storage.LocalStore, dir string) (*Queue, chan storage.Mixdown) {
 	t.Helper()
 	done := make(chan storage.Mixdown, 4)
-	q := NewQueue(Options{Store: ms, Files: store, WorkDir: filepath.Join(dir, "work"), Done: func(_ context.Context, m *storage.Mixdown) { done <- *m }})
+	q, err := NewQueue(Options{Store: ms, Files: store, WorkDir: filepath.Join(dir, "work"), Done: func(_ context.Context, m *storage.Mixdown) { done <- *m }})
+	require.NoError(t, err)
 	require.NoError(t, q.Start(context.Background()))
 	t.Cleanup(q.Stop)
 	return q, done

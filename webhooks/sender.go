@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/matrix-recorder/recorder/storage"
@@ -58,6 +59,8 @@ type Options struct {
 	// Backoff is the pause before attempt n+1 after n failures; nil is
 	// exponential from 1 s up to 1 h, with jitter.
 	Backoff func(attempts int) time.Duration
+	// Registerer, if set, gets recorder_webhook_attempts_total{result}.
+	Registerer prometheus.Registerer
 }
 
 // Sender delivers the outbox.
@@ -67,21 +70,29 @@ type Sender struct {
 	wake    chan struct{}
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	results *prometheus.CounterVec
 }
 
 // New makes a Sender; Start runs it.
-func New(opts Options) *Sender {
+func New(opts Options) (*Sender, error) {
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: RequestTimeout}
 	}
 	if opts.Backoff == nil {
 		opts.Backoff = DefaultBackoff
 	}
-	s := &Sender{opts: opts, secrets: map[string]string{}, wake: make(chan struct{}, 1)}
+	s := &Sender{opts: opts, secrets: map[string]string{}, wake: make(chan struct{}, 1),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "recorder", Name: "webhook_attempts_total",
+			Help: "Webhook delivery attempts, by result (delivered, failed, given_up)."}, []string{"result"})}
 	for _, ep := range opts.Endpoints {
 		s.secrets[ep.URL] = ep.Secret
 	}
-	return s
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(s.results); err != nil {
+			return nil, fmt.Errorf("failed to register webhook metric: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // DefaultBackoff doubles from 1 s to at most an hour, plus up to 20 % jitter.
@@ -201,6 +212,7 @@ func (s *Sender) attempt(ctx context.Context, it *storage.OutboxItem) {
 		return // shutting down: the attempt does not count
 	}
 	if err == nil {
+		s.results.WithLabelValues("delivered").Inc()
 		if err = s.opts.Outbox.Delivered(ctx, it.ID, time.Now()); err != nil {
 			log.Err(err).Msg("Failed to mark webhook delivered; it will be sent again")
 		} else {
@@ -209,12 +221,14 @@ func (s *Sender) attempt(ctx context.Context, it *storage.OutboxItem) {
 		return
 	}
 	if it.Attempts+1 >= MaxAttempts {
+		s.results.WithLabelValues("given_up").Inc()
 		log.Error().Err(err).Int("attempts", it.Attempts+1).Msg("Giving up a webhook delivery")
 		if err := s.opts.Outbox.GiveUp(ctx, it.ID, err.Error()); err != nil {
 			log.Err(err).Msg("Failed to update webhook outbox")
 		}
 		return
 	}
+	s.results.WithLabelValues("failed").Inc()
 	next := time.Now().Add(s.opts.Backoff(it.Attempts))
 	log.Warn().Err(err).Int("attempt", it.Attempts+1).Time("next_attempt", next).Msg("Webhook delivery failed; will retry")
 	if err := s.opts.Outbox.Retry(ctx, it.ID, next, err.Error()); err != nil {

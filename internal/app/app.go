@@ -116,7 +116,11 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	out := newOutputs(cfg, db, store, opts.WebhookBackoff)
+	out, err := newOutputs(cfg, db, store, met.Registry, opts.WebhookBackoff)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
+	}
 	expiry, err := retention.New(retention.Options{Store: retentionStore{db}, Files: store, Days: cfg.Recordings.Retention, Registerer: met.Registry})
 	if err != nil {
 		_ = db.Close()

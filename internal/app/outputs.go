@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -93,16 +94,22 @@ func (o *outputs) mixdownDone(ctx context.Context, m *storage.Mixdown) {
 	o.publish(ctx, webhooks.MixdownFinished, "."+strconv.FormatInt(m.EndedAt.UnixMilli(), 10), rec, m)
 }
 
-func newOutputs(cfg *config.Config, db *storage.DB, store *storage.LocalStore, backoff func(int) time.Duration) *outputs {
+func newOutputs(cfg *config.Config, db *storage.DB, store *storage.LocalStore, reg prometheus.Registerer, backoff func(int) time.Duration) (*outputs, error) {
 	eps := make([]webhooks.Endpoint, 0, len(cfg.Webhooks))
 	for _, wh := range cfg.Webhooks {
 		eps = append(eps, webhooks.Endpoint{URL: wh.URL, Secret: wh.Secret})
 	}
-	o := &outputs{db: db, hooks: webhooks.New(webhooks.Options{Outbox: db.Outbox, Endpoints: eps, Backoff: backoff}),
-		autoMix: cfg.Mixdown.Enabled, publicURL: cfg.API.PublicURL}
-	o.mix = mixdown.NewQueue(mixdown.Options{Store: mixStore{db}, Files: store, Concurrency: cfg.Mixdown.Concurrency,
-		WorkDir: filepath.Join(cfg.Recordings.Path, ".mixdown"), Done: o.mixdownDone})
-	return o
+	o := &outputs{db: db, autoMix: cfg.Mixdown.Enabled, publicURL: cfg.API.PublicURL}
+	var err error
+	if o.hooks, err = webhooks.New(webhooks.Options{Outbox: db.Outbox, Endpoints: eps, Backoff: backoff, Registerer: reg}); err != nil {
+		return nil, err
+	}
+	o.mix, err = mixdown.NewQueue(mixdown.Options{Store: mixStore{db}, Files: store, Concurrency: cfg.Mixdown.Concurrency,
+		WorkDir: filepath.Join(cfg.Recordings.Path, ".mixdown"), Done: o.mixdownDone, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
 }
 
 // mixStore adapts the database to mixdown.Store.

@@ -94,6 +94,7 @@ func TestMixdownOfRecordedCall(t *testing.T) {
 	require.Equal(t, "Call", rec.RoomName)
 	m := waitMixdown(t, s, rec.ID)
 	require.InDelta(t, 1, m.Progress, 0.001)
+	require.Eventually(t, func() bool { return counter(t, s, "recorder_mixdowns_total", "finished") == 1 }, stack.Deadline, 50*time.Millisecond)
 
 	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
 	require.NoError(t, err)
@@ -337,6 +338,7 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 	n, err := s.App.DB.Outbox.Pending(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n)
+	require.InDelta(t, 3, counter(t, s, "recorder_webhook_attempts_total", "delivered"), 0, "deliveries are counted")
 
 	for _, body := range hr.acked {
 		var ev webhooks.Event
@@ -407,4 +409,25 @@ func TestRepairedRecordingIsAnnounced(t *testing.T) {
 	m, err := s.App.DB.Mixdown.Get(ctx, rec.ID)
 	require.NoError(t, err)
 	require.NotNil(t, m, "a mixdown was asked for")
+}
+
+// counter is the value of a counter of the recorder's metrics with the
+// given "result" label.
+func counter(t *testing.T, s *stack.Stack, name, result string) float64 {
+	t.Helper()
+	mfs, err := s.App.Metrics.Registry.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
