@@ -36,8 +36,11 @@ type Input struct {
 	// Label is drawn on the tile (the participant's name).
 	Label  string
 	Offset time.Duration
-	Audio  bool
-	Video  bool
+	// Duration is the file's length: an audio-only file is shown as a
+	// name tile for that long.
+	Duration time.Duration
+	Audio    bool
+	Video    bool
 	// VideoOff are spans (relative to the file's start) in which the
 	// participant's camera was off: the tile is hidden then.
 	VideoOff [][2]time.Duration
@@ -58,6 +61,13 @@ func (p Plan) HasVideo() bool {
 	}
 	return false
 }
+
+// audioTile is the colour of an audio-only participant's tile.
+const audioTile = "0x34405a"
+
+// tiled reports whether the input gets a tile in the video: cameras and
+// screens, and audio-only participants (a name tile).
+func (in Input) tiled() bool { return in.Video || (in.Audio && in.Duration > 0) }
 
 // rect is a tile's place on the canvas.
 type rect struct{ x, y, w, h int }
@@ -142,7 +152,7 @@ func Args(p Plan, dir, audioOut, videoOut string) ([]string, error) {
 		var cameras, screens []string
 		seen := map[string]bool{}
 		for _, in := range p.Inputs {
-			if !in.Video || seen[in.Tile] {
+			if !in.tiled() || seen[in.Tile] {
 				continue
 			}
 			seen[in.Tile] = true
@@ -157,12 +167,15 @@ func Args(p Plan, dir, audioOut, videoOut string) ([]string, error) {
 		last := "[bg0]"
 		k := 0
 		for i, in := range p.Inputs {
-			if !in.Video {
+			if !in.tiled() {
 				continue
 			}
 			r := tiles[in.Tile]
 			f := fmt.Sprintf("[%d:v:0]setpts=PTS+%s/TB,fps=%d,scale=%d:%d:force_original_aspect_ratio=decrease,"+
 				"pad=%d:%d:(ow-iw)/2:(oh-ih)/2:color=0x202020,setsar=1", i, secs(in.Offset), FPS, r.w, r.h, r.w, r.h)
+			if !in.Video { // audio only: a plain tile with the name while the file lasts
+				f = fmt.Sprintf("color=c=%s:s=%dx%d:r=%d:d=%s,setpts=PTS+%s/TB", audioTile, r.w, r.h, FPS, secs(in.Duration), secs(in.Offset))
+			}
 			if in.Label != "" && HasDrawtext() {
 				name := filepath.Join(dir, fmt.Sprintf("label%d.txt", i))
 				if err := os.WriteFile(name, []byte(in.Label), 0o600); err != nil {

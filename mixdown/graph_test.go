@@ -45,7 +45,7 @@ func TestRunPlacesInputs(t *testing.T) {
 	synth(t, b, 1500, true, 3*time.Second)
 	synth(t, s, 0, true, 2*time.Second)
 	plan := Plan{Duration: 5 * time.Second, Inputs: []Input{
-		{Path: a, Tile: "a", Label: "Alice's mic", Offset: 1500 * time.Millisecond, Audio: true},
+		{Path: a, Tile: "a", Label: "Alice's mic", Offset: 1500 * time.Millisecond, Duration: 2 * time.Second, Audio: true},
 		{Path: b, Tile: "b", Label: "Bob: camera", Offset: 0, Audio: true, Video: true},
 		{Path: s, Tile: "s", Screen: true, Label: "Bob's screen", Offset: 2 * time.Second, Video: true},
 	}}
@@ -69,12 +69,16 @@ func TestRunPlacesInputs(t *testing.T) {
 	}
 
 	// The layout: the screen share is the large tile on the left from its
-	// offset (2 s) on; bob's camera sits in the column on the right.
+	// offset (2 s) on; the cameras (and name tiles) share the column on the right.
 	before, during := frameAt(t, video, 1), frameAt(t, video, 3)
 	require.True(t, before.isBackground(200, 270), "no screen before its offset")
 	require.False(t, during.isBackground(200, 270), "the screen fills the large tile")
-	require.False(t, before.isBackground(840, 270), "bob's camera in the column")
-	require.True(t, before.isBackground(840, 20), "the camera keeps its aspect ratio (letterboxed)")
+	require.False(t, before.isBackground(840, 405), "bob's camera in the column")
+	require.True(t, before.isBackground(840, 280), "the camera keeps its aspect ratio (letterboxed)")
+	// Alice (audio only) has a name tile above bob's camera while she speaks.
+	require.True(t, frameAt(t, video, 0.5).isBackground(840, 100), "no tile before alice's offset")
+	require.False(t, during.isBackground(840, 100), "alice's name tile")
+	require.True(t, frameAt(t, video, 4).isBackground(840, 100), "no tile after alice's file")
 
 	pcm := mediacheck.DecodeAudio(t, audio)
 	const on, off = 0.05, 0.01 // lavfi sine has amplitude 1/8

@@ -342,7 +342,7 @@ func (q *Queue) plan(ctx context.Context, rec *storage.Recording, man *recording
 			continue // not stored (it stayed in the spool) or not ours to mix
 		}
 		in := Input{Tile: t.UserID + "\x00" + t.DeviceID + "\x00" + t.Purpose, Screen: strings.Contains(t.Purpose, "screenshare"),
-			Label: row.DisplayName, Offset: t.Start.Sub(start)}
+			Label: row.DisplayName, Offset: t.Start.Sub(start), Duration: t.Duration}
 		if in.Label == "" {
 			in.Label = t.UserID
 		}
