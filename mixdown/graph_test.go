@@ -46,7 +46,8 @@ func TestRunPlacesInputs(t *testing.T) {
 	synth(t, s, 0, true, 2*time.Second)
 	plan := Plan{Duration: 5 * time.Second, Inputs: []Input{
 		{Path: a, Tile: "a", Label: "Alice's mic", Offset: 1500 * time.Millisecond, Duration: 2 * time.Second, Audio: true},
-		{Path: b, Tile: "b", Label: "Bob: camera", Offset: 0, Audio: true, Video: true},
+		{Path: b, Tile: "b", Label: "Bob: camera", Offset: 0, Audio: true, Video: true,
+			VideoOff: [][2]time.Duration{{600 * time.Millisecond, 1200 * time.Millisecond}}},
 		{Path: s, Tile: "s", Screen: true, Label: "Bob's screen", Offset: 2 * time.Second, Video: true},
 	}}
 	audio, video := filepath.Join(dir, "mix.ogg"), filepath.Join(dir, "mix.webm")
@@ -70,11 +71,12 @@ func TestRunPlacesInputs(t *testing.T) {
 
 	// The layout: the screen share is the large tile on the left from its
 	// offset (2 s) on; the cameras (and name tiles) share the column on the right.
-	before, during := frameAt(t, video, 1), frameAt(t, video, 3)
+	before, during := frameAt(t, video, 1.6), frameAt(t, video, 3)
 	require.True(t, before.isBackground(200, 270), "no screen before its offset")
 	require.False(t, during.isBackground(200, 270), "the screen fills the large tile")
 	require.False(t, before.isBackground(840, 405), "bob's camera in the column")
 	require.True(t, before.isBackground(840, 280), "the camera keeps its aspect ratio (letterboxed)")
+	require.True(t, frameAt(t, video, 0.9).isBackground(840, 405), "bob's camera was off")
 	// Alice (audio only) has a name tile above bob's camera while she speaks.
 	require.True(t, frameAt(t, video, 0.5).isBackground(840, 100), "no tile before alice's offset")
 	require.False(t, during.isBackground(840, 100), "alice's name tile")

@@ -182,3 +182,62 @@ func TestQueueResumesAfterRestart(t *testing.T) {
 	_, done := runQueue(t, ms, store, dir)
 	require.Equal(t, storage.MixdownFinished, (<-done).State)
 }
+
+// TestPlanFromManifest: the manifest's files become inputs at their
+// offsets; segments of a stream share its tile; names come from the rows
+// (else the user id); camera-off spans hide the tile; files that were not
+// stored, failed or are a mixdown are left out.
+func TestPlanFromManifest(t *testing.T) {
+	dir := t.TempDir()
+	store, err := storage.NewLocalStore(dir)
+	require.NoError(t, err)
+	start := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	track := func(user, device, purpose, file string, at, d time.Duration, codecs ...string) recording.ManifestTrack {
+		return recording.ManifestTrack{UserID: user, DeviceID: device, Purpose: purpose, File: file, Offset: at,
+			FileResult: recording.FileResult{Codecs: codecs, Start: start.Add(at), Duration: d}}
+	}
+	bob1 := track("@bob:t", "B", "m.usermedia", "bob-0.webm", time.Second, 2*time.Second, "video/VP8", "audio/opus")
+	bob1.MuteIntervals = []recording.Interval{{Kind: recording.KindVideo, Start: 500 * time.Millisecond, End: time.Second},
+		{Kind: recording.KindAudio, Start: 0, End: time.Second}}
+	man := &recording.Manifest{Started: start, Ended: start.Add(10 * time.Second), Tracks: []recording.ManifestTrack{
+		track("@alice:t", "A", "m.usermedia", "alice.ogg", 0, 10*time.Second, "audio/opus"),
+		bob1,
+		track("@bob:t", "B", "m.usermedia", "bob-1.webm", 5*time.Second, 3*time.Second, "video/VP8", "audio/opus"),
+		track("@bob:t", "B", "m.screenshare", "bob-screen.webm", 6*time.Second, time.Second, "video/VP8"),
+		track("@carol:t", "C", "m.usermedia", "carol.ogg", 0, time.Second, "audio/opus"),   // failed
+		track("@dave:t", "D", "m.usermedia", "dave.ogg", 0, time.Second, "audio/opus"),     // no row: stayed in the spool
+		track("", "", storage.PurposeMixdown, "mixdown.ogg", 0, time.Second, "audio/opus"), // not ours to mix
+	}}
+	rows := []*storage.RecordingFile{
+		{Name: "alice.ogg", DisplayName: "Alice"}, {Name: "bob-0.webm"}, {Name: "bob-1.webm"}, {Name: "bob-screen.webm"},
+		{Name: "carol.ogg", State: storage.StateFailed}, {Name: "mixdown.ogg", Purpose: storage.PurposeMixdown},
+	}
+	q, err := NewQueue(Options{Store: &memStore{}, Files: store, WorkDir: dir})
+	require.NoError(t, err)
+	rec := &storage.Recording{ID: "r", Folder: "r", StartedAt: start, EndedAt: start.Add(10 * time.Second)}
+	p, err := q.plan(context.Background(), rec, man, rows, dir)
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, p.Duration)
+	require.Len(t, p.Inputs, 4)
+	require.True(t, p.HasVideo())
+	type got struct {
+		file, label string
+		offset      time.Duration
+		audio       bool
+		video       bool
+		screen      bool
+	}
+	var out []got
+	for _, in := range p.Inputs {
+		out = append(out, got{filepath.Base(in.Path), in.Label, in.Offset, in.Audio, in.Video, in.Screen})
+	}
+	require.Equal(t, []got{
+		{"alice.ogg", "Alice", 0, true, false, false},
+		{"bob-0.webm", "@bob:t", time.Second, true, true, false},
+		{"bob-1.webm", "@bob:t", 5 * time.Second, true, true, false},
+		{"bob-screen.webm", "@bob:t (screen)", 6 * time.Second, false, true, true},
+	}, out)
+	require.Equal(t, p.Inputs[1].Tile, p.Inputs[2].Tile, "segments share a tile")
+	require.NotEqual(t, p.Inputs[1].Tile, p.Inputs[3].Tile)
+	require.Equal(t, [][2]time.Duration{{500 * time.Millisecond, time.Second}}, p.Inputs[1].VideoOff, "only camera-off spans")
+}
