@@ -337,7 +337,7 @@ func (r *remote) send(msg signaling.Message, callID signaling.CallID) {
 }
 
 func (r *remote) newPC() *webrtc.PeerConnection {
-	api, closer, err := newAPI(config.WebRTCConfig{LoopbackOnly: true}, zerolog.Nop())
+	api, closer, err := NewAPI(config.WebRTCConfig{LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
 	require.NoError(r.t, err)
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	require.NoError(r.t, err)

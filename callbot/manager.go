@@ -135,7 +135,7 @@ func New(opts Options) (*Manager, error) {
 // Start builds the WebRTC stack (logging into ctx's logger) and gives the
 // manager its background context.
 func (m *Manager) Start(ctx context.Context) error {
-	api, closer, err := newAPI(m.cfg.WebRTC, *zerolog.Ctx(ctx))
+	api, closer, err := NewAPI(m.cfg.WebRTC, APIOptions{Log: *zerolog.Ctx(ctx)})
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,16 @@
 package callbot
 
 import (
+	"fmt"
 	"net"
+	"strconv"
 	"testing"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/config"
 )
 
 func webrtcConfig() webrtc.Configuration { return webrtc.Configuration{} }
@@ -38,4 +43,70 @@ func TestMediaEngineOnlyRecordableCodecs(t *testing.T) {
 	require.Contains(t, offer.SDP, "VP9/90000")
 	require.NotContains(t, offer.SDP, "H264")
 	require.NotContains(t, offer.SDP, "AV1")
+}
+
+func TestNewAPIOptions(t *testing.T) {
+	_, closer, err := NewAPI(config.WebRTCConfig{UDPPortMin: 40000, UDPPortMax: 40100, NAT1To1IPs: []string{"203.0.113.7"}, LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
+	require.NoError(t, err)
+	require.NoError(t, closer())
+	_, _, err = NewAPI(config.WebRTCConfig{UDPPortMin: 50000, UDPPortMax: 40000}, APIOptions{Log: zerolog.Nop()})
+	require.Error(t, err)
+
+	api, closer, err := NewAPI(config.WebRTCConfig{UDPMuxPort: freeUDPPort(t), LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
+	require.NoError(t, err)
+	pc, err := api.NewPeerConnection(webrtcConfig())
+	require.NoError(t, err)
+	require.NoError(t, pc.Close())
+	require.NoError(t, closer())
+}
+
+// remoteCandidates lists the remote candidate addresses pion kept.
+func remoteCandidates(t *testing.T, pc *webrtc.PeerConnection) []string {
+	t.Helper()
+	var out []string
+	for _, s := range pc.GetStats() {
+		if c, ok := s.(webrtc.ICECandidateStats); ok && c.Type == webrtc.StatsTypeRemoteCandidate {
+			out = append(out, net.JoinHostPort(c.IP, strconv.Itoa(int(c.Port))))
+		}
+	}
+	return out
+}
+
+// TestPeerCandidatesFiltered: a participant's ICE candidates may not point
+// the recorder's connectivity checks at internal services (loopback,
+// cloud metadata, RFC 1918, link-local); only configured networks are
+// allowed besides public addresses. No candidate used here is contacted
+// unless allowed, and the allowed ones are on loopback.
+func TestPeerCandidatesFiltered(t *testing.T) {
+	hostile := []string{"127.0.0.1 6379", "169.254.169.254 80", "10.0.0.7 5432", "192.168.1.1 80", "fe80::1 80", "100.64.0.1 80", "0.0.0.0 80", "224.0.0.1 80"}
+	try := func(cfg config.WebRTCConfig, addrs []string) []string {
+		t.Helper()
+		api, closer, err := NewAPI(cfg, APIOptions{Log: zerolog.Nop()})
+		require.NoError(t, err)
+		defer closer()
+		offerer, err := api.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer offerer.Close()
+		_, err = offerer.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio)
+		require.NoError(t, err)
+		offer, err := offerer.CreateOffer(nil)
+		require.NoError(t, err)
+		pc, err := api.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer pc.Close()
+		require.NoError(t, pc.SetRemoteDescription(offer))
+		for i, a := range addrs {
+			cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 %s typ host", i+1, a)
+			require.NoError(t, pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: cand}))
+		}
+		return remoteCandidates(t, pc)
+	}
+	require.Empty(t, try(config.WebRTCConfig{}, hostile), "default: public addresses only")
+	require.Empty(t, try(config.WebRTCConfig{PeerNetworks: []string{"10.0.0.0/8"}}, []string{"127.0.0.1 6379"}))
+	require.ElementsMatch(t, []string{"127.0.0.1:40001"}, try(config.WebRTCConfig{LoopbackOnly: true}, []string{"127.0.0.1 40001", "169.254.169.254 80"}),
+		"a loopback-only recorder talks to loopback peers")
+	require.ElementsMatch(t, []string{"127.0.0.1:40002"}, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.0/8"}}, []string{"127.0.0.1 40002", "10.1.2.3 80"}),
+		"configured networks are allowed")
+	_, _, err := NewAPI(config.WebRTCConfig{PeerNetworks: []string{"not-a-net"}}, APIOptions{})
+	require.Error(t, err)
 }

@@ -110,8 +110,14 @@ type WebRTCConfig struct {
 	UDPMuxPort int      `yaml:"udp_mux_port"` // one UDP port for every peer connection; 0 = off
 	NAT1To1IPs []string `yaml:"nat_1to1_ips"` // public addresses to announce as host candidates
 	Interfaces []string `yaml:"interfaces"`   // only gather candidates on these interfaces; empty = all
-	// LoopbackOnly gathers 127.0.0.1 candidates only (tests and demos on one machine).
+	// LoopbackOnly gathers 127.0.0.1 candidates only (tests and demos on one
+	// machine); peers on loopback are then allowed too.
 	LoopbackOnly bool `yaml:"loopback_only"`
+	// PeerNetworks are networks (CIDR) whose addresses a peer's ICE
+	// candidates may name besides public unicast addresses. Empty: public
+	// addresses only, so a room member cannot make the recorder send
+	// STUN to internal services (127.0.0.1:6379, 169.254.169.254, RFC 1918).
+	PeerNetworks []string `yaml:"peer_networks"`
 	// TURN asks the homeserver for TURN servers (/voip/turnServer).
 	TURN bool `yaml:"turn"`
 }

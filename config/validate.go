@@ -131,6 +131,11 @@ func (c *Config) Validate(needTokens bool) error {
 	if c.WebRTC.UDPMuxPort < 0 || c.WebRTC.UDPMuxPort > 65535 {
 		add("webrtc.udp_mux_port", "must be between 0 and 65535")
 	}
+	for _, cidr := range c.WebRTC.PeerNetworks {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			add("webrtc.peer_networks", "not a network in CIDR notation: "+cidr)
+		}
+	}
 	for _, ip := range c.WebRTC.NAT1To1IPs {
 		if net.ParseIP(ip) == nil {
 			add("webrtc.nat_1to1_ips", "not an IP address: "+ip)
