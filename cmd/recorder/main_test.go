@@ -152,3 +152,26 @@ func TestKubernetesServiceEnv(t *testing.T) {
 		require.Equal(t, mode, info.Mode().Perm(), path)
 	}
 }
+
+// TestGenerateRegistrationOwnerOnly: the registration and the config hold
+// the appservice tokens; -g leaves both owner-only even when they existed
+// with a looser mode.
+func TestGenerateRegistrationOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath, regPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "registration.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(config.ExampleConfig), 0o600))
+	require.NoError(t, os.WriteFile(regPath, []byte("old: registration\n"), 0o600))
+	for _, p := range []string{cfgPath, regPath} {
+		require.NoError(t, os.Chmod(p, 0o644))
+	}
+	code, _, stderr := runCLI(t, validEnv, "-g", "-c", cfgPath, "-r", regPath)
+	require.Equal(t, 0, code, stderr)
+	for _, p := range []string{cfgPath, regPath} {
+		info, err := os.Stat(p)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), p)
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "no temporary files left behind")
+}
