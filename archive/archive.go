@@ -121,16 +121,21 @@ type streamMeta struct {
 	Purpose   signaling.Purpose   `json:"purpose"`
 }
 
-func newRecordingID(now time.Time) storage.RecordingID {
-	return storage.RecordingID(now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)))
+// NewRecordingID mints a recording's ID (also its folder name): the UTC
+// start time and a random suffix. The call bot gets it through
+// callbot.Options.RecordingID, so a call and its recording share one ID
+// from the start (the API returns it before the first file exists).
+func NewRecordingID(joined time.Time) string {
+	return joined.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8))
 }
 
 // CallJoined implements callbot.Sink: it starts a recording.
 func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	log := zerolog.Ctx(ctx)
 	recID := storage.RecordingID(call.ID)
-	if storage.CheckKey(call.ID) != nil {
-		recID = newRecordingID(call.JoinedAt)
+	if err := storage.CheckKey(call.ID); err != nil {
+		log.Err(err).Msg("Call has no usable recording ID (mint it with archive.NewRecordingID); it is not recorded")
+		return
 	}
 	folder := string(recID)
 	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)

@@ -3,7 +3,6 @@ package callbot
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -124,7 +123,7 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 	session := signaling.SessionID(random.String(16))
 	now := time.Now()
 	c := &Call{
-		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		id: m.newID(now),
 		m:  m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
 		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
 		outbox:   signaling.NewOutbox(dev.DeviceID(), session),

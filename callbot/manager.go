@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -48,6 +50,10 @@ type Options struct {
 	SignalHold time.Duration
 	// Metrics, if set, are updated with calls, peer states and timings.
 	Metrics *metrics.Metrics
+	// RecordingID mints the ID of a joined call's recording; the recording
+	// side owns the rule (archive.NewRecordingID). CallInfo.ID and
+	// CallStatus.ID carry it. Without it calls get a random ID (tests).
+	RecordingID func(joined time.Time) string
 }
 
 // Manager owns every joined call. The virtual users' devices are the
@@ -58,6 +64,7 @@ type Manager struct {
 	sink       Sink
 	signalHold time.Duration
 	met        *metrics.Metrics
+	newID      func(time.Time) string
 	// Protocol timings and bounds; tests shorten them.
 	inviteTimeout time.Duration
 	retryPeriod   time.Duration
@@ -126,6 +133,10 @@ func New(opts Options) (*Manager, error) {
 	opts.Matrix.OnRoomEvent(event.StateMember, m.handleRoomState)
 	if m.signalHold <= 0 {
 		m.signalHold = DefaultSignalHold
+	}
+	m.newID = opts.RecordingID
+	if m.newID == nil {
+		m.newID = func(time.Time) string { return strings.ToLower(random.String(16)) }
 	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
 	m.leaveFlush = leaveFlushTimeout

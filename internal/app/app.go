@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	}
 	calls, err := callbot.New(callbot.Options{
 		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix},
-		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met,
+		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
 	if err != nil {
 		_ = db.Close()
