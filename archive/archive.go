@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,6 +303,7 @@ func (ts *trackSink) Close() {
 		c.closing.Add(1)
 		go func() {
 			defer c.closing.Done()
+			defer c.recoverStream(ts.s)
 			c.finishStream(ts.s)
 		}()
 	}
@@ -313,6 +315,22 @@ func (c *callRec) fail(err error) {
 	if c.failed == nil {
 		c.failed = err
 	}
+}
+
+// recoverStream contains a panic while finishing a stream (a bug, maybe
+// on hostile media) to that stream: logged with its stack, counted, and
+// the recording marked failed with the reason; its spooled parts stay for
+// repair.
+func (c *callRec) recoverStream(s *streamRec) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Msg("Finishing a stream panicked; its files stay in the spool")
+	if c.r.met != nil {
+		c.r.met.Panics.WithLabelValues("stream").Inc()
+	}
+	c.fail(fmt.Errorf("finishing %s failed: %v", s.base, v))
 }
 
 // finishStream closes a writer and stores its files.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -361,7 +363,7 @@ type trackArrival struct {
 func drainTrack(tr trackArrival) {
 	buf := make([]byte, 1500)
 	for {
-		if _, _, err := tr.track.Read(buf); err != nil {
+		if _, _, err := tr.track.Read(buf); err != nil && !errors.Is(err, io.ErrShortBuffer) {
 			return
 		}
 	}
@@ -392,25 +394,38 @@ func (c *Call) startTrack(ctx context.Context, p *peer, tr trackArrival) {
 	c.readers.Add(2)
 	go func() {
 		defer c.readers.Done()
-		readRTP(tr.track, sink, c.onFirstPacket)
+		readRTP(tr.track, sink, c.onFirstPacket, c.onTrackPanic(rt))
 	}()
 	go func() {
 		defer c.readers.Done()
-		readRTCP(tr.receiver, sink)
+		readRTCP(tr.receiver, sink, c.onTrackPanic(rt))
 	}()
 }
 
+// rtpReader is what readRTP needs of a pion TrackRemote.
+type rtpReader interface {
+	Read(b []byte) (int, interceptor.Attributes, error)
+}
+
 // readRTP feeds a track's packets to its sink until the track ends. The
-// read buffer and the packet are reused: no allocation per packet.
-func readRTP(track *webrtc.TrackRemote, sink TrackSink, onFirst func()) {
-	if sink != nil {
-		defer sink.Close()
-	}
-	buf := make([]byte, 1500)
+// read buffer and the packet are reused: no allocation per packet. A packet
+// too large for the buffer is skipped. A panic in the sink (a parser bug
+// on hostile media) is contained to this track: it is reported to
+// onPanic, the sink is dropped and the track drained to its end.
+func readRTP(track rtpReader, sink TrackSink, onFirst func(), onPanic func(any)) {
+	defer func() {
+		if sink != nil {
+			closeSink(sink, onPanic)
+		}
+	}()
+	buf := make([]byte, rtpReadBuffer)
 	var pkt rtp.Packet
 	first := true
 	for {
 		n, _, err := track.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			continue // larger than any packet a peer may send; pion dropped it
+		}
 		if err != nil {
 			return
 		}
@@ -421,13 +436,54 @@ func readRTP(track *webrtc.TrackRemote, sink TrackSink, onFirst func()) {
 			first = false
 			onFirst()
 		}
-		if sink != nil {
-			if err = sink.WriteRTP(&pkt, time.Now()); err != nil {
-				// The sink stopped (e.g. disk full); keep draining so pion's
-				// buffers do not fill, but stop writing.
-				sink.Close()
-				sink = nil
-			}
+		if sink == nil {
+			continue
+		}
+		if err = writeSink(sink, &pkt, onPanic); err != nil {
+			// The sink stopped (disk full, a panic); keep draining so
+			// pion's buffers do not fill, but stop writing.
+			closeSink(sink, onPanic)
+			sink = nil
+		}
+	}
+}
+
+// rtpReadBuffer is the track read buffer: above pion's receive MTU.
+const rtpReadBuffer = 1500
+
+// errSinkPanicked is what a sink that panicked returns.
+var errSinkPanicked = errors.New("track sink panicked")
+
+// writeSink writes one packet, turning a panic into an error.
+func writeSink(sink TrackSink, pkt *rtp.Packet, onPanic func(any)) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			onPanic(v)
+			err = errSinkPanicked
+		}
+	}()
+	return sink.WriteRTP(pkt, time.Now())
+}
+
+// closeSink closes a sink, containing a panic.
+func closeSink(sink TrackSink, onPanic func(any)) {
+	defer func() {
+		if v := recover(); v != nil {
+			onPanic(v)
+		}
+	}()
+	sink.Close()
+}
+
+// onTrackPanic reports a panic contained in a track's reader: logged with
+// its stack and counted, the call and other tracks go on.
+func (c *Call) onTrackPanic(rt *RemoteTrack) func(any) {
+	return func(v any) {
+		zerolog.Ctx(c.m.bgCtx).Error().Str("stack", string(debug.Stack())).Any("panic", v).
+			Stringer("room_id", c.roomID).Stringer("user_id", rt.Peer.UserID).Str("track_id", rt.TrackID).
+			Msg("Recording a track panicked; that track is no longer recorded")
+		if c.m.met != nil {
+			c.m.met.Panics.WithLabelValues("track").Inc()
 		}
 	}
 }
@@ -441,7 +497,7 @@ func (c *Call) onFirstPacket() {
 
 // readRTCP drains a receiver's RTCP (pion's interceptors need it read) and
 // passes sender reports on.
-func readRTCP(receiver *webrtc.RTPReceiver, sink TrackSink) {
+func readRTCP(receiver *webrtc.RTPReceiver, sink TrackSink, onPanic func(any)) {
 	for {
 		pkts, _, err := receiver.ReadRTCP()
 		if err != nil {
@@ -451,11 +507,24 @@ func readRTCP(receiver *webrtc.RTPReceiver, sink TrackSink) {
 			continue
 		}
 		for _, pkt := range pkts {
-			if sr, ok := pkt.(*rtcp.SenderReport); ok {
-				sink.SenderReport(sr.NTPTime, sr.RTPTime, time.Now())
+			if sr, ok := pkt.(*rtcp.SenderReport); ok && !senderReport(sink, sr, onPanic) {
+				sink = nil
+				break
 			}
 		}
 	}
+}
+
+// senderReport passes one sender report on; false if the sink panicked.
+func senderReport(sink TrackSink, sr *rtcp.SenderReport, onPanic func(any)) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			onPanic(v)
+			ok = false
+		}
+	}()
+	sink.SenderReport(sr.NTPTime, sr.RTPTime, time.Now())
+	return true
 }
 
 // lockedSink serialises the RTP and RTCP readers' calls into one TrackSink

@@ -3,8 +3,11 @@ package callbot
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
@@ -75,11 +78,12 @@ func remoteCandidates(t *testing.T, pc *webrtc.PeerConnection) []string {
 // TestPeerCandidatesFiltered: a participant's ICE candidates may not point
 // the recorder's connectivity checks at internal services (loopback,
 // cloud metadata, RFC 1918, link-local); only configured networks are
-// allowed besides public addresses. No candidate used here is contacted
-// unless allowed, and the allowed ones are on loopback.
+// allowed besides public addresses. Each run ends with an allowed loopback
+// marker candidate: candidates are taken in order, so once the marker is
+// there every earlier one was decided. Nothing but loopback is contacted.
 func TestPeerCandidatesFiltered(t *testing.T) {
 	hostile := []string{"127.0.0.1 6379", "169.254.169.254 80", "10.0.0.7 5432", "192.168.1.1 80", "fe80::1 80", "100.64.0.1 80", "0.0.0.0 80", "224.0.0.1 80"}
-	try := func(cfg config.WebRTCConfig, addrs []string) []string {
+	try := func(cfg config.WebRTCConfig, addrs []string, marker string) []string {
 		t.Helper()
 		api, closer, err := NewAPI(cfg, APIOptions{Log: zerolog.Nop()})
 		require.NoError(t, err)
@@ -95,18 +99,31 @@ func TestPeerCandidatesFiltered(t *testing.T) {
 		require.NoError(t, err)
 		defer pc.Close()
 		require.NoError(t, pc.SetRemoteDescription(offer))
-		for i, a := range addrs {
+		for i, a := range append(addrs, strings.Replace(marker, ":", " ", 1)) {
 			cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 %s typ host", i+1, a)
 			require.NoError(t, pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: cand}))
 		}
-		return remoteCandidates(t, pc)
+		var got []string
+		require.Eventually(t, func() bool {
+			got = remoteCandidates(t, pc)
+			return slices.Contains(got, marker)
+		}, 5*time.Second, 5*time.Millisecond, "the allowed marker candidate was not taken")
+		return slices.DeleteFunc(got, func(a string) bool { return a == marker })
 	}
-	require.Empty(t, try(config.WebRTCConfig{}, hostile), "default: public addresses only")
-	require.Empty(t, try(config.WebRTCConfig{PeerNetworks: []string{"10.0.0.0/8"}}, []string{"127.0.0.1 6379"}))
-	require.ElementsMatch(t, []string{"127.0.0.1:40001"}, try(config.WebRTCConfig{LoopbackOnly: true}, []string{"127.0.0.1 40001", "169.254.169.254 80"}),
+	const marker = "127.0.0.2:40009"
+	require.Empty(t, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.2/32"}}, hostile, marker), "public addresses and the configured network only")
+	require.ElementsMatch(t, []string{"127.0.0.1:40001"}, try(config.WebRTCConfig{LoopbackOnly: true}, []string{"127.0.0.1 40001", "169.254.169.254 80"}, marker),
 		"a loopback-only recorder talks to loopback peers")
-	require.ElementsMatch(t, []string{"127.0.0.1:40002"}, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.0/8"}}, []string{"127.0.0.1 40002", "10.1.2.3 80"}),
+	require.ElementsMatch(t, []string{"127.0.0.1:40002"}, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.0/8"}}, []string{"127.0.0.1 40002", "10.1.2.3 80"}, marker),
 		"configured networks are allowed")
-	_, _, err := NewAPI(config.WebRTCConfig{PeerNetworks: []string{"not-a-net"}}, APIOptions{})
+	allowed, err := peerFilter(config.WebRTCConfig{})
+	require.NoError(t, err)
+	for _, ip := range []string{"127.0.0.1", "169.254.169.254", "10.0.0.7", "172.16.0.1", "192.168.1.1", "100.64.0.1", "::1", "fe80::1", "fc00::1", "0.0.0.0", "224.0.0.1"} {
+		require.False(t, allowed(net.ParseIP(ip)), ip)
+	}
+	for _, ip := range []string{"8.8.8.8", "2001:4860::8888", "::ffff:1.1.1.1"} {
+		require.True(t, allowed(net.ParseIP(ip)), ip) // decided only, never contacted
+	}
+	_, _, err = NewAPI(config.WebRTCConfig{PeerNetworks: []string{"not-a-net"}}, APIOptions{})
 	require.Error(t, err)
 }

@@ -61,6 +61,10 @@ type Metrics struct {
 	JoinToFirstPacket prometheus.Histogram
 	// SyncErrors counts failed /sync (or transaction) rounds of the virtual users (appservice).
 	SyncErrors prometheus.Counter
+	// Panics counts panics contained to one unit of work, by component
+	// ("track", "stream", "handler", "sender"): each is a bug, logged with
+	// its stack; the rest of the recorder goes on.
+	Panics *prometheus.CounterVec
 
 	// HTTPRequests counts operator API requests by route pattern, method and status code (web).
 	HTTPRequests *prometheus.CounterVec
@@ -108,6 +112,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "sync_errors_total",
 			Help: "Failed sync rounds with the homeserver.",
 		}),
+		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "panics_total",
+			Help: "Panics contained to one track, stream or handler (each is a bug).",
+		}, []string{"component"}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "http", Name: "requests_total",
 			Help: "Operator API requests by route, method and status code.",
@@ -125,7 +133,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost,
-		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.HTTPRequests, m.HTTPDuration,
+		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.HTTPRequests, m.HTTPDuration,
 	)
 	return m
 }
