@@ -80,9 +80,12 @@ func remoteCandidates(t *testing.T, pc *webrtc.PeerConnection) []string {
 // cloud metadata, RFC 1918, link-local); only configured networks are
 // allowed besides public addresses. Each run ends with an allowed loopback
 // marker candidate: candidates are taken in order, so once the marker is
-// there every earlier one was decided. Nothing but loopback is contacted.
+// there every earlier one was decided.
 func TestPeerCandidatesFiltered(t *testing.T) {
-	hostile := []string{"127.0.0.1 6379", "169.254.169.254 80", "10.0.0.7 5432", "192.168.1.1 80", "fe80::1 80", "100.64.0.1 80", "0.0.0.0 80", "224.0.0.1 80"}
+	// Through pion, only loopback candidates are used, so a broken filter
+	// sends nothing beyond this machine; the other ranges are checked on
+	// the filter itself below.
+	hostile := []string{"127.0.0.1 6379", "127.0.0.1 2379"}
 	try := func(cfg config.WebRTCConfig, addrs []string, marker string) []string {
 		t.Helper()
 		api, closer, err := NewAPI(cfg, APIOptions{Log: zerolog.Nop()})
@@ -112,9 +115,9 @@ func TestPeerCandidatesFiltered(t *testing.T) {
 	}
 	const marker = "127.0.0.2:40009"
 	require.Empty(t, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.2/32"}}, hostile, marker), "public addresses and the configured network only")
-	require.ElementsMatch(t, []string{"127.0.0.1:40001"}, try(config.WebRTCConfig{LoopbackOnly: true}, []string{"127.0.0.1 40001", "169.254.169.254 80"}, marker),
+	require.ElementsMatch(t, []string{"127.0.0.1:40001"}, try(config.WebRTCConfig{LoopbackOnly: true}, []string{"127.0.0.1 40001"}, marker),
 		"a loopback-only recorder talks to loopback peers")
-	require.ElementsMatch(t, []string{"127.0.0.1:40002"}, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.0/8"}}, []string{"127.0.0.1 40002", "10.1.2.3 80"}, marker),
+	require.ElementsMatch(t, []string{"127.0.0.1:40002"}, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.0/8"}}, []string{"127.0.0.1 40002"}, marker),
 		"configured networks are allowed")
 	allowed, err := peerFilter(config.WebRTCConfig{})
 	require.NoError(t, err)
