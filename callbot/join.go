@@ -56,6 +56,9 @@ func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
 	if m.calls[roomID] != nil || m.joining[roomID] {
 		return "", ErrAlreadyJoined
 	}
+	if maxCalls := m.cfg.Limits.MaxCalls; maxCalls > 0 && len(m.calls)+len(m.joining) >= maxCalls {
+		return "", ErrTooManyCalls
+	}
 	for n := 1; ; n++ {
 		userID := m.mx.VirtualUserID(n)
 		if !m.inUse[userID] {

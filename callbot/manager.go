@@ -32,6 +32,9 @@ var (
 	ErrPowerLevel = errors.New("the room's power levels do not allow the recorder to join calls")
 	// ErrStopped means the manager is shutting down.
 	ErrStopped = errors.New("call bot stopped")
+	// ErrTooManyCalls means the recorder is in as many calls as
+	// limits.max_calls allows.
+	ErrTooManyCalls = errors.New("the recorder is already in as many calls as it may record")
 )
 
 // Config is the call bot's section of the configuration.
@@ -39,6 +42,8 @@ type Config struct {
 	WebRTC config.WebRTCConfig
 	// CommandPrefix is what the room is told to say to stop a recording.
 	CommandPrefix string
+	// Limits bound what participants can make the recorder hold.
+	Limits config.LimitsConfig
 }
 
 // Options configure a Manager.

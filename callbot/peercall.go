@@ -26,6 +26,10 @@ const candidateBatchDelay = 100 * time.Millisecond
 // newPeer creates the PeerConnection for one remote device, with the bot's
 // silent audio track, and wires its callbacks to post into the loop.
 func (c *Call) newPeer(ctx context.Context, part signaling.Participant, callID signaling.CallID, outgoing bool, now time.Time) (*peer, error) {
+	if maxPeers := c.m.cfg.Limits.MaxPeersPerCall; maxPeers > 0 && c.peers[part.Key()] == nil && len(c.peers) >= maxPeers {
+		c.limitHit(ctx, "max_peers_per_call")
+		return nil, fmt.Errorf("%w: %d peer connections", errLimit, maxPeers)
+	}
 	pc, err := c.m.api.NewPeerConnection(webrtc.Configuration{ICEServers: c.iceServers})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create peer connection: %w", err)
@@ -124,6 +128,10 @@ func (c *Call) handleInvite(ctx context.Context, key signaling.DeviceKey, invite
 		log.Warn().Str("sdp_type", string(invite.Offer.Type)).Msg("Rejected invite without an offer")
 		return
 	}
+	if err := signaling.CheckSDP(invite.Offer.SDP); err != nil {
+		log.Warn().Err(err).Msg("Rejected invite")
+		return
+	}
 	p, err := c.newPeer(ctx, part, invite.CallID, false, now)
 	if err != nil {
 		log.Err(err).Msg("Failed to answer invite")
@@ -164,7 +172,11 @@ func (c *Call) handleAnswer(ctx context.Context, p *peer, answer *signaling.Answ
 	}
 	p.partyID = answer.PartyID
 	c.updateMetadata(ctx, p, answer.Metadata, time.Now())
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer.Answer.SDP}); err != nil {
+	err := signaling.CheckSDP(answer.Answer.SDP)
+	if err == nil {
+		err = p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer.Answer.SDP})
+	}
+	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Hanging up: unusable answer")
 		c.endPeer(ctx, p, signaling.ReasonSetRemoteDescription, true, time.Now())
 		return
@@ -180,6 +192,10 @@ func (c *Call) handleCandidates(ctx context.Context, p *peer, msg *signaling.Can
 	for _, cand := range msg.Candidates {
 		if cand.IsEndOfCandidates() {
 			continue
+		}
+		if len(p.remoteCands) >= maxHeldCandidates {
+			c.limitHit(ctx, "held_candidates")
+			break
 		}
 		p.remoteCands = append(p.remoteCands, webrtc.ICECandidateInit{Candidate: cand.Candidate, SDPMid: cand.SDPMid, SDPMLineIndex: cand.SDPMLineIndex})
 	}
@@ -210,7 +226,11 @@ func (c *Call) handleNegotiate(ctx context.Context, p *peer, msg *signaling.Nego
 		// Polite: roll back whatever we had (we never offer, so this is rare).
 		_ = p.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
 	}
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: msg.Description.SDP}); err != nil {
+	err := signaling.CheckSDP(msg.Description.SDP)
+	if err == nil {
+		err = p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: msg.Description.SDP})
+	}
+	if err != nil {
 		log.Warn().Err(err).Msg("Ignored unusable renegotiation offer")
 		return
 	}
@@ -286,7 +306,39 @@ func (c *Call) onTrack(ctx context.Context, msg trackMsg) {
 		}()
 		return
 	}
+	if maxTracks := c.m.cfg.Limits.MaxTracksPerPeer; maxTracks > 0 && len(msg.p.tracks) >= maxTracks {
+		c.limitHit(ctx, "max_tracks_per_peer")
+		c.readers.Add(1)
+		go func() {
+			defer c.readers.Done()
+			drainTrack(msg.track)
+		}()
+		return
+	}
 	c.startTrack(c.peerCtx(ctx, msg.p), msg.p, msg.track)
+}
+
+// maxHeldCandidates bounds the remote candidates held for a peer until its
+// description is set.
+const maxHeldCandidates = 64
+
+// errLimit means a configured limit refused something.
+var errLimit = errors.New("limit reached")
+
+// limitHit logs (once per call and limit) and counts that a participant
+// reached one of the limits.
+func (c *Call) limitHit(ctx context.Context, limit string) {
+	if c.m.met != nil {
+		c.m.met.LimitsHit.WithLabelValues(limit).Inc()
+	}
+	if c.limitsLogged[limit] {
+		return
+	}
+	if c.limitsLogged == nil {
+		c.limitsLogged = map[string]bool{}
+	}
+	c.limitsLogged[limit] = true
+	zerolog.Ctx(ctx).Warn().Str("limit", limit).Msg("A participant reached a limit; what is beyond it is not recorded")
 }
 
 // peerCtx adds the peer's fields to the context's logger.

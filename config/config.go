@@ -28,6 +28,7 @@ type Config struct {
 	Permissions Permissions      `yaml:"permissions"`
 	Commands    CommandsConfig   `yaml:"commands"`
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
+	Limits      LimitsConfig     `yaml:"limits"`
 	Logging     LoggingConfig    `yaml:"logging"`
 }
 
@@ -122,6 +123,14 @@ type WebRTCConfig struct {
 	TURN bool `yaml:"turn"`
 }
 
+// LimitsConfig bounds what participants can make the recorder hold, so no
+// room can take resources from the others. 0 means no limit.
+type LimitsConfig struct {
+	MaxCalls         int `yaml:"max_calls"`           // calls recorded at once
+	MaxPeersPerCall  int `yaml:"max_peers_per_call"`  // peer connections in one call
+	MaxTracksPerPeer int `yaml:"max_tracks_per_peer"` // tracks recorded from one peer
+}
+
 // LoggingConfig configures the zerolog logger.
 type LoggingConfig struct {
 	MinLevel string `yaml:"min_level"` // trace, debug, info, warn, error
@@ -175,6 +184,7 @@ func Default() *Config {
 		API:        APIConfig{Listen: "127.0.0.1:29331", ProtectMetrics: true},
 		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
 		WebRTC:     WebRTCConfig{TURN: true},
+		Limits:     LimitsConfig{MaxCalls: 50, MaxPeersPerCall: 32, MaxTracksPerPeer: 8},
 		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},
 	}
 }

@@ -131,6 +131,12 @@ func (c *Config) Validate(needTokens bool) error {
 	if c.WebRTC.UDPMuxPort < 0 || c.WebRTC.UDPMuxPort > 65535 {
 		add("webrtc.udp_mux_port", "must be between 0 and 65535")
 	}
+	for key, v := range map[string]int{"limits.max_calls": c.Limits.MaxCalls, "limits.max_peers_per_call": c.Limits.MaxPeersPerCall,
+		"limits.max_tracks_per_peer": c.Limits.MaxTracksPerPeer} {
+		if v < 0 {
+			add(key, "must be 0 (no limit) or more")
+		}
+	}
 	for _, cidr := range c.WebRTC.PeerNetworks {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			add("webrtc.peer_networks", "not a network in CIDR notation: "+cidr)

@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		sink = callbot.Tee{arch, opts.Observer}
 	}
 	calls, err := callbot.New(callbot.Options{
-		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix},
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, Limits: cfg.Limits},
 		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
 	if err != nil {

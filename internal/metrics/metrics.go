@@ -65,6 +65,9 @@ type Metrics struct {
 	// ("track", "stream", "handler", "sender"): each is a bug, logged with
 	// its stack; the rest of the recorder goes on.
 	Panics *prometheus.CounterVec
+	// LimitsHit counts what participants sent beyond a limit (label
+	// "limit": max_peers_per_call, max_tracks_per_peer, ...) (callbot).
+	LimitsHit *prometheus.CounterVec
 
 	// HTTPRequests counts operator API requests by route pattern, method and status code (web).
 	HTTPRequests *prometheus.CounterVec
@@ -116,6 +119,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "panics_total",
 			Help: "Panics contained to one track, stream or handler (each is a bug).",
 		}, []string{"component"}),
+		LimitsHit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "limits_hit_total",
+			Help: "Things participants sent beyond a limit (not recorded), by limit.",
+		}, []string{"limit"}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "http", Name: "requests_total",
 			Help: "Operator API requests by route, method and status code.",
@@ -133,7 +140,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost,
-		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.HTTPRequests, m.HTTPDuration,
+		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
 	)
 	return m
 }
