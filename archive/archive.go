@@ -439,7 +439,22 @@ func (r *Recorder) StreamChanged(_ context.Context, change callbot.StreamChange)
 }
 
 // ParticipantLeft implements callbot.Sink; streams end with their tracks.
-func (r *Recorder) ParticipantLeft(context.Context, callbot.PeerInfo, time.Time) {}
+// The peer call's remembered mute states go with it, so a long call with
+// many rejoins keeps no state for calls that ended.
+func (r *Recorder) ParticipantLeft(_ context.Context, p callbot.PeerInfo, _ time.Time) {
+	c := r.call(p.RoomID)
+	if c == nil {
+		return
+	}
+	prefix := streamKey(p.CallID, "")
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	for key := range c.mutes {
+		if strings.HasPrefix(key, prefix) {
+			delete(c.mutes, key)
+		}
+	}
+}
 
 // CallLeft implements callbot.Sink: waits for the writers, writes the
 // manifest and closes the recording.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,7 +85,9 @@ func TestPeersPerCallLimit(t *testing.T) {
 		r := h.remote(u, "DEV")
 		r.join(time.Now().Add(forever))
 	}
-	require.Eventually(t, func() bool { return h.fm.invitesTo("@x1:test")+h.fm.invitesTo("@x2:test")+h.fm.invitesTo("@x3:test") >= 2 },
+	require.Eventually(t, func() bool {
+		return h.fm.invitesTo("@x1:test")+h.fm.invitesTo("@x2:test")+h.fm.invitesTo("@x3:test") >= 2
+	},
 		waitFor, 5*time.Millisecond)
 	st, err := h.m.Status(h.ctx, testRoom)
 	require.NoError(t, err)
@@ -98,4 +101,26 @@ func TestCallsPerRecorderLimit(t *testing.T) {
 	h.join()
 	_, err := h.m.Join(h.ctx, "!other:test")
 	require.ErrorIs(t, err, ErrTooManyCalls)
+}
+
+// TestStreamMetadataBounded: a peer describing thousands of streams in its
+// metadata makes the recorder keep and report at most maxStreamsPerPeer.
+func TestStreamMetadataBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	h.join()
+	zed := h.remote("@zed:test", "ZEDDEV")
+	zed.join(time.Now().Add(forever))
+	inv, ok := h.fm.take(t, zed.key, "m.call.invite").(*signaling.Invite)
+	require.True(t, ok)
+	zed.answer(inv)
+	h.waitPeerState(zed.key, PeerConnected)
+	meta := signaling.StreamMetadata{}
+	for i := range 5000 {
+		meta[fmt.Sprintf("stream%d", i)] = signaling.StreamInfo{Purpose: signaling.PurposeUserMedia, AudioMuted: true}
+	}
+	zed.send(&signaling.MetadataChanged{Metadata: meta}, inv.CallID)
+	require.Eventually(t, func() bool { return h.sink.streamChanges() >= maxStreamsPerPeer }, waitFor, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(h.logs.String(), "stream_metadata") }, waitFor, 5*time.Millisecond)
+	require.LessOrEqual(t, h.sink.streamChanges(), maxStreamsPerPeer)
+	zed.connected()
 }
