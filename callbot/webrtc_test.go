@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
 )
 
@@ -129,4 +130,27 @@ func TestPeerCandidatesFiltered(t *testing.T) {
 	}
 	_, _, err = NewAPI(config.WebRTCConfig{PeerNetworks: []string{"not-a-net"}}, APIOptions{})
 	require.Error(t, err)
+}
+
+// FuzzRemoteDescription: whatever session description a peer's invite
+// carries, if CheckSDP lets it through, pion gets it as the recorder gives
+// it (SetRemoteDescription, CreateAnswer); nothing may panic.
+func FuzzRemoteDescription(f *testing.F) {
+	f.Add("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\n")
+	f.Add("v=0\r\nm=video 9 RTP/AVP 96\r\n")
+	f.Add("")
+	api, closer, err := NewAPI(config.WebRTCConfig{LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
+	require.NoError(f, err)
+	f.Cleanup(func() { _ = closer() })
+	f.Fuzz(func(t *testing.T, sdp string) {
+		if signaling.CheckSDP(sdp) != nil {
+			return
+		}
+		pc, err := api.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer pc.Close()
+		if pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}) == nil {
+			_, _ = pc.CreateAnswer(nil)
+		}
+	})
 }
