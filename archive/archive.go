@@ -99,6 +99,9 @@ type streamRec struct {
 	log     zerolog.Logger
 	w       *recording.StreamWriter
 	open    int // tracks not yet closed
+	// reported is what was last added to the live metrics (see report).
+	reportLock sync.Mutex
+	reported   recording.Stats
 	// keyframe asks the stream's video track for a key frame; set when
 	// the video track arrives (often after the audio track the writer
 	// was created for).
@@ -269,9 +272,10 @@ func (s *streamRec) applyMute(m callbot.StreamChange) {
 
 // trackSink feeds one track into its stream's writer.
 type trackSink struct {
-	s    *streamRec
-	kind recording.Kind
-	ssrc uint32
+	s       *streamRec
+	kind    recording.Kind
+	ssrc    uint32
+	packets uint64 // written by the track's reader only
 }
 
 func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
@@ -279,7 +283,37 @@ func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 	if err != nil && errors.Is(err, recording.ErrWriterFailed) {
 		ts.s.c.fail(err)
 	}
+	if ts.packets++; ts.packets%reportEvery == 0 {
+		ts.s.report()
+	}
 	return err
+}
+
+// reportEvery is how many packets of a track go by between updates of the
+// live metrics (loss, bytes, frames written move while recording, not only
+// when a file closes).
+const reportEvery = 256
+
+// report adds what the stream's writer did since the last report to the
+// metrics.
+func (s *streamRec) report() {
+	met := s.c.r.met
+	if met == nil || s.w == nil {
+		return
+	}
+	st := s.w.Stats()
+	s.reportLock.Lock()
+	defer s.reportLock.Unlock()
+	if d := st.LostPackets - s.reported.LostPackets; d > 0 {
+		met.PacketsLost.Add(float64(d))
+	}
+	if d := st.Bytes - s.reported.Bytes; d > 0 {
+		met.BytesWritten.Add(float64(d))
+	}
+	if d := st.FramesWritten - s.reported.FramesWritten; d > 0 {
+		met.FramesWritten.Add(float64(d))
+	}
+	s.reported = st
 }
 
 func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
@@ -339,16 +373,12 @@ func (c *callRec) finishStream(s *streamRec) {
 	defer cancel()
 	log := s.log
 	files, err := s.w.Close(log.WithContext(ctx))
+	s.report()
 	st := s.w.Stats()
 	log.Info().Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
 		Uint64("duplicate_packets", st.DuplicatePackets).Uint64("dropped_frames", st.DroppedFrames).
-		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).Msg("Stream writer closed")
-	if c.r.met != nil {
-		c.r.met.PacketsLost.Add(float64(st.LostPackets))
-		for _, f := range files {
-			c.r.met.BytesWritten.Add(float64(f.Bytes))
-		}
-	}
+		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).
+		Uint64("frames_written", st.FramesWritten).Int64("bytes", st.Bytes).Msg("Stream writer closed")
 	if err != nil {
 		log.Err(err).Msg("Stream writer failed")
 		c.fail(err)

@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/matrix-recorder/recorder/internal/metrics"
+
 	"github.com/matrix-recorder/recorder/internal/testutil"
 
 	"github.com/pion/rtp"
@@ -146,4 +150,26 @@ func TestSpoolIsOwnerOnly(t *testing.T) {
 	info, err := os.Stat(filepath.Join(root, "rec1", "manifest.json"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
+
+// TestLiveMetrics: bytes and frames written move while recording, not only
+// when a file closes.
+func TestLiveMetrics(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, _, _ := newTestRecorder(t)
+	met := metrics.New()
+	r.met = met
+	t0 := time.Now()
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", JoinedAt: t0}
+	r.CallJoined(ctx, call)
+	peer := callbot.PeerInfo{RoomID: call.RoomID, CallID: "c1", UserID: "@alice:localhost", DeviceID: "DEV"}
+	ts := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "a", Kind: webrtc.RTPCodecTypeAudio,
+		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}},
+		SSRC:  1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() {}})
+	require.NotNil(t, ts)
+	sendAudio(t, ts, opusPackets(t), 3*reportEvery, t0)
+	require.Positive(t, promtest.ToFloat64(met.FramesWritten), "frames counted while recording")
+	require.Positive(t, promtest.ToFloat64(met.BytesWritten), "bytes counted while recording")
+	ts.Close()
+	r.CallLeft(ctx, call, time.Now())
 }

@@ -87,6 +87,9 @@ type APIConfig struct {
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For gives the client address in the request log.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Pprof serves Go's CPU, heap and goroutine profiles under
+	// /debug/pprof/ on this listener, behind the token.
+	Pprof bool `yaml:"pprof"`
 }
 
 // HostNames are the host names the API answers to: AllowedHosts and the

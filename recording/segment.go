@@ -248,7 +248,10 @@ func (s *StreamWriter) write(t *trackState, ext int64, data []byte, key bool) {
 	}
 	if err != nil {
 		s.fail(seg, err)
+
+		return
 	}
+	s.stats.FramesWritten++
 }
 
 // writeWebMAudio puts an Opus packet whose first sample is at pos (48 kHz

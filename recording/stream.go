@@ -434,6 +434,29 @@ func (s *StreamWriter) dropOldestPending(t *trackState) {
 	t.pending = t.pending[:copy(t.pending, t.pending[n:])]
 }
 
+// Stats returns counters of what was dropped, lost or inserted so far.
+func (s *StreamWriter) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.DuplicatePackets, st.LatePackets = 0, 0
+	for _, t := range s.tracks {
+		if t != nil {
+			st.DuplicatePackets += t.jb.duplicates
+			st.LatePackets += t.jb.late
+		}
+	}
+
+	for _, r := range s.results {
+		st.Bytes += r.Bytes
+	}
+	if s.seg != nil && s.seg.file != nil {
+		st.Bytes += s.seg.file.size()
+	}
+
+	return st
+}
+
 // deliver routes one complete sample (an Opus packet or a video frame).
 func (s *StreamWriter) deliver(t *trackState, ext int64, data []byte, key bool, w, h int) {
 	if s.seg == nil {

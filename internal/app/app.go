@@ -129,6 +129,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
+			Pprof: cfg.API.Pprof,
 		}))
 	}
 	return a, nil

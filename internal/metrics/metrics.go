@@ -54,6 +54,8 @@ type Metrics struct {
 	BytesWritten prometheus.Counter
 	// PacketsLost counts RTP packets given up by the jitter buffers (archive, from recording.Stats).
 	PacketsLost prometheus.Counter
+	// FramesWritten counts audio packets and video frames written to files (archive).
+	FramesWritten prometheus.Counter
 	// KeyframeRequests counts PLIs/FIRs sent to participants (callbot/archive).
 	KeyframeRequests prometheus.Counter
 	// JoinToFirstPacket observes the seconds from joining a call to the
@@ -102,6 +104,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "packets_lost_total",
 			Help: "RTP packets that never arrived in time and were given up.",
 		}),
+		FramesWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "frames_written_total",
+			Help: "Audio packets and video frames written to recording files.",
+		}),
 		KeyframeRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "keyframe_requests_total",
 			Help: "Keyframe requests (PLI/FIR) sent to participants.",
@@ -139,7 +145,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost,
+		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost, m.FramesWritten,
 		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
 	)
 	return m
