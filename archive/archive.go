@@ -49,6 +49,10 @@ type Options struct {
 	Create recording.CreateFunc
 	// Metrics, if set, count tracks, bytes and lost packets.
 	Metrics *metrics.Metrics
+	// Limits bound recordings on disk.
+	Limits Limits
+	// Log is the logger for work that outlives a call (limit stops).
+	Log zerolog.Logger
 }
 
 // Recorder implements callbot.Sink.
@@ -61,6 +65,11 @@ type Recorder struct {
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
+
+	limits Limits
+	disk   *diskUsage
+	bgCtx  context.Context
+	stops  sync.WaitGroup // OnLimit calls in flight
 }
 
 var _ callbot.Sink = (*Recorder)(nil)
@@ -71,8 +80,18 @@ func New(opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
-	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{}}, nil
+	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{},
+		limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
+	if opts.Limits.MaxDiskBytes > 0 {
+		r.disk = newDiskUsage(opts.Dir)
+	} else {
+		r.disk = &diskUsage{dir: opts.Dir}
+	}
+	return r, nil
 }
+
+// WaitStops waits for the limit stops in flight (for shutdown and tests).
+func (r *Recorder) WaitStops() { r.stops.Wait() }
 
 // callRec is one recording in progress.
 type callRec struct {
@@ -87,6 +106,11 @@ type callRec struct {
 	mutes   map[string]callbot.StreamChange
 	closing sync.WaitGroup
 	failed  error
+	// bytes written by this recording's writers; limitHit once a limit
+	// stopped it, stopReason says which.
+	bytes      atomic.Int64
+	limitHit   atomic.Bool
+	stopReason string
 }
 
 // streamRec is one participant stream and its writer.
@@ -148,6 +172,11 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
 		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), ConfID: string(call.ConfID), Started: call.JoinedAt},
 		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
+	}
+	if r.disk.full(r.limits.MaxDiskBytes) {
+		log.Error().Int64("max_disk_usage_bytes", r.limits.MaxDiskBytes).Msg("The recordings use all the disk space they may; this call is not recorded")
+		r.requestStop(call.RoomID, StopReasonDiskFull)
+		return
 	}
 	if err := os.MkdirAll(c.spoolDir, 0o700); err != nil {
 		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
@@ -295,25 +324,30 @@ func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 const reportEvery = 256
 
 // report adds what the stream's writer did since the last report to the
-// metrics.
+// metrics, and checks the recording's disk limits.
 func (s *streamRec) report() {
-	met := s.c.r.met
-	if met == nil || s.w == nil {
+	if s.w == nil {
 		return
 	}
 	st := s.w.Stats()
 	s.reportLock.Lock()
-	defer s.reportLock.Unlock()
-	if d := st.LostPackets - s.reported.LostPackets; d > 0 {
-		met.PacketsLost.Add(float64(d))
-	}
-	if d := st.Bytes - s.reported.Bytes; d > 0 {
-		met.BytesWritten.Add(float64(d))
-	}
-	if d := st.FramesWritten - s.reported.FramesWritten; d > 0 {
-		met.FramesWritten.Add(float64(d))
-	}
+	prev := s.reported
 	s.reported = st
+	s.reportLock.Unlock()
+	if met := s.c.r.met; met != nil {
+		if d := st.LostPackets - prev.LostPackets; d > 0 {
+			met.PacketsLost.Add(float64(d))
+		}
+		if d := st.Bytes - prev.Bytes; d > 0 {
+			met.BytesWritten.Add(float64(d))
+		}
+		if d := st.FramesWritten - prev.FramesWritten; d > 0 {
+			met.FramesWritten.Add(float64(d))
+		}
+	}
+	if d := st.Bytes - prev.Bytes; d > 0 {
+		s.c.checkLimits(d)
+	}
 }
 
 func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {

@@ -72,6 +72,13 @@ type DatabaseConfig struct {
 // RecordingsConfig says where recordings go.
 type RecordingsConfig struct {
 	Path string `yaml:"path"`
+	// MaxRecordingSizeMB stops a recording whose files reach this size
+	// (MiB; 0 = no limit).
+	MaxRecordingSizeMB int64 `yaml:"max_recording_size_mb"`
+	// MaxDiskUsageMB stops recording when everything under Path reaches
+	// this size (MiB; 0 = no limit); no new call is recorded until space
+	// is freed.
+	MaxDiskUsageMB int64 `yaml:"max_disk_usage_mb"`
 }
 
 // APIConfig is the operator HTTP API.

@@ -137,6 +137,9 @@ func (c *Config) Validate(needTokens bool) error {
 			add(key, "must be 0 (no limit) or more")
 		}
 	}
+	if c.Recordings.MaxRecordingSizeMB < 0 || c.Recordings.MaxDiskUsageMB < 0 {
+		add("recordings.max_disk_usage_mb", "sizes must be 0 (no limit) or more")
+	}
 	for _, cidr := range c.WebRTC.PeerNetworks {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			add("webrtc.peer_networks", "not a network in CIDR notation: "+cidr)

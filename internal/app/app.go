@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/matrix-recorder/recorder/appservice"
@@ -106,7 +107,18 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met})
+	var calls *callbot.Manager // set below; the archive's limit stops need it
+	limits := archive.Limits{
+		MaxRecordingBytes: cfg.Recordings.MaxRecordingSizeMB << 20, MaxDiskBytes: cfg.Recordings.MaxDiskUsageMB << 20,
+		OnLimit: func(ctx context.Context, roomID id.RoomID, reason string) {
+			svc.SendNotice(ctx, roomID, limitNotice(reason), "")
+			if err := calls.Leave(ctx, roomID); err != nil && !errors.Is(err, callbot.ErrNotJoined) {
+				zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to stop a recording at its limit")
+			}
+		},
+	}
+	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met,
+		Limits: limits, Log: *zerolog.Ctx(ctx)})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
@@ -115,7 +127,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if opts.Observer != nil {
 		sink = callbot.Tee{arch, opts.Observer}
 	}
-	calls, err := callbot.New(callbot.Options{
+	calls, err = callbot.New(callbot.Options{
 		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, Limits: cfg.Limits},
 		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
@@ -214,5 +226,17 @@ func (app *App) readyChecks() []web.ReadyCheck {
 			_, err := app.AS.Bot.Versions(ctx)
 			return err
 		}},
+	}
+}
+
+// limitNotice is what the room is told when a recording limit stops it.
+func limitNotice(reason string) string {
+	switch reason {
+	case archive.StopReasonDiskFull:
+		return "Recording stopped: the recorder has no disk space left for recordings. An operator has to free some before calls can be recorded again."
+	case archive.StopReasonSizeLimit:
+		return "Recording stopped: this recording reached the size limit the operator set."
+	default:
+		return "Recording stopped: a limit was reached."
 	}
 }

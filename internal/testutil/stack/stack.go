@@ -36,6 +36,8 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
+	// Configure adjusts the config last (limits, timeouts).
+	Configure func(*config.Config)
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -76,6 +78,9 @@ func Start(t *testing.T, opts Options) *Stack {
 	cfg.Permissions = opts.Permissions
 	if cfg.Permissions == nil {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	}
+	if opts.Configure != nil {
+		opts.Configure(cfg)
 	}
 	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken
