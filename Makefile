@@ -68,17 +68,10 @@ vulncheck: govulncheck
 		$(TOOLS_BIN)/govulncheck -db "$(GOVULNDB)" -tags $(TAGS),integration ./...; \
 	fi
 
-# Every fuzz target (func Fuzz* in a _test.go file, as `go test -list`
-# reports them) runs for FUZZTIME; a crash stops the run and leaves its
-# input in the package's testdata/fuzz/FuzzXxx, where `go test` replays it.
+# Every fuzz target runs for FUZZTIME; a crash stops the run and leaves
+# its input in the package's testdata/fuzz/FuzzXxx, where `go test` replays it.
 fuzz:
-	@set -e; pkgs="$$(git ls-files -co --exclude-standard '*_test.go' | xargs grep -l '^func Fuzz' | xargs -n1 dirname | sort -u)"; \
-	for dir in $$pkgs; do \
-		for target in $$($(GO) test -tags $(TAGS) -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
-			echo "== fuzz ./$$dir $$target for $(FUZZTIME)"; \
-			$(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$dir; \
-		done; \
-	done
+	GO=$(GO) TAGS=$(TAGS) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) scripts/fuzz.sh
 
 jsclient:
 	scripts/jsclient.sh

@@ -43,7 +43,8 @@ func (s *Service) guardTransactions(next http.Handler) http.Handler {
 			}
 		}
 		if !strings.HasPrefix(auth, "Bearer ") {
-			log.Warn().Msg("Rejected homeserver request without token")
+			log.Warn().Bool("token_in_query", r.URL.Query().Has("access_token")).
+				Msg("Rejected homeserver request without token in the Authorization header (see appservice.query_token_auth)")
 			mautrix.RespError{ErrCode: "M_UNAUTHORIZED", Err: "Missing hs_token", StatusCode: http.StatusUnauthorized}.Write(w)
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,10 @@ type Options struct {
 	Create recording.CreateFunc
 	// Metrics, if set, count tracks, bytes and lost packets.
 	Metrics *metrics.Metrics
+	// Limits bound recordings on disk.
+	Limits Limits
+	// Log is the logger for work that outlives a call (limit stops).
+	Log zerolog.Logger
 	// Events, if set, is told when a recording starts and ends.
 	Events Events
 	// Profiles, if set, names the room and the participants.
@@ -81,6 +86,11 @@ type Recorder struct {
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
+
+	limits Limits
+	disk   *diskUsage
+	bgCtx  context.Context
+	stops  sync.WaitGroup // OnLimit calls in flight
 }
 
 var _ callbot.Sink = (*Recorder)(nil)
@@ -91,8 +101,18 @@ func New(opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
-	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{}}, nil
+	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{},
+		limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
+	if opts.Limits.MaxDiskBytes > 0 {
+		r.disk = newDiskUsage(opts.Dir)
+	} else {
+		r.disk = &diskUsage{dir: opts.Dir}
+	}
+	return r, nil
 }
+
+// WaitStops waits for the limit stops in flight (for shutdown and tests).
+func (r *Recorder) WaitStops() { r.stops.Wait() }
 
 // callRec is one recording in progress.
 type callRec struct {
@@ -107,6 +127,11 @@ type callRec struct {
 	mutes   map[string]callbot.StreamChange
 	closing sync.WaitGroup
 	failed  error
+	// bytes written by this recording's writers; limitHit once a limit
+	// stopped it, stopReason says which.
+	bytes      atomic.Int64
+	limitHit   atomic.Bool
+	stopReason string
 }
 
 // streamRec is one participant stream and its writer.
@@ -119,6 +144,9 @@ type streamRec struct {
 	log     zerolog.Logger
 	w       *recording.StreamWriter
 	open    int // tracks not yet closed
+	// reported is what was last added to the live metrics (see report).
+	reportLock sync.Mutex
+	reported   recording.Stats
 	// keyframe asks the stream's video track for a key frame; set when
 	// the video track arrives (often after the audio track the writer
 	// was created for).
@@ -142,16 +170,21 @@ type streamMeta struct {
 	Purpose   signaling.Purpose   `json:"purpose"`
 }
 
-func newRecordingID(now time.Time) storage.RecordingID {
-	return storage.RecordingID(now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)))
+// NewRecordingID mints a recording's ID (also its folder name): the UTC
+// start time and a random suffix. The call bot gets it through
+// callbot.Options.RecordingID, so a call and its recording share one ID
+// from the start (the API returns it before the first file exists).
+func NewRecordingID(joined time.Time) string {
+	return joined.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8))
 }
 
 // CallJoined implements callbot.Sink: it starts a recording.
 func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	log := zerolog.Ctx(ctx)
 	recID := storage.RecordingID(call.ID)
-	if storage.CheckKey(call.ID) != nil {
-		recID = newRecordingID(call.JoinedAt)
+	if err := storage.CheckKey(call.ID); err != nil {
+		log.Err(err).Msg("Call has no usable recording ID (mint it with archive.NewRecordingID); it is not recorded")
+		return
 	}
 	folder := string(recID)
 	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
@@ -163,6 +196,11 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
 		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), RoomName: rec.RoomName, ConfID: string(call.ConfID), Started: call.JoinedAt},
 		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
+	}
+	if r.disk.full(r.limits.MaxDiskBytes) {
+		log.Error().Int64("max_disk_usage_bytes", r.limits.MaxDiskBytes).Msg("The recordings use all the disk space they may; this call is not recorded")
+		r.requestStop(call.RoomID, StopReasonDiskFull)
+		return
 	}
 	if err := os.MkdirAll(c.spoolDir, 0o700); err != nil {
 		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
@@ -290,9 +328,10 @@ func (s *streamRec) applyMute(m callbot.StreamChange) {
 
 // trackSink feeds one track into its stream's writer.
 type trackSink struct {
-	s    *streamRec
-	kind recording.Kind
-	ssrc uint32
+	s       *streamRec
+	kind    recording.Kind
+	ssrc    uint32
+	packets uint64 // written by the track's reader only
 }
 
 func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
@@ -300,7 +339,42 @@ func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 	if err != nil && errors.Is(err, recording.ErrWriterFailed) {
 		ts.s.c.fail(err)
 	}
+	if ts.packets++; ts.packets%reportEvery == 0 {
+		ts.s.report()
+	}
 	return err
+}
+
+// reportEvery is how many packets of a track go by between updates of the
+// live metrics (loss, bytes, frames written move while recording, not only
+// when a file closes).
+const reportEvery = 256
+
+// report adds what the stream's writer did since the last report to the
+// metrics, and checks the recording's disk limits.
+func (s *streamRec) report() {
+	if s.w == nil {
+		return
+	}
+	st := s.w.Stats()
+	s.reportLock.Lock()
+	prev := s.reported
+	s.reported = st
+	s.reportLock.Unlock()
+	if met := s.c.r.met; met != nil {
+		if d := st.LostPackets - prev.LostPackets; d > 0 {
+			met.PacketsLost.Add(float64(d))
+		}
+		if d := st.Bytes - prev.Bytes; d > 0 {
+			met.BytesWritten.Add(float64(d))
+		}
+		if d := st.FramesWritten - prev.FramesWritten; d > 0 {
+			met.FramesWritten.Add(float64(d))
+		}
+	}
+	if d := st.Bytes - prev.Bytes; d > 0 {
+		s.c.checkLimits(d)
+	}
 }
 
 func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
@@ -324,6 +398,7 @@ func (ts *trackSink) Close() {
 		c.closing.Add(1)
 		go func() {
 			defer c.closing.Done()
+			defer c.recoverStream(ts.s)
 			c.finishStream(ts.s)
 		}()
 	}
@@ -337,22 +412,34 @@ func (c *callRec) fail(err error) {
 	}
 }
 
+// recoverStream contains a panic while finishing a stream (a bug, maybe
+// on hostile media) to that stream: logged with its stack, counted, and
+// the recording marked failed with the reason; its spooled parts stay for
+// repair.
+func (c *callRec) recoverStream(s *streamRec) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Msg("Finishing a stream panicked; its files stay in the spool")
+	if c.r.met != nil {
+		c.r.met.Panics.WithLabelValues("stream").Inc()
+	}
+	c.fail(fmt.Errorf("finishing %s failed: %v", s.base, v))
+}
+
 // finishStream closes a writer and stores its files.
 func (c *callRec) finishStream(s *streamRec) {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	log := s.log
 	files, err := s.w.Close(log.WithContext(ctx))
+	s.report()
 	st := s.w.Stats()
 	log.Info().Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
 		Uint64("duplicate_packets", st.DuplicatePackets).Uint64("dropped_frames", st.DroppedFrames).
-		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).Msg("Stream writer closed")
-	if c.r.met != nil {
-		c.r.met.PacketsLost.Add(float64(st.LostPackets))
-		for _, f := range files {
-			c.r.met.BytesWritten.Add(float64(f.Bytes))
-		}
-	}
+		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).
+		Uint64("frames_written", st.FramesWritten).Int64("bytes", st.Bytes).Msg("Stream writer closed")
 	if err != nil {
 		log.Err(err).Msg("Stream writer failed")
 		c.fail(err)
@@ -448,7 +535,22 @@ func (r *Recorder) StreamChanged(_ context.Context, change callbot.StreamChange)
 }
 
 // ParticipantLeft implements callbot.Sink; streams end with their tracks.
-func (r *Recorder) ParticipantLeft(context.Context, callbot.PeerInfo, time.Time) {}
+// The peer call's remembered mute states go with it, so a long call with
+// many rejoins keeps no state for calls that ended.
+func (r *Recorder) ParticipantLeft(_ context.Context, p callbot.PeerInfo, _ time.Time) {
+	c := r.call(p.RoomID)
+	if c == nil {
+		return
+	}
+	prefix := streamKey(p.CallID, "")
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	for key := range c.mutes {
+		if strings.HasPrefix(key, prefix) {
+			delete(c.mutes, key)
+		}
+	}
+}
 
 // CallLeft implements callbot.Sink: waits for the writers, writes the
 // manifest and closes the recording.

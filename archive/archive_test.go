@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -9,6 +10,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/internal/metrics"
 
 	"github.com/matrix-recorder/recorder/internal/testutil"
 
@@ -146,4 +152,59 @@ func TestSpoolIsOwnerOnly(t *testing.T) {
 	info, err := os.Stat(filepath.Join(root, "rec1", "manifest.json"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
+
+// TestLiveMetrics: bytes and frames written move while recording, not only
+// when a file closes.
+func TestLiveMetrics(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, _, _ := newTestRecorder(t)
+	met := metrics.New()
+	r.met = met
+	t0 := time.Now()
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", JoinedAt: t0}
+	r.CallJoined(ctx, call)
+	peer := callbot.PeerInfo{RoomID: call.RoomID, CallID: "c1", UserID: "@alice:localhost", DeviceID: "DEV"}
+	ts := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "a", Kind: webrtc.RTPCodecTypeAudio,
+		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}},
+		SSRC:  1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() {}})
+	require.NotNil(t, ts)
+	sendAudio(t, ts, opusPackets(t), 3*reportEvery, t0)
+	require.Positive(t, promtest.ToFloat64(met.FramesWritten), "frames counted while recording")
+	require.Positive(t, promtest.ToFloat64(met.BytesWritten), "bytes counted while recording")
+	ts.Close()
+	r.CallLeft(ctx, call, time.Now())
+}
+
+// TestRecordingSizeLimit: a recording that reaches its size limit is
+// stopped (once) with the reason; with the disk full no new call is
+// recorded.
+func TestRecordingSizeLimit(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, _, _ := newTestRecorder(t)
+	stops := make(chan string, 4)
+	r.limits = Limits{MaxRecordingBytes: 10_000, OnLimit: func(_ context.Context, roomID id.RoomID, reason string) {
+		stops <- string(roomID) + " " + reason
+	}}
+	t0 := time.Now()
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", JoinedAt: t0}
+	r.CallJoined(ctx, call)
+	peer := callbot.PeerInfo{RoomID: call.RoomID, CallID: "c1", UserID: "@alice:localhost", DeviceID: "DEV"}
+	ts := r.TrackStarted(ctx, &callbot.RemoteTrack{Peer: peer, StreamID: "s", TrackID: "a", Kind: webrtc.RTPCodecTypeAudio,
+		Codec: webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}},
+		SSRC:  1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() {}})
+	require.NotNil(t, ts)
+	sendAudio(t, ts, opusPackets(t), 8*reportEvery, t0)
+	r.WaitStops()
+	require.Equal(t, "!room:localhost "+StopReasonSizeLimit, <-stops)
+	require.Empty(t, stops, "stopped once")
+	ts.Close()
+	r.CallLeft(ctx, call, time.Now())
+
+	r.limits.MaxDiskBytes = 1 // whatever is on disk is too much
+	r.disk = newDiskUsage(r.disk.dir)
+	r.CallJoined(ctx, callbot.CallInfo{ID: "rec2", RoomID: "!other:localhost", JoinedAt: t0})
+	r.WaitStops()
+	require.Equal(t, "!other:localhost "+StopReasonDiskFull, <-stops)
+	require.Nil(t, r.call("!other:localhost"), "not recorded")
 }

@@ -44,12 +44,14 @@ const (
 // Call is one joined group call. Its run goroutine owns every field below
 // the channel; other goroutines only post messages.
 type Call struct {
-	id     string
-	m      *Manager
-	roomID id.RoomID
-	dev    Device // the virtual user's, owned by the Matrix side
-	msgs   *mailbox.Box[any]
-	done   chan struct{}
+	id string
+	m  *Manager
+	// limitsLogged keeps limit warnings to one per call and limit.
+	limitsLogged map[string]bool
+	roomID       id.RoomID
+	dev          Device // the virtual user's, owned by the Matrix side
+	msgs         *mailbox.Box[any]
+	done         chan struct{}
 
 	conf       signaling.GroupCall
 	memberType event.Type
@@ -84,6 +86,23 @@ type Call struct {
 type attemptState struct {
 	count int
 	next  time.Time
+	// budgetAt is when the retry budget was last given back for a new
+	// session: a device that rejoins gets calls again, one that rotates
+	// its session_id to get more invites gets at most one budget a minute.
+	budgetAt time.Time
+}
+
+// sessionBudgetEvery is how often a device's retry budget is renewed by a
+// session change.
+const sessionBudgetEvery = time.Minute
+
+// newSession gives a device that changed session a fresh retry budget, at
+// most once per sessionBudgetEvery. Safe on a nil state.
+func (a *attemptState) newSession(now time.Time) {
+	if a == nil || now.Sub(a.budgetAt) < sessionBudgetEvery {
+		return
+	}
+	a.count, a.next, a.budgetAt = 0, time.Time{}, now
 }
 
 type pendingSignal struct {

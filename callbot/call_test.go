@@ -146,7 +146,8 @@ func TestMemberExpiry(t *testing.T) {
 	h := newHarness(t, nil)
 	h.join()
 	zed := h.remote("@zed:test", "ZEDDEV")
-	expires := time.Now().Add(300 * time.Millisecond)
+	// expires_ts has millisecond resolution: compare against what is published.
+	expires := time.Now().Add(300 * time.Millisecond).Truncate(time.Millisecond)
 	zed.join(expires)
 	inv, ok := h.fm.take(t, zed.key, "m.call.invite").(*signaling.Invite)
 	require.True(t, ok)

@@ -16,9 +16,9 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 )
 

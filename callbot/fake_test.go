@@ -337,7 +337,7 @@ func (r *remote) send(msg signaling.Message, callID signaling.CallID) {
 }
 
 func (r *remote) newPC() *webrtc.PeerConnection {
-	api, closer, err := newAPI(config.WebRTCConfig{LoopbackOnly: true}, zerolog.Nop())
+	api, closer, err := NewAPI(config.WebRTCConfig{LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
 	require.NoError(r.t, err)
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	require.NoError(r.t, err)
@@ -412,10 +412,11 @@ func (r *remote) connected() {
 // fakeSink records what the call bot reports.
 type fakeSink struct {
 	DiscardSink
-	lock   sync.Mutex
-	joined int
-	left   int
-	peers  []PeerInfo // ParticipantLeft
+	lock    sync.Mutex
+	joined  int
+	left    int
+	peers   []PeerInfo // ParticipantLeft
+	changes int        // StreamChanged
 	// hold, when set, makes ParticipantLeft wait for it to close.
 	hold chan struct{}
 }
@@ -424,6 +425,18 @@ func (fs *fakeSink) CallJoined(context.Context, CallInfo) {
 	fs.lock.Lock()
 	defer fs.lock.Unlock()
 	fs.joined++
+}
+
+func (fs *fakeSink) StreamChanged(context.Context, StreamChange) {
+	fs.lock.Lock()
+	defer fs.lock.Unlock()
+	fs.changes++
+}
+
+func (fs *fakeSink) streamChanges() int {
+	fs.lock.Lock()
+	defer fs.lock.Unlock()
+	return fs.changes
 }
 
 func (fs *fakeSink) CallLeft(context.Context, CallInfo, time.Time) {

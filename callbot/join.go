@@ -3,7 +3,6 @@ package callbot
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -56,6 +55,9 @@ func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
 	}
 	if m.calls[roomID] != nil || m.joining[roomID] {
 		return "", ErrAlreadyJoined
+	}
+	if maxCalls := m.cfg.Limits.MaxCalls; maxCalls > 0 && len(m.calls)+len(m.joining) >= maxCalls {
+		return "", ErrTooManyCalls
 	}
 	for n := 1; ; n++ {
 		userID := m.mx.VirtualUserID(n)
@@ -124,7 +126,7 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 	session := signaling.SessionID(random.String(16))
 	now := time.Now()
 	c := &Call{
-		id: now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		id: m.newID(now),
 		m:  m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}),
 		conf: conf, memberType: memberType, session: session, streamID: "recorder-" + string(session),
 		outbox:   signaling.NewOutbox(dev.DeviceID(), session),

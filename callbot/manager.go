@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -30,6 +32,9 @@ var (
 	ErrPowerLevel = errors.New("the room's power levels do not allow the recorder to join calls")
 	// ErrStopped means the manager is shutting down.
 	ErrStopped = errors.New("call bot stopped")
+	// ErrTooManyCalls means the recorder is in as many calls as
+	// limits.max_calls allows.
+	ErrTooManyCalls = errors.New("the recorder is already in as many calls as it may record")
 )
 
 // Config is the call bot's section of the configuration.
@@ -37,6 +42,8 @@ type Config struct {
 	WebRTC config.WebRTCConfig
 	// CommandPrefix is what the room is told to say to stop a recording.
 	CommandPrefix string
+	// Limits bound what participants can make the recorder hold.
+	Limits config.LimitsConfig
 	// RecordingLink, if set, gives the link to a recording (by its id)
 	// that the stop notice carries; "" for none.
 	RecordingLink func(recordingID string) string
@@ -51,6 +58,10 @@ type Options struct {
 	SignalHold time.Duration
 	// Metrics, if set, are updated with calls, peer states and timings.
 	Metrics *metrics.Metrics
+	// RecordingID mints the ID of a joined call's recording; the recording
+	// side owns the rule (archive.NewRecordingID). CallInfo.ID and
+	// CallStatus.ID carry it. Without it calls get a random ID (tests).
+	RecordingID func(joined time.Time) string
 }
 
 // Manager owns every joined call. The virtual users' devices are the
@@ -61,6 +72,7 @@ type Manager struct {
 	sink       Sink
 	signalHold time.Duration
 	met        *metrics.Metrics
+	newID      func(time.Time) string
 	// Protocol timings and bounds; tests shorten them.
 	inviteTimeout time.Duration
 	retryPeriod   time.Duration
@@ -130,6 +142,10 @@ func New(opts Options) (*Manager, error) {
 	if m.signalHold <= 0 {
 		m.signalHold = DefaultSignalHold
 	}
+	m.newID = opts.RecordingID
+	if m.newID == nil {
+		m.newID = func(time.Time) string { return strings.ToLower(random.String(16)) }
+	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
 	m.leaveFlush = leaveFlushTimeout
 	return m, nil
@@ -138,7 +154,7 @@ func New(opts Options) (*Manager, error) {
 // Start builds the WebRTC stack (logging into ctx's logger) and gives the
 // manager its background context.
 func (m *Manager) Start(ctx context.Context) error {
-	api, closer, err := newAPI(m.cfg.WebRTC, *zerolog.Ctx(ctx))
+	api, closer, err := NewAPI(m.cfg.WebRTC, APIOptions{Log: *zerolog.Ctx(ctx)})
 	if err != nil {
 		return err
 	}

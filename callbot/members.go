@@ -87,7 +87,7 @@ func (c *Call) reconcile(ctx context.Context, now time.Time) {
 			zerolog.Ctx(ctx).Info().Stringer("peer", key).Str("old_session", string(p.info.SessionID)).
 				Str("new_session", string(part.SessionID)).Msg("Participant changed session")
 			c.endPeer(ctx, p, signaling.ReasonUserHangup, false, now)
-			delete(c.attempts, key)
+			c.attempts[key].newSession(now)
 		}
 	}
 	for key := range c.attempts {
@@ -105,6 +105,10 @@ func (c *Call) reconcile(ctx context.Context, now time.Time) {
 	for key, part := range current {
 		consider(part.ExpiresAt)
 		if _, busy := c.peers[key]; busy || !signaling.ShouldInvite(c.self(), key) {
+			continue
+		}
+		if maxPeers := c.m.cfg.Limits.MaxPeersPerCall; maxPeers > 0 && len(c.peers) >= maxPeers {
+			c.limitHit(ctx, "max_peers_per_call")
 			continue
 		}
 		at := c.attempts[key]

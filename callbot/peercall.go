@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -24,6 +26,10 @@ const candidateBatchDelay = 100 * time.Millisecond
 // newPeer creates the PeerConnection for one remote device, with the bot's
 // silent audio track, and wires its callbacks to post into the loop.
 func (c *Call) newPeer(ctx context.Context, part signaling.Participant, callID signaling.CallID, outgoing bool, now time.Time) (*peer, error) {
+	if maxPeers := c.m.cfg.Limits.MaxPeersPerCall; maxPeers > 0 && c.peers[part.Key()] == nil && len(c.peers) >= maxPeers {
+		c.limitHit(ctx, "max_peers_per_call")
+		return nil, fmt.Errorf("%w: %d peer connections", errLimit, maxPeers)
+	}
 	pc, err := c.m.api.NewPeerConnection(webrtc.Configuration{ICEServers: c.iceServers})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create peer connection: %w", err)
@@ -122,6 +128,10 @@ func (c *Call) handleInvite(ctx context.Context, key signaling.DeviceKey, invite
 		log.Warn().Str("sdp_type", string(invite.Offer.Type)).Msg("Rejected invite without an offer")
 		return
 	}
+	if err := signaling.CheckSDP(invite.Offer.SDP); err != nil {
+		log.Warn().Err(err).Msg("Rejected invite")
+		return
+	}
 	p, err := c.newPeer(ctx, part, invite.CallID, false, now)
 	if err != nil {
 		log.Err(err).Msg("Failed to answer invite")
@@ -162,7 +172,11 @@ func (c *Call) handleAnswer(ctx context.Context, p *peer, answer *signaling.Answ
 	}
 	p.partyID = answer.PartyID
 	c.updateMetadata(ctx, p, answer.Metadata, time.Now())
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer.Answer.SDP}); err != nil {
+	err := signaling.CheckSDP(answer.Answer.SDP)
+	if err == nil {
+		err = p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer.Answer.SDP})
+	}
+	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Hanging up: unusable answer")
 		c.endPeer(ctx, p, signaling.ReasonSetRemoteDescription, true, time.Now())
 		return
@@ -178,6 +192,10 @@ func (c *Call) handleCandidates(ctx context.Context, p *peer, msg *signaling.Can
 	for _, cand := range msg.Candidates {
 		if cand.IsEndOfCandidates() {
 			continue
+		}
+		if len(p.remoteCands) >= maxHeldCandidates {
+			c.limitHit(ctx, "held_candidates")
+			break
 		}
 		p.remoteCands = append(p.remoteCands, webrtc.ICECandidateInit{Candidate: cand.Candidate, SDPMid: cand.SDPMid, SDPMLineIndex: cand.SDPMLineIndex})
 	}
@@ -208,7 +226,11 @@ func (c *Call) handleNegotiate(ctx context.Context, p *peer, msg *signaling.Nego
 		// Polite: roll back whatever we had (we never offer, so this is rare).
 		_ = p.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
 	}
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: msg.Description.SDP}); err != nil {
+	err := signaling.CheckSDP(msg.Description.SDP)
+	if err == nil {
+		err = p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: msg.Description.SDP})
+	}
+	if err != nil {
 		log.Warn().Err(err).Msg("Ignored unusable renegotiation offer")
 		return
 	}
@@ -284,7 +306,39 @@ func (c *Call) onTrack(ctx context.Context, msg trackMsg) {
 		}()
 		return
 	}
+	if maxTracks := c.m.cfg.Limits.MaxTracksPerPeer; maxTracks > 0 && len(msg.p.tracks) >= maxTracks {
+		c.limitHit(ctx, "max_tracks_per_peer")
+		c.readers.Add(1)
+		go func() {
+			defer c.readers.Done()
+			drainTrack(msg.track)
+		}()
+		return
+	}
 	c.startTrack(c.peerCtx(ctx, msg.p), msg.p, msg.track)
+}
+
+// maxHeldCandidates bounds the remote candidates held for a peer until its
+// description is set.
+const maxHeldCandidates = 64
+
+// errLimit means a configured limit refused something.
+var errLimit = errors.New("limit reached")
+
+// limitHit logs (once per call and limit) and counts that a participant
+// reached one of the limits.
+func (c *Call) limitHit(ctx context.Context, limit string) {
+	if c.m.met != nil {
+		c.m.met.LimitsHit.WithLabelValues(limit).Inc()
+	}
+	if c.limitsLogged[limit] {
+		return
+	}
+	if c.limitsLogged == nil {
+		c.limitsLogged = map[string]bool{}
+	}
+	c.limitsLogged[limit] = true
+	zerolog.Ctx(ctx).Warn().Str("limit", limit).Msg("A participant reached a limit; what is beyond it is not recorded")
 }
 
 // peerCtx adds the peer's fields to the context's logger.
@@ -361,7 +415,7 @@ type trackArrival struct {
 func drainTrack(tr trackArrival) {
 	buf := make([]byte, 1500)
 	for {
-		if _, _, err := tr.track.Read(buf); err != nil {
+		if _, _, err := tr.track.Read(buf); err != nil && !errors.Is(err, io.ErrShortBuffer) {
 			return
 		}
 	}
@@ -392,25 +446,38 @@ func (c *Call) startTrack(ctx context.Context, p *peer, tr trackArrival) {
 	c.readers.Add(2)
 	go func() {
 		defer c.readers.Done()
-		readRTP(tr.track, sink, c.onFirstPacket)
+		readRTP(tr.track, sink, c.onFirstPacket, c.onTrackPanic(rt))
 	}()
 	go func() {
 		defer c.readers.Done()
-		readRTCP(tr.receiver, sink)
+		readRTCP(tr.receiver, sink, c.onTrackPanic(rt))
 	}()
 }
 
+// rtpReader is what readRTP needs of a pion TrackRemote.
+type rtpReader interface {
+	Read(b []byte) (int, interceptor.Attributes, error)
+}
+
 // readRTP feeds a track's packets to its sink until the track ends. The
-// read buffer and the packet are reused: no allocation per packet.
-func readRTP(track *webrtc.TrackRemote, sink TrackSink, onFirst func()) {
-	if sink != nil {
-		defer sink.Close()
-	}
-	buf := make([]byte, 1500)
+// read buffer and the packet are reused: no allocation per packet. A packet
+// too large for the buffer is skipped. A panic in the sink (a parser bug
+// on hostile media) is contained to this track: it is reported to
+// onPanic, the sink is dropped and the track drained to its end.
+func readRTP(track rtpReader, sink TrackSink, onFirst func(), onPanic func(any)) {
+	defer func() {
+		if sink != nil {
+			closeSink(sink, onPanic)
+		}
+	}()
+	buf := make([]byte, rtpReadBuffer)
 	var pkt rtp.Packet
 	first := true
 	for {
 		n, _, err := track.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			continue // larger than any packet a peer may send; pion dropped it
+		}
 		if err != nil {
 			return
 		}
@@ -421,13 +488,54 @@ func readRTP(track *webrtc.TrackRemote, sink TrackSink, onFirst func()) {
 			first = false
 			onFirst()
 		}
-		if sink != nil {
-			if err = sink.WriteRTP(&pkt, time.Now()); err != nil {
-				// The sink stopped (e.g. disk full); keep draining so pion's
-				// buffers do not fill, but stop writing.
-				sink.Close()
-				sink = nil
-			}
+		if sink == nil {
+			continue
+		}
+		if err = writeSink(sink, &pkt, onPanic); err != nil {
+			// The sink stopped (disk full, a panic); keep draining so
+			// pion's buffers do not fill, but stop writing.
+			closeSink(sink, onPanic)
+			sink = nil
+		}
+	}
+}
+
+// rtpReadBuffer is the track read buffer: above pion's receive MTU.
+const rtpReadBuffer = 1500
+
+// errSinkPanicked is what a sink that panicked returns.
+var errSinkPanicked = errors.New("track sink panicked")
+
+// writeSink writes one packet, turning a panic into an error.
+func writeSink(sink TrackSink, pkt *rtp.Packet, onPanic func(any)) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			onPanic(v)
+			err = errSinkPanicked
+		}
+	}()
+	return sink.WriteRTP(pkt, time.Now())
+}
+
+// closeSink closes a sink, containing a panic.
+func closeSink(sink TrackSink, onPanic func(any)) {
+	defer func() {
+		if v := recover(); v != nil {
+			onPanic(v)
+		}
+	}()
+	sink.Close()
+}
+
+// onTrackPanic reports a panic contained in a track's reader: logged with
+// its stack and counted, the call and other tracks go on.
+func (c *Call) onTrackPanic(rt *RemoteTrack) func(any) {
+	return func(v any) {
+		zerolog.Ctx(c.m.bgCtx).Error().Str("stack", string(debug.Stack())).Any("panic", v).
+			Stringer("room_id", c.roomID).Stringer("user_id", rt.Peer.UserID).Str("track_id", rt.TrackID).
+			Msg("Recording a track panicked; that track is no longer recorded")
+		if c.m.met != nil {
+			c.m.met.Panics.WithLabelValues("track").Inc()
 		}
 	}
 }
@@ -441,7 +549,7 @@ func (c *Call) onFirstPacket() {
 
 // readRTCP drains a receiver's RTCP (pion's interceptors need it read) and
 // passes sender reports on.
-func readRTCP(receiver *webrtc.RTPReceiver, sink TrackSink) {
+func readRTCP(receiver *webrtc.RTPReceiver, sink TrackSink, onPanic func(any)) {
 	for {
 		pkts, _, err := receiver.ReadRTCP()
 		if err != nil {
@@ -451,11 +559,24 @@ func readRTCP(receiver *webrtc.RTPReceiver, sink TrackSink) {
 			continue
 		}
 		for _, pkt := range pkts {
-			if sr, ok := pkt.(*rtcp.SenderReport); ok {
-				sink.SenderReport(sr.NTPTime, sr.RTPTime, time.Now())
+			if sr, ok := pkt.(*rtcp.SenderReport); ok && !senderReport(sink, sr, onPanic) {
+				sink = nil
+				break
 			}
 		}
 	}
+}
+
+// senderReport passes one sender report on; false if the sink panicked.
+func senderReport(sink TrackSink, sr *rtcp.SenderReport, onPanic func(any)) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			onPanic(v)
+			ok = false
+		}
+	}()
+	sink.SenderReport(sr.NTPTime, sr.RTPTime, time.Now())
+	return true
 }
 
 // lockedSink serialises the RTP and RTCP readers' calls into one TrackSink

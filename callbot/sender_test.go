@@ -8,12 +8,10 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
@@ -79,21 +77,6 @@ func TestSendLoopBatchesByTypeInOrder(t *testing.T) {
 	require.JSONEq(t, `{"n":5}`, string(fs.calls[3]["@a:x"]["A"]))
 	cancel()
 	<-done
-}
-
-func TestNewAPIOptions(t *testing.T) {
-	_, closer, err := newAPI(config.WebRTCConfig{UDPPortMin: 40000, UDPPortMax: 40100, NAT1To1IPs: []string{"203.0.113.7"}, LoopbackOnly: true}, zerolog.Nop())
-	require.NoError(t, err)
-	require.NoError(t, closer())
-	_, _, err = newAPI(config.WebRTCConfig{UDPPortMin: 50000, UDPPortMax: 40000}, zerolog.Nop())
-	require.Error(t, err)
-
-	api, closer, err := newAPI(config.WebRTCConfig{UDPMuxPort: freeUDPPort(t), LoopbackOnly: true}, zerolog.Nop())
-	require.NoError(t, err)
-	pc, err := api.NewPeerConnection(webrtcConfig())
-	require.NoError(t, err)
-	require.NoError(t, pc.Close())
-	require.NoError(t, closer())
 }
 
 type countingTrack struct {

@@ -170,10 +170,13 @@ func (c *Call) updateMetadata(ctx context.Context, p *peer, update signaling.Str
 	if len(update) == 0 {
 		return
 	}
-	old := p.remoteMeta
-	p.remoteMeta = p.remoteMeta.Merge(update)
 	for streamID, info := range update {
-		before, had := old[streamID]
+		before, had := p.remoteMeta[streamID]
+		if !had && len(p.remoteMeta) >= maxStreamsPerPeer {
+			c.limitHit(ctx, "stream_metadata")
+			continue
+		}
+		p.remoteMeta[streamID] = info // updated in place, never copied whole
 		if had && before.Purpose == info.Purpose && before.AudioMuted == info.AudioMuted && before.VideoMuted == info.VideoMuted {
 			continue
 		}
@@ -188,6 +191,9 @@ func (c *Call) updateMetadata(ctx context.Context, p *peer, update signaling.Str
 		c.m.sink.StreamChanged(ctx, change)
 	}
 }
+
+// maxStreamsPerPeer bounds the streams a peer's metadata may describe.
+const maxStreamsPerPeer = 16
 
 // send queues a message to one device, stamped with the common fields.
 func (c *Call) send(p *peer, msg signaling.Message) {

@@ -3,6 +3,7 @@ package callbot
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 
 	"github.com/pion/ice/v4"
@@ -54,15 +55,30 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 	return m, nil
 }
 
-// newAPI builds the pion API from config: codecs, NACK/RTCP reports/TWCC
-// interceptors, port range or UDP mux, NAT 1:1 and interface filters. The
-// returned closer releases the UDP mux, if any.
-func newAPI(cfg config.WebRTCConfig, log zerolog.Logger) (*webrtc.API, func() error, error) {
+// APIOptions are what NewAPI takes besides the config.
+type APIOptions struct {
+	// Log receives pion's logs.
+	Log zerolog.Logger
+	// Wire interceptors go first in the chain, closest to the network
+	// (below the NACK responder): tests shape a lossy network with them.
+	Wire []interceptor.Factory
+}
+
+// NewAPI builds the pion API from config: codecs, NACK/RTCP reports/TWCC
+// interceptors, port range or UDP mux, NAT 1:1 and interface filters, and
+// the filter that keeps peers' candidates to allowed networks. The returned
+// closer releases the UDP mux, if any. The simulated participants in tests
+// build theirs with it too.
+func NewAPI(cfg config.WebRTCConfig, opts APIOptions) (*webrtc.API, func() error, error) {
+	log := opts.Log
 	m, err := newMediaEngine()
 	if err != nil {
 		return nil, nil, err
 	}
 	ir := &interceptor.Registry{}
+	for _, f := range opts.Wire {
+		ir.Add(f)
+	}
 	if err = webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		return nil, nil, fmt.Errorf("failed to register interceptors: %w", err)
 	}
@@ -90,6 +106,11 @@ func newAPI(cfg config.WebRTCConfig, log zerolog.Logger) (*webrtc.API, func() er
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	}
+	allowed, err := peerFilter(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	se.SetRemoteIPFilter(allowed)
 	if cfg.UDPMuxPort != 0 {
 		host := "0.0.0.0"
 		if cfg.LoopbackOnly {
@@ -104,4 +125,42 @@ func newAPI(cfg config.WebRTCConfig, log zerolog.Logger) (*webrtc.API, func() er
 		closer = mux.Close
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), closer, nil
+}
+
+// cgnat is the shared address space of carrier-grade NAT (RFC 6598): not a
+// public address.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// peerFilter says which addresses a peer's ICE candidates may name: public
+// unicast addresses, the configured peer networks, and loopback when the
+// recorder itself is loopback-only. Everything else (loopback, RFC 1918,
+// link-local such as 169.254.169.254, CGNAT, multicast, unspecified) is
+// never contacted, so a participant cannot steer the recorder's STUN checks
+// at internal services.
+func peerFilter(cfg config.WebRTCConfig) (func(net.IP) bool, error) {
+	var nets []netip.Prefix
+	for _, c := range cfg.PeerNetworks {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("bad webrtc.peer_networks entry %q: %w", c, err)
+		}
+		nets = append(nets, p.Masked())
+	}
+	loopback := cfg.LoopbackOnly
+	return func(ip net.IP) bool {
+		addr, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return false
+		}
+		addr = addr.Unmap()
+		for _, p := range nets {
+			if p.Contains(addr) {
+				return true
+			}
+		}
+		if addr.IsLoopback() {
+			return loopback
+		}
+		return addr.IsGlobalUnicast() && !addr.IsPrivate() && !cgnat.Contains(addr)
+	}, nil
 }

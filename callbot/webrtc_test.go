@@ -1,11 +1,20 @@
 package callbot
 
 import (
+	"fmt"
 	"net"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/config"
 )
 
 func webrtcConfig() webrtc.Configuration { return webrtc.Configuration{} }
@@ -38,4 +47,110 @@ func TestMediaEngineOnlyRecordableCodecs(t *testing.T) {
 	require.Contains(t, offer.SDP, "VP9/90000")
 	require.NotContains(t, offer.SDP, "H264")
 	require.NotContains(t, offer.SDP, "AV1")
+}
+
+func TestNewAPIOptions(t *testing.T) {
+	_, closer, err := NewAPI(config.WebRTCConfig{UDPPortMin: 40000, UDPPortMax: 40100, NAT1To1IPs: []string{"203.0.113.7"}, LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
+	require.NoError(t, err)
+	require.NoError(t, closer())
+	_, _, err = NewAPI(config.WebRTCConfig{UDPPortMin: 50000, UDPPortMax: 40000}, APIOptions{Log: zerolog.Nop()})
+	require.Error(t, err)
+
+	api, closer, err := NewAPI(config.WebRTCConfig{UDPMuxPort: freeUDPPort(t), LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
+	require.NoError(t, err)
+	pc, err := api.NewPeerConnection(webrtcConfig())
+	require.NoError(t, err)
+	require.NoError(t, pc.Close())
+	require.NoError(t, closer())
+}
+
+// remoteCandidates lists the remote candidate addresses pion kept.
+func remoteCandidates(t *testing.T, pc *webrtc.PeerConnection) []string {
+	t.Helper()
+	var out []string
+	for _, s := range pc.GetStats() {
+		if c, ok := s.(webrtc.ICECandidateStats); ok && c.Type == webrtc.StatsTypeRemoteCandidate {
+			out = append(out, net.JoinHostPort(c.IP, strconv.Itoa(int(c.Port))))
+		}
+	}
+	return out
+}
+
+// TestPeerCandidatesFiltered: a participant's ICE candidates may not point
+// the recorder's connectivity checks at internal services (loopback,
+// cloud metadata, RFC 1918, link-local); only configured networks are
+// allowed besides public addresses. Each run ends with an allowed loopback
+// marker candidate: candidates are taken in order, so once the marker is
+// there every earlier one was decided.
+func TestPeerCandidatesFiltered(t *testing.T) {
+	// Through pion, only loopback candidates are used, so a broken filter
+	// sends nothing beyond this machine; the other ranges are checked on
+	// the filter itself below.
+	hostile := []string{"127.0.0.1 6379", "127.0.0.1 2379"}
+	try := func(cfg config.WebRTCConfig, addrs []string, marker string) []string {
+		t.Helper()
+		api, closer, err := NewAPI(cfg, APIOptions{Log: zerolog.Nop()})
+		require.NoError(t, err)
+		defer closer()
+		offerer, err := api.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer offerer.Close()
+		_, err = offerer.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio)
+		require.NoError(t, err)
+		offer, err := offerer.CreateOffer(nil)
+		require.NoError(t, err)
+		pc, err := api.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer pc.Close()
+		require.NoError(t, pc.SetRemoteDescription(offer))
+		for i, a := range append(addrs, strings.Replace(marker, ":", " ", 1)) {
+			cand := fmt.Sprintf("candidate:%d 1 udp 2130706431 %s typ host", i+1, a)
+			require.NoError(t, pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: cand}))
+		}
+		var got []string
+		require.Eventually(t, func() bool {
+			got = remoteCandidates(t, pc)
+			return slices.Contains(got, marker)
+		}, 5*time.Second, 5*time.Millisecond, "the allowed marker candidate was not taken")
+		return slices.DeleteFunc(got, func(a string) bool { return a == marker })
+	}
+	const marker = "127.0.0.2:40009"
+	require.Empty(t, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.2/32"}}, hostile, marker), "public addresses and the configured network only")
+	require.ElementsMatch(t, []string{"127.0.0.1:40001"}, try(config.WebRTCConfig{LoopbackOnly: true}, []string{"127.0.0.1 40001"}, marker),
+		"a loopback-only recorder talks to loopback peers")
+	require.ElementsMatch(t, []string{"127.0.0.1:40002"}, try(config.WebRTCConfig{PeerNetworks: []string{"127.0.0.0/8"}}, []string{"127.0.0.1 40002"}, marker),
+		"configured networks are allowed")
+	allowed, err := peerFilter(config.WebRTCConfig{})
+	require.NoError(t, err)
+	for _, ip := range []string{"127.0.0.1", "169.254.169.254", "10.0.0.7", "172.16.0.1", "192.168.1.1", "100.64.0.1", "::1", "fe80::1", "fc00::1", "0.0.0.0", "224.0.0.1"} {
+		require.False(t, allowed(net.ParseIP(ip)), ip)
+	}
+	for _, ip := range []string{"8.8.8.8", "2001:4860::8888", "::ffff:1.1.1.1"} {
+		require.True(t, allowed(net.ParseIP(ip)), ip) // decided only, never contacted
+	}
+	_, _, err = NewAPI(config.WebRTCConfig{PeerNetworks: []string{"not-a-net"}}, APIOptions{})
+	require.Error(t, err)
+}
+
+// FuzzRemoteDescription: whatever session description a peer's invite
+// carries, if CheckSDP lets it through, pion gets it as the recorder gives
+// it (SetRemoteDescription, CreateAnswer); nothing may panic.
+func FuzzRemoteDescription(f *testing.F) {
+	f.Add("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\n")
+	f.Add("v=0\r\nm=video 9 RTP/AVP 96\r\n")
+	f.Add("")
+	api, closer, err := NewAPI(config.WebRTCConfig{LoopbackOnly: true}, APIOptions{Log: zerolog.Nop()})
+	require.NoError(f, err)
+	f.Cleanup(func() { _ = closer() })
+	f.Fuzz(func(t *testing.T, sdp string) {
+		if signaling.CheckSDP(sdp) != nil {
+			return
+		}
+		pc, err := api.NewPeerConnection(webrtc.Configuration{})
+		require.NoError(t, err)
+		defer pc.Close()
+		if pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}) == nil {
+			_, _ = pc.CreateAnswer(nil)
+		}
+	})
 }

@@ -28,6 +28,7 @@ type Config struct {
 	Permissions Permissions      `yaml:"permissions"`
 	Commands    CommandsConfig   `yaml:"commands"`
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
+	Limits      LimitsConfig     `yaml:"limits"`
 	Logging     LoggingConfig    `yaml:"logging"`
 	Mixdown     MixdownConfig    `yaml:"mixdown"`
 	Webhooks    []WebhookConfig  `yaml:"webhooks"`
@@ -87,6 +88,13 @@ type DatabaseConfig struct {
 // RecordingsConfig says where recordings go.
 type RecordingsConfig struct {
 	Path string `yaml:"path"`
+	// MaxRecordingSizeMB stops a recording whose files reach this size
+	// (MiB; 0 = no limit).
+	MaxRecordingSizeMB int64 `yaml:"max_recording_size_mb"`
+	// MaxDiskUsageMB stops recording when everything under Path reaches
+	// this size (MiB; 0 = no limit); no new call is recorded until space
+	// is freed.
+	MaxDiskUsageMB int64 `yaml:"max_disk_usage_mb"`
 	// Retention deletes recordings older than this many days; 0 keeps
 	// them.
 	Retention int `yaml:"retention"`
@@ -108,6 +116,9 @@ type APIConfig struct {
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For gives the client address in the request log.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Pprof serves Go's CPU, heap and goroutine profiles under
+	// /debug/pprof/ on this listener, behind the token.
+	Pprof bool `yaml:"pprof"`
 }
 
 // HostNames are the host names the API answers to: AllowedHosts and the
@@ -132,10 +143,24 @@ type WebRTCConfig struct {
 	UDPMuxPort int      `yaml:"udp_mux_port"` // one UDP port for every peer connection; 0 = off
 	NAT1To1IPs []string `yaml:"nat_1to1_ips"` // public addresses to announce as host candidates
 	Interfaces []string `yaml:"interfaces"`   // only gather candidates on these interfaces; empty = all
-	// LoopbackOnly gathers 127.0.0.1 candidates only (tests and demos on one machine).
+	// LoopbackOnly gathers 127.0.0.1 candidates only (tests and demos on one
+	// machine); peers on loopback are then allowed too.
 	LoopbackOnly bool `yaml:"loopback_only"`
+	// PeerNetworks are networks (CIDR) whose addresses a peer's ICE
+	// candidates may name besides public unicast addresses. Empty: public
+	// addresses only, so a room member cannot make the recorder send
+	// STUN to internal services (127.0.0.1:6379, 169.254.169.254, RFC 1918).
+	PeerNetworks []string `yaml:"peer_networks"`
 	// TURN asks the homeserver for TURN servers (/voip/turnServer).
 	TURN bool `yaml:"turn"`
+}
+
+// LimitsConfig bounds what participants can make the recorder hold, so no
+// room can take resources from the others. 0 means no limit.
+type LimitsConfig struct {
+	MaxCalls         int `yaml:"max_calls"`           // calls recorded at once
+	MaxPeersPerCall  int `yaml:"max_peers_per_call"`  // peer connections in one call
+	MaxTracksPerPeer int `yaml:"max_tracks_per_peer"` // tracks recorded from one peer
 }
 
 // LoggingConfig configures the zerolog logger.
@@ -191,6 +216,7 @@ func Default() *Config {
 		API:        APIConfig{Listen: "127.0.0.1:29331", ProtectMetrics: true},
 		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
 		WebRTC:     WebRTCConfig{TURN: true},
+		Limits:     LimitsConfig{MaxCalls: 50, MaxPeersPerCall: 32, MaxTracksPerPeer: 8},
 		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},
 		Mixdown:    MixdownConfig{Enabled: true, Concurrency: 1},
 	}

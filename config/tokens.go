@@ -36,16 +36,17 @@ func SaveTokens(path, asToken, hsToken string) error {
 	if err = enc.Encode(&root); err != nil {
 		return fmt.Errorf("failed to encode config YAML: %w", err)
 	}
-	if err = writeFileAtomic(path, buf.Bytes(), 0o600); err != nil {
+	if err = WriteFileAtomic(path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("failed to write config file: %w", err)
 	}
 	return nil
 }
 
-// writeFileAtomic replaces path with data in one rename: a crash leaves the
-// old file or the new one, never a half-written config. The file gets perm
-// whatever the old file's mode was, and the folder is synced.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// WriteFileAtomic replaces path with data in one rename: a crash leaves the
+// old file or the new one, never a half-written one. The file gets perm
+// whatever the old file's mode was, and the folder is synced. For the
+// config and the registration, which hold the appservice tokens.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {

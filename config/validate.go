@@ -152,6 +152,20 @@ func (c *Config) Validate(needTokens bool) error {
 	if c.WebRTC.UDPMuxPort < 0 || c.WebRTC.UDPMuxPort > 65535 {
 		add("webrtc.udp_mux_port", "must be between 0 and 65535")
 	}
+	for key, v := range map[string]int{"limits.max_calls": c.Limits.MaxCalls, "limits.max_peers_per_call": c.Limits.MaxPeersPerCall,
+		"limits.max_tracks_per_peer": c.Limits.MaxTracksPerPeer} {
+		if v < 0 {
+			add(key, "must be 0 (no limit) or more")
+		}
+	}
+	if c.Recordings.MaxRecordingSizeMB < 0 || c.Recordings.MaxDiskUsageMB < 0 {
+		add("recordings.max_disk_usage_mb", "sizes must be 0 (no limit) or more")
+	}
+	for _, cidr := range c.WebRTC.PeerNetworks {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			add("webrtc.peer_networks", "not a network in CIDR notation: "+cidr)
+		}
+	}
 	for _, ip := range c.WebRTC.NAT1To1IPs {
 		if net.ParseIP(ip) == nil {
 			add("webrtc.nat_1to1_ips", "not an IP address: "+ip)

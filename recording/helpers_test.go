@@ -39,7 +39,7 @@ func loadOpus(t testing.TB) [][]byte {
 		if bytes.HasPrefix(payload, []byte("OpusTags")) || hdr.GranulePosition == 0 {
 			continue
 		}
-		require.Equal(t, 960, opusPacketSamples(payload), "test media must hold one 20 ms packet per page")
+		require.Equal(t, 960, OpusPacketSamples(payload), "test media must hold one 20 ms packet per page")
 		pkts = append(pkts, append([]byte(nil), payload...))
 	}
 	require.NotEmpty(t, pkts)

@@ -100,9 +100,9 @@ func opusFrameSamples(config byte) int {
 	}
 }
 
-// opusPacketSamples returns the 48 kHz sample count of an Opus packet
+// OpusPacketSamples returns the 48 kHz sample count of an Opus packet
 // (RFC 6716 §3.1), or 0 if the packet is malformed.
-func opusPacketSamples(p []byte) int {
+func OpusPacketSamples(p []byte) int {
 	if len(p) == 0 {
 		return 0
 	}
@@ -203,7 +203,7 @@ func (o *oggOpusWriter) writeHeaderPage(p []byte, flags byte) error {
 // It returns the number of silence samples inserted for gaps (not counting
 // the pre-skip prefix).
 func (o *oggOpusWriter) writePacket(pos int64, pkt []byte) (int64, error) {
-	n := opusPacketSamples(pkt)
+	n := OpusPacketSamples(pkt)
 	if n == 0 {
 		return 0, nil // malformed or empty packet: skip, it carries no time
 	}

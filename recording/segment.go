@@ -228,7 +228,7 @@ func (s *StreamWriter) write(t *trackState, ext int64, data []byte, key bool) {
 	var err error
 	if t.kind == KindAudio {
 		pos := (int64(media)*opusSampleRate + int64(time.Second)/2) / int64(time.Second)
-		n := int64(opusPacketSamples(data))
+		n := int64(OpusPacketSamples(data))
 		switch {
 		case seg.ogg != nil:
 			var filled int64
@@ -248,7 +248,10 @@ func (s *StreamWriter) write(t *trackState, ext int64, data []byte, key bool) {
 	}
 	if err != nil {
 		s.fail(seg, err)
+
+		return
 	}
+	s.stats.FramesWritten++
 }
 
 // writeWebMAudio puts an Opus packet whose first sample is at pos (48 kHz

@@ -18,6 +18,11 @@ const (
 	pliRetryInterval  = 300 * time.Millisecond // while waiting for a keyframe
 	pliSafetyInterval = 4 * time.Second        // no keyframe for this long: ask
 	pliSafetyThrottle = 500 * time.Millisecond
+	// rotateBurst, rotateEvery and maxSegments bound the files a stream
+	// makes on resolution changes (see mayRotate).
+	rotateBurst = 5
+	rotateEvery = 10 * time.Second
+	maxSegments = 1000
 	// maxPending and maxPendingBytes bound the samples held per track
 	// before the first file opens.
 	maxPending      = 1024
@@ -56,6 +61,10 @@ type StreamWriter struct {
 	senderDomain bool
 	domainOffset time.Duration
 	wantKey      bool // request a keyframe after unlocking
+	// resolution changes that may start a file (see mayRotate)
+	rotateTokens    float64
+	rotateAt        time.Time
+	rotationLimited bool
 }
 
 const (
@@ -142,9 +151,10 @@ func NewStreamWriter(ctx context.Context, cfg StreamConfig) (*StreamWriter, erro
 		cfg.JitterDelay = DefaultJitterDelay
 	}
 	s := &StreamWriter{
-		cfg:     cfg,
-		nextSeg: cfg.FirstSegment,
-		log:     zerolog.Ctx(ctx).With().Str("stream", cfg.BaseName).Logger(),
+		cfg:          cfg,
+		nextSeg:      cfg.FirstSegment,
+		log:          zerolog.Ctx(ctx).With().Str("stream", cfg.BaseName).Logger(),
+		rotateTokens: rotateBurst,
 	}
 	if cfg.Audio != nil {
 		if err := s.addTrack(KindAudio, *cfg.Audio); err != nil {
@@ -382,6 +392,30 @@ func (s *StreamWriter) SetMuted(kind Kind, muted bool, at time.Time) {
 	}
 }
 
+// mayRotate says whether a resolution change may start a new file. Senders
+// change resolution a few times while ramping up and when bandwidth
+// changes: those get files of their own (rotateBurst at once, then one
+// every rotateEvery). A sender alternating resolutions on every key frame,
+// by fault or to make the recorder create thousands of files, gets no
+// more: its frames go into the current file (decoders follow a key
+// frame's own size), and a stream never makes more than maxSegments.
+func (s *StreamWriter) mayRotate(t *trackState, ext int64) bool {
+	now := t.wallOf(ext)
+	if !s.rotateAt.IsZero() {
+		s.rotateTokens = min(rotateBurst, s.rotateTokens+float64(now.Sub(s.rotateAt))/float64(rotateEvery))
+	}
+	s.rotateAt = now
+	if s.rotateTokens >= 1 && s.nextSeg-s.cfg.FirstSegment < maxSegments {
+		s.rotateTokens--
+		return true
+	}
+	if !s.rotationLimited {
+		s.rotationLimited = true
+		s.log.Warn().Msg("Resolution changes too often; keeping the current file")
+	}
+	return false
+}
+
 // dropOldestPending gives up the oldest held sample; for video everything
 // up to the next key frame goes with it, since held video must start with
 // one.
@@ -398,6 +432,29 @@ func (s *StreamWriter) dropOldestPending(t *trackState) {
 		s.pool.put(p.buf)
 	}
 	t.pending = t.pending[:copy(t.pending, t.pending[n:])]
+}
+
+// Stats returns counters of what was dropped, lost or inserted so far.
+func (s *StreamWriter) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.DuplicatePackets, st.LatePackets = 0, 0
+	for _, t := range s.tracks {
+		if t != nil {
+			st.DuplicatePackets += t.jb.duplicates
+			st.LatePackets += t.jb.late
+		}
+	}
+
+	for _, r := range s.results {
+		st.Bytes += r.Bytes
+	}
+	if s.seg != nil && s.seg.file != nil {
+		st.Bytes += s.seg.file.size()
+	}
+
+	return st
 }
 
 // deliver routes one complete sample (an Opus packet or a video frame).
@@ -427,7 +484,7 @@ func (s *StreamWriter) deliver(t *trackState, ext int64, data []byte, key bool, 
 		switch {
 		case s.seg.kind == FileKindOgg:
 			s.rotate(t, ext, w, h) // video (re)appeared: switch to WebM
-		case w != s.seg.width || h != s.seg.height:
+		case (w != s.seg.width || h != s.seg.height) && s.mayRotate(t, ext):
 			s.log.Info().Int("width", w).Int("height", h).Msg("resolution changed, starting a new file")
 			s.rotate(t, ext, w, h)
 		}

@@ -115,21 +115,7 @@ type Stats struct {
 	DuplicatePackets uint64
 	DroppedFrames    uint64 // video frames dropped (broken, or waiting for a keyframe)
 	KeyframeRequests uint64
-	SilenceSamples   int64 // 48 kHz samples of silence inserted into Ogg files
-}
-
-// Stats returns counters of what was dropped, lost or inserted so far.
-func (s *StreamWriter) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.stats
-	st.DuplicatePackets, st.LatePackets = 0, 0
-	for _, t := range s.tracks {
-		if t != nil {
-			st.DuplicatePackets += t.jb.duplicates
-			st.LatePackets += t.jb.late
-		}
-	}
-
-	return st
+	SilenceSamples   int64  // 48 kHz samples of silence inserted (Ogg and WebM)
+	FramesWritten    uint64 // audio packets and video frames written to files
+	Bytes            int64  // bytes written to files so far, the current one included
 }

@@ -226,6 +226,35 @@ func TestStreamWriter(t *testing.T) {
 				require.InDelta(t, 3.0, res[1].Start.Sub(res[0].Start).Seconds(), 0.1)
 			},
 		},
+		{
+			// A sender alternating resolutions on every key frame (every
+			// 5th frame here) cannot make a file per key frame; nothing is
+			// lost, the frames go into the files there are.
+			name: "alternating resolutions are bounded", audio: true, video: MimeTypeVP8,
+			videoSrc: func(t *testing.T) [][]byte {
+				t.Helper()
+				small := loadIVF(t, "vp8-160x120.ivf")
+				out := make([][]byte, 4*len(vp8)) // 20 s, a key frame a second
+				for i := range out {
+					out[i] = vp8[i%len(vp8)]
+					if (i/30)%2 == 1 {
+						out[i] = small[i%len(vp8)]
+					}
+				}
+				return out
+			},
+			check: func(t *testing.T, res []FileResult, _ Stats, _ int64) {
+				t.Helper()
+				// 19 changes in 20 s: the burst, then one per rotateEvery.
+				require.LessOrEqual(t, len(res), 1+rotateBurst+2, "files")
+				frames := 0
+				for _, r := range res {
+					checkFile(t, r.Path, r.Duration.Seconds())
+					frames += mediacheck.VideoFrames(t, r.Path)
+				}
+				require.Equal(t, 4*len(vp8), frames, "every frame is written")
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

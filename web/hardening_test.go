@@ -98,3 +98,15 @@ func TestClientRequestIDMustBeShortAndPlain(t *testing.T) {
 		require.NotContains(t, e.logs.String(), bad)
 	}
 }
+
+// TestPprofIsOptInAndNeedsAToken: profiles are served only when configured,
+// and only to callers with a token.
+func TestPprofIsOptInAndNeedsAToken(t *testing.T) {
+	off := newEnv(t)
+	require.Equal(t, http.StatusNotFound, off.get("/debug/pprof/").Code)
+	on := newEnv(t, func(o *web.Options) { o.Pprof = true })
+	requireError(t, on.do(request{target: "/debug/pprof/"}), http.StatusUnauthorized, web.CodeMissingToken)
+	w := on.get("/debug/pprof/goroutine?debug=1")
+	require.Equal(t, http.StatusOK, w.Code)
+	require.Contains(t, w.Body.String(), "goroutine profile")
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -131,6 +132,9 @@ type Options struct {
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For is believed for the client IP in the logs.
 	TrustedProxies []string
+	// Pprof serves Go's profiles under /debug/pprof/, behind the token
+	// (config api.pprof); off by default.
+	Pprof bool
 	// Log is the base request logger; each request gets a child logger with
 	// its request id in its context. Nil takes the logger of the request's
 	// context, which Server.Start sets to the logger of its ctx.
@@ -166,6 +170,16 @@ func New(opts Options) http.Handler {
 		}
 		r.Method(http.MethodGet, "/metrics", opts.Metrics.Handler())
 	})
+	if opts.Pprof {
+		r.Group(func(r chi.Router) {
+			r.Use(auth.middleware)
+			r.HandleFunc("/debug/pprof/*", pprof.Index)
+			r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		})
+	}
 
 	r.Get("/", servePage)
 	static, _ := fs.Sub(staticFS, "static")

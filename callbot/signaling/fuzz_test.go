@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/event"
 )
 
 var fuzzTypes = []string{
@@ -87,5 +88,24 @@ func FuzzSetMemberDevice(f *testing.F) {
 				require.NotEqual(t, "BOTDEVICE", string(d.DeviceID))
 			}
 		}
+	})
+}
+
+// FuzzMemberState: any member or call state content (from anyone in the
+// room) is parsed without panicking, and Members stays bounded per user.
+func FuzzMemberState(f *testing.F) {
+	for _, seed := range []string{fixtureJSMember, fixtureHYMember, `{}`, `{"m.calls":[{"m.call_id":"conf1","m.devices":[{}]}]}`,
+		`{"m.intent":"m.room","m.type":"m.video","m.terminated":true}`, `{"m.terminated":"yes"}`, `[]`, `null`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		_, _ = ParseGroupCall(json.RawMessage(raw))
+		if _, err := ParseMember(json.RawMessage(raw)); err != nil {
+			return
+		}
+		key := "@fuzz:example.org"
+		evt := &event.Event{Type: StateCallMember, StateKey: &key, Content: event.Content{VeryRaw: raw}}
+		parts := Members([]*event.Event{evt}, "conf1", t0)
+		require.LessOrEqual(t, len(parts), MaxDevicesPerUser)
 	})
 }

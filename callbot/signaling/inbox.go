@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"maunium.net/go/mautrix/id"
 )
 
 // Defaults for Inbox.
@@ -14,6 +16,12 @@ const (
 	DefaultUnknownCallTTL = 30 * time.Second
 	// DefaultMaxUnknown bounds the messages held for unknown call ids.
 	DefaultMaxUnknown = 512
+	// MaxUnknownPerSender bounds one sender's share of them, so nobody can
+	// crowd out the early candidates of others.
+	MaxUnknownPerSender = 64
+	// streamIdle is how long a reorder stream of a call that is not
+	// known (junk, or long ended) is kept without messages.
+	streamIdle = 2 * time.Minute
 )
 
 // Filter applies the stateless drop rules of §2.2: the message must name a
@@ -91,6 +99,7 @@ type Inbox struct {
 	known      map[CallID]struct{}
 	stash      map[CallID][]stashed
 	stashCount int
+	bySender   map[id.UserID]int // stashed messages per sender
 	ttl        time.Duration
 	max        int
 }
@@ -98,12 +107,13 @@ type Inbox struct {
 // NewInbox returns an Inbox.
 func NewInbox(cfg InboxConfig) *Inbox {
 	in := &Inbox{
-		filter:  Filter{SessionID: cfg.SessionID, Confs: make(map[ConfID]struct{})},
-		reorder: NewReorder(cfg.ReorderHold),
-		known:   make(map[CallID]struct{}),
-		stash:   make(map[CallID][]stashed),
-		ttl:     cfg.UnknownCallTTL,
-		max:     cfg.MaxUnknown,
+		filter:   Filter{SessionID: cfg.SessionID, Confs: make(map[ConfID]struct{})},
+		reorder:  NewReorder(cfg.ReorderHold),
+		known:    make(map[CallID]struct{}),
+		stash:    make(map[CallID][]stashed),
+		bySender: make(map[id.UserID]int),
+		ttl:      cfg.UnknownCallTTL,
+		max:      cfg.MaxUnknown,
 	}
 	if in.ttl <= 0 {
 		in.ttl = DefaultUnknownCallTTL
@@ -134,9 +144,16 @@ func (in *Inbox) KnowCall(callID CallID) Output {
 // then held as unknown and dropped after the TTL.
 func (in *Inbox) ForgetCall(callID CallID) {
 	delete(in.known, callID)
-	in.stashCount -= len(in.stash[callID])
-	delete(in.stash, callID)
+	in.release(callID)
 	in.reorder.ForgetCall(callID)
+}
+
+// unstash accounts for one stashed message leaving the stash.
+func (in *Inbox) unstash(s stashed) {
+	in.stashCount--
+	if in.bySender[s.env.Sender]--; in.bySender[s.env.Sender] <= 0 {
+		delete(in.bySender, s.env.Sender)
+	}
 }
 
 // Push processes one received message.
@@ -168,7 +185,7 @@ func (in *Inbox) Expire(now time.Time) Output {
 		for _, s := range list {
 			if !now.Before(s.received.Add(in.ttl)) {
 				out.Drops = append(out.Drops, Drop{Envelope: s.env, Err: fmt.Errorf("%w: no invite for %q within %s", ErrUnknownCall, callID, in.ttl)})
-				in.stashCount--
+				in.unstash(s)
 			} else {
 				kept = append(kept, s)
 			}
@@ -179,6 +196,10 @@ func (in *Inbox) Expire(now time.Time) Output {
 			in.stash[callID] = kept
 		}
 	}
+	in.reorder.PruneIdle(now, streamIdle, func(callID CallID) bool {
+		_, known := in.known[callID]
+		return known || len(in.stash[callID]) > 0
+	})
 	return out
 }
 
@@ -204,11 +225,13 @@ func (in *Inbox) route(env Envelope, now time.Time) Output {
 		in.known[callID] = struct{}{}
 		return Output{Deliver: append([]Envelope{env}, in.release(callID)...)}
 	}
-	if in.stashCount >= in.max {
-		return Output{Drops: []Drop{{Envelope: env, Err: fmt.Errorf("%w: %d messages held", ErrStashFull, in.stashCount)}}}
+	if in.stashCount >= in.max || in.bySender[env.Sender] >= min(in.max, MaxUnknownPerSender) {
+		return Output{Drops: []Drop{{Envelope: env, Err: fmt.Errorf("%w: %d messages held, %d from %s", ErrStashFull, in.stashCount,
+			in.bySender[env.Sender], env.Sender)}}}
 	}
 	in.stash[callID] = append(in.stash[callID], stashed{env: env, received: now})
 	in.stashCount++
+	in.bySender[env.Sender]++
 	return Output{}
 }
 
@@ -218,10 +241,10 @@ func (in *Inbox) release(callID CallID) []Envelope {
 		return nil
 	}
 	delete(in.stash, callID)
-	in.stashCount -= len(list)
 	out := make([]Envelope, len(list))
 	for i, s := range list {
 		out[i] = s.env
+		in.unstash(s)
 	}
 	return out
 }

@@ -1,11 +1,13 @@
 package signaling
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/id"
 )
 
 func TestFilter(t *testing.T) {
@@ -144,4 +146,37 @@ func TestInboxLimitsAndDeadline(t *testing.T) {
 	logger := zerolog.Nop()
 	evt := logger.Info()
 	inviteEnv(withSeq(3)).MarshalZerologObject(evt)
+}
+
+// TestInboxBoundsHostileSenders: one sender making up call ids cannot
+// grow the inbox without bound nor crowd out another sender's early
+// candidates; idle junk streams are forgotten.
+func TestInboxBoundsHostileSenders(t *testing.T) {
+	in := NewInbox(InboxConfig{SessionID: "botSession", Confs: []ConfID{"conf1"}})
+	t0 := time.Now()
+	dropped := 0
+	for i := range 100_000 {
+		env := candEnv(withSeq(uint64(i%7+1)), withCall(CallID(fmt.Sprintf("junk%d", i))))
+		env.Sender = "@evil:example.org"
+		dropped += len(in.Push(env, t0).Drops)
+	}
+	require.Greater(t, dropped, 99_000)
+	require.LessOrEqual(t, len(in.reorder.streams), MaxStreamsPerSender)
+	require.LessOrEqual(t, in.reorder.Held(), MaxStreamsPerSender)
+	// Another sender's candidates before its invite are still held and delivered.
+	good := candEnv(withCall("goodcall"))
+	good.Sender = "@alice:example.org"
+	out := in.Push(good, t0)
+	require.Empty(t, out.Drops)
+	inv := inviteEnv(withCall("goodcall"))
+	inv.Sender = "@alice:example.org"
+	out = in.Push(inv, t0)
+	require.Len(t, out.Deliver, 2)
+	// Once held messages expired, the idle junk streams are forgotten.
+	in.Expire(t0.Add(time.Hour))
+	in.Expire(t0.Add(2 * time.Hour))
+	for k := range in.reorder.streams {
+		require.NotEqual(t, id.UserID("@evil:example.org"), k.sender, "junk stream kept: %+v", k)
+	}
+	require.Zero(t, in.stashCount)
 }

@@ -350,6 +350,10 @@ func (p Participant) Screenshare() bool {
 	return slices.ContainsFunc(p.Feeds, func(f Feed) bool { return f.Purpose == PurposeScreenshare })
 }
 
+// MaxDevicesPerUser bounds the devices of one user that take part in a
+// call: people join from a phone and a laptop, not from a thousand devices.
+const MaxDevicesPerUser = 8
+
 // Members returns the active participant devices of confID as js-sdk
 // computes them (GroupCall.updateParticipants): for every member state event
 // (state key = MXID), the first m.calls entry for confID, and in it every
@@ -358,6 +362,9 @@ func (p Participant) Screenshare() bool {
 // result is sorted by user then device and includes the bot's own device if
 // it is listed. The caller must still drop users whose room membership is
 // not "join".
+//
+// At most MaxDevicesPerUser devices are taken from one user's event (the
+// first ones listed): each device costs the recorder a peer connection.
 func Members(memberEvents []*event.Event, confID ConfID, now time.Time) []Participant {
 	seen := make(map[DeviceKey]struct{})
 	var out []Participant
@@ -387,6 +394,7 @@ func Members(memberEvents []*event.Event, confID ConfID, now time.Time) []Partic
 			continue
 		}
 		userID := id.UserID(*evt.StateKey)
+		perUser := 0
 		for i := range call.Devices {
 			d := &call.Devices[i]
 			if !d.Active(now) {
@@ -396,6 +404,10 @@ func Members(memberEvents []*event.Event, confID ConfID, now time.Time) []Partic
 			if _, dup := seen[key]; dup {
 				continue
 			}
+			if perUser >= MaxDevicesPerUser {
+				break // one member event cannot make the recorder call thousands of devices
+			}
+			perUser++
 			seen[key] = struct{}{}
 			out = append(out, Participant{
 				UserID:    userID,

@@ -110,9 +110,10 @@ type held struct {
 }
 
 type stream struct {
-	based   bool   // base fixed: next is meaningful
-	next    uint64 // next seq to deliver
-	pending []held // sorted by seq, no duplicates
+	last    time.Time // when a message last arrived
+	based   bool      // base fixed: next is meaningful
+	next    uint64    // next seq to deliver
+	pending []held    // sorted by seq, no duplicates
 	// skipped are the seqs below next that were given up by a hold timeout
 	// and never delivered; if one still arrives it is delivered late rather
 	// than dropped as a duplicate.
@@ -171,16 +172,26 @@ func (s *stream) takeSkipped(seq uint64) bool {
 // Reorder has no goroutine: call Expire when NextDeadline passes. Not safe
 // for concurrent use.
 type Reorder struct {
-	hold    time.Duration
-	streams map[streamKey]*stream
+	hold      time.Duration
+	streams   map[streamKey]*stream
+	perSender map[id.UserID]int // streams per sender
 }
+
+// Bounds on what any sender can make the Reorder hold: to-device messages
+// come from anyone, with any call_id. Beyond them messages are dropped
+// with ErrStashFull.
+const (
+	MaxStreamsPerSender = 64
+	MaxStreams          = 4096
+	MaxHeldPerStream    = 256
+)
 
 // NewReorder returns a Reorder; hold <= 0 means DefaultReorderHold.
 func NewReorder(hold time.Duration) *Reorder {
 	if hold <= 0 {
 		hold = DefaultReorderHold
 	}
-	return &Reorder{hold: hold, streams: make(map[streamKey]*stream)}
+	return &Reorder{hold: hold, streams: make(map[streamKey]*stream), perSender: make(map[id.UserID]int)}
 }
 
 // Push adds a received message and returns the messages now deliverable,
@@ -193,9 +204,14 @@ func (r *Reorder) Push(env Envelope, now time.Time) ([]Envelope, error) {
 	key := keyOf(env)
 	s := r.streams[key]
 	if s == nil {
+		if r.perSender[key.sender] >= MaxStreamsPerSender || len(r.streams) >= MaxStreams {
+			return nil, fmt.Errorf("%w: %d signalling streams from %s (%d in all)", ErrStashFull, r.perSender[key.sender], key.sender, len(r.streams))
+		}
 		s = &stream{}
 		r.streams[key] = s
+		r.perSender[key.sender]++
 	}
+	s.last = now
 	if s.based && seq < s.next {
 		if s.takeSkipped(seq) {
 			return []Envelope{env}, nil // late message from a given-up gap
@@ -236,8 +252,29 @@ func (r *Reorder) Push(env Envelope, now time.Time) ([]Envelope, error) {
 		s.next++
 		return append([]Envelope{env}, r.drain(s)...), nil
 	}
+	if len(s.pending) >= MaxHeldPerStream {
+		return nil, fmt.Errorf("%w: %d messages held for call %s", ErrStashFull, len(s.pending), key.call)
+	}
 	s.pending = slices.Insert(s.pending, i, held{env: env, seq: seq, received: now})
 	return nil, nil
+}
+
+// PruneIdle forgets streams that hold nothing and saw no message for idle,
+// unless keep says their call is still going: junk call ids from anyone
+// must not accumulate.
+func (r *Reorder) PruneIdle(now time.Time, idle time.Duration, keep func(CallID) bool) {
+	for k, s := range r.streams {
+		if len(s.pending) == 0 && now.Sub(s.last) >= idle && !keep(k.call) {
+			r.remove(k)
+		}
+	}
+}
+
+func (r *Reorder) remove(k streamKey) {
+	delete(r.streams, k)
+	if r.perSender[k.sender]--; r.perSender[k.sender] <= 0 {
+		delete(r.perSender, k.sender)
+	}
 }
 
 // startsCall reports the first message the remote side sends in a peer
@@ -332,7 +369,7 @@ func (r *Reorder) Held() int {
 func (r *Reorder) ForgetCall(callID CallID) {
 	for k := range r.streams {
 		if k.call == callID {
-			delete(r.streams, k)
+			r.remove(k)
 		}
 	}
 }

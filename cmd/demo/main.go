@@ -24,7 +24,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-recorder/recorder/internal/simpeer"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 )
 
 type options struct {

@@ -198,7 +198,12 @@ func generateRegistration(cfg *config.Config, f *flags, stdout, stderr io.Writer
 		return ExitConfigValid
 	}
 	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
-	if err := reg.Save(f.registrationPath); err != nil {
+	data, err := reg.YAML()
+	if err == nil {
+		// Not reg.Save: it keeps the mode of an existing file.
+		err = config.WriteFileAtomic(f.registrationPath, []byte(data), 0o600)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, "Failed to write registration:", err)
 		return ExitRegistration
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -112,12 +114,18 @@ func TestKubernetesServiceEnv(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(config.ExampleConfig), 0o600))
+	// The transaction port is taken, so the start fails at once, right
+	// after the config, the database and the recordings folder.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
 	env := append(append([]string{}, validEnv...),
 		"RECORDER_APPSERVICE__AS_TOKEN=x", "RECORDER_APPSERVICE__HS_TOKEN=y",
-		"RECORDER_DATABASE__TYPE=postgres",
-		"RECORDER_DATABASE__URI=postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2",
+		"RECORDER_DATABASE__URI=file:"+filepath.Join(dir, "recorder.db")+"?_txlock=immediate",
 		"RECORDER_RECORDINGS__PATH="+filepath.Join(dir, "recordings"),
 		"RECORDER_LOGGING__FORMAT=json",
+		"RECORDER_API__LISTEN=127.0.0.1:0",
+		"RECORDER_APPSERVICE__PORT="+strconv.Itoa(busy.Addr().(*net.TCPAddr).Port),
 		"RECORDER_PORT=tcp://10.0.0.7:29331",
 		"RECORDER_PORT_29331_TCP=tcp://10.0.0.7:29331",
 		"RECORDER_PORT_29331_TCP_ADDR=10.0.0.7",
@@ -128,8 +136,41 @@ func TestKubernetesServiceEnv(t *testing.T) {
 		"RECORDER_LOGING__FORMAT=json",
 	)
 	code, _, stderr := runCLI(t, env, "-c", cfgPath)
-	require.Equal(t, ExitDatabase, code, "gets past config loading to the database: %s", stderr)
+	require.Equal(t, ExitStartup, code, "gets past config, database and files to the listener: %s", stderr)
 	require.Contains(t, stderr, "RECORDER_SERVICE_HOST")
 	require.Contains(t, stderr, `"did_you_mean":"RECORDER_LOGGING__FORMAT"`)
 	require.NotContains(t, stderr, "10.0.0.7", "values are not logged")
+
+	// The database and the recordings folder it made are owner-only.
+	for path, mode := range map[string]os.FileMode{
+		filepath.Join(dir, "recorder.db"): 0o600,
+		filepath.Join(dir, "recordings"):  0o700,
+	} {
+		info, err := os.Stat(path)
+		require.NoError(t, err, stderr)
+		require.Equal(t, mode, info.Mode().Perm(), path)
+	}
+}
+
+// TestGenerateRegistrationOwnerOnly: the registration and the config hold
+// the appservice tokens; -g leaves both owner-only even when they existed
+// with a looser mode.
+func TestGenerateRegistrationOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath, regPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "registration.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(config.ExampleConfig), 0o600))
+	require.NoError(t, os.WriteFile(regPath, []byte("old: registration\n"), 0o600))
+	for _, p := range []string{cfgPath, regPath} {
+		require.NoError(t, os.Chmod(p, 0o644))
+	}
+	code, _, stderr := runCLI(t, validEnv, "-g", "-c", cfgPath, "-r", regPath)
+	require.Equal(t, 0, code, stderr)
+	for _, p := range []string{cfgPath, regPath} {
+		info, err := os.Stat(p)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), p)
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "no temporary files left behind")
 }

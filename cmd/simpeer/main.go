@@ -1,5 +1,5 @@
 // Command simpeer joins a legacy MSC3401 full-mesh group call as a simulated
-// participant (internal/simpeer) and sends the test media until Ctrl-C or
+// participant (internal/testutil/simpeer) and sends the test media until Ctrl-C or
 // -duration. ICE is restricted to 127.0.0.1, so it only talks to peers on
 // the same machine.
 //
@@ -26,7 +26,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/simpeer"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 )
 
 // Exit codes.

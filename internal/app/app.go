@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/matrix-recorder/recorder/appservice"
@@ -126,8 +127,18 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
+	var calls *callbot.Manager // set below; the archive's limit stops need it
+	limits := archive.Limits{
+		MaxRecordingBytes: cfg.Recordings.MaxRecordingSizeMB << 20, MaxDiskBytes: cfg.Recordings.MaxDiskUsageMB << 20,
+		OnLimit: func(ctx context.Context, roomID id.RoomID, reason string) {
+			svc.SendNotice(ctx, roomID, limitNotice(reason), "")
+			if err := calls.Leave(ctx, roomID); err != nil && !errors.Is(err, callbot.ErrNotJoined) {
+				zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to stop a recording at its limit")
+			}
+		},
+	}
 	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met,
-		Events: out, Profiles: profiles{svc: svc, wait: 5 * time.Second}})
+		Limits: limits, Log: *zerolog.Ctx(ctx), Events: out, Profiles: profiles{svc: svc, wait: 5 * time.Second}})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
@@ -136,9 +147,10 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if opts.Observer != nil {
 		sink = callbot.Tee{arch, opts.Observer}
 	}
-	calls, err := callbot.New(callbot.Options{
-		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, RecordingLink: pageLink(cfg.API.PublicURL)},
-		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met,
+	calls, err = callbot.New(callbot.Options{
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, Limits: cfg.Limits,
+			RecordingLink: pageLink(cfg.API.PublicURL)},
+		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
 	if err != nil {
 		_ = db.Close()
@@ -152,6 +164,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
 			Mixdowns: webMixdowns{db: db, queue: out.mix}, RetentionDays: cfg.Recordings.Retention,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
+			Pprof: cfg.API.Pprof,
 		}))
 	}
 	return a, nil
@@ -250,5 +263,17 @@ func (app *App) readyChecks() []web.ReadyCheck {
 			_, err := app.AS.Bot.Versions(ctx)
 			return err
 		}},
+	}
+}
+
+// limitNotice is what the room is told when a recording limit stops it.
+func limitNotice(reason string) string {
+	switch reason {
+	case archive.StopReasonDiskFull:
+		return "Recording stopped: the recorder has no disk space left for recordings. An operator has to free some before calls can be recorded again."
+	case archive.StopReasonSizeLimit:
+		return "Recording stopped: this recording reached the size limit the operator set."
+	default:
+		return "Recording stopped: a limit was reached."
 	}
 }

@@ -11,10 +11,10 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/jsclient"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/storage"
 )

@@ -17,9 +17,9 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
-	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
@@ -59,7 +59,7 @@ func waitMixdown(t *testing.T, s *stack.Stack, recID storage.RecordingID) *stora
 // Range; names are kept as they were.
 func TestMixdownOfRecordedCall(t *testing.T) {
 	obs := observer.New()
-	s := stack.Start(t, stack.Options{Observer: obs, API: true, Config: func(c *config.Config) {
+	s := stack.Start(t, stack.Options{Observer: obs, API: true, Configure: func(c *config.Config) {
 		c.Mixdown.Enabled = true
 		c.Recordings.Retention = 30
 	}})
@@ -283,7 +283,7 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 	t.Cleanup(srv.Close)
 	const publicURL = "https://recorder.example.test"
 	s := stack.Start(t, stack.Options{
-		Config: func(c *config.Config) {
+		Configure: func(c *config.Config) {
 			c.Mixdown.Enabled = true
 			c.API.PublicURL = publicURL
 			c.Webhooks = []config.WebhookConfig{{URL: srv.URL + "/hook", Secret: hr.secret}}
@@ -384,7 +384,7 @@ func TestRepairedRecordingIsAnnounced(t *testing.T) {
 		acked: map[string][]byte{}, ackCount: map[string]int{}, types: map[string]int{}}
 	srv := httptest.NewServer(hr)
 	t.Cleanup(srv.Close)
-	s := stack.Start(t, stack.Options{Config: func(c *config.Config) {
+	s := stack.Start(t, stack.Options{Configure: func(c *config.Config) {
 		c.Mixdown.Enabled = true
 		c.Webhooks = []config.WebhookConfig{{URL: srv.URL, Secret: hr.secret}}
 	}})

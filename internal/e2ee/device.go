@@ -1,6 +1,6 @@
 // Package e2ee is the Olm layer of one Matrix device: the appservice's
 // devices (appservice.Device, one per virtual user) and the call simulator
-// (internal/simpeer) each own one.
+// (internal/testutil/simpeer) each own one.
 //
 // It wraps a mautrix OlmMachine but does its own to-device routing: the stock
 // path (ProcessSyncResponse / HandleToDeviceEvent) decrypts m.room.encrypted

@@ -54,6 +54,8 @@ type Metrics struct {
 	BytesWritten prometheus.Counter
 	// PacketsLost counts RTP packets given up by the jitter buffers (archive, from recording.Stats).
 	PacketsLost prometheus.Counter
+	// FramesWritten counts audio packets and video frames written to files (archive).
+	FramesWritten prometheus.Counter
 	// KeyframeRequests counts PLIs/FIRs sent to participants (callbot/archive).
 	KeyframeRequests prometheus.Counter
 	// JoinToFirstPacket observes the seconds from joining a call to the
@@ -61,6 +63,13 @@ type Metrics struct {
 	JoinToFirstPacket prometheus.Histogram
 	// SyncErrors counts failed /sync (or transaction) rounds of the virtual users (appservice).
 	SyncErrors prometheus.Counter
+	// Panics counts panics contained to one unit of work, by component
+	// ("track", "stream", "handler", "sender"): each is a bug, logged with
+	// its stack; the rest of the recorder goes on.
+	Panics *prometheus.CounterVec
+	// LimitsHit counts what participants sent beyond a limit (label
+	// "limit": max_peers_per_call, max_tracks_per_peer, ...) (callbot).
+	LimitsHit *prometheus.CounterVec
 
 	// HTTPRequests counts operator API requests by route pattern, method and status code (web).
 	HTTPRequests *prometheus.CounterVec
@@ -95,6 +104,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "packets_lost_total",
 			Help: "RTP packets that never arrived in time and were given up.",
 		}),
+		FramesWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "frames_written_total",
+			Help: "Audio packets and video frames written to recording files.",
+		}),
 		KeyframeRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "keyframe_requests_total",
 			Help: "Keyframe requests (PLI/FIR) sent to participants.",
@@ -108,6 +121,14 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "sync_errors_total",
 			Help: "Failed sync rounds with the homeserver.",
 		}),
+		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "panics_total",
+			Help: "Panics contained to one track, stream or handler (each is a bug).",
+		}, []string{"component"}),
+		LimitsHit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "limits_hit_total",
+			Help: "Things participants sent beyond a limit (not recorded), by limit.",
+		}, []string{"limit"}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "http", Name: "requests_total",
 			Help: "Operator API requests by route, method and status code.",
@@ -124,8 +145,8 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost,
-		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.HTTPRequests, m.HTTPDuration,
+		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost, m.FramesWritten,
+		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
 	)
 	return m
 }

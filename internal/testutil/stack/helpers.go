@@ -16,8 +16,8 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 )
 
 // Deadline bounds every wait in the integration tests.

@@ -36,9 +36,9 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
-	// Config, if set, changes the recorder's config before it starts
-	// (mixdowns are off unless it turns them on).
-	Config func(*config.Config)
+	// Configure adjusts the config last (limits, timeouts; mixdowns are
+	// off unless it turns them on).
+	Configure func(*config.Config)
 	// WebhookBackoff overrides the pause between webhook attempts.
 	WebhookBackoff func(attempts int) time.Duration
 }
@@ -83,8 +83,8 @@ func Start(t *testing.T, opts Options) *Stack {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
 	}
 	cfg.Mixdown.Enabled = false
-	if opts.Config != nil {
-		opts.Config(cfg)
+	if opts.Configure != nil {
+		opts.Configure(cfg)
 	}
 	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken

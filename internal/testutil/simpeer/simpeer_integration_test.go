@@ -21,8 +21,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 )
 
 const (
@@ -32,7 +32,7 @@ const (
 	minPackets = 10
 )
 
-var mediaDir = filepath.Join("..", "..", "testdata", "media")
+var mediaDir = filepath.Join("..", "..", "..", "testdata", "media")
 
 // world is one Dendrite with one call room whose power levels let everyone
 // send call events.
@@ -97,7 +97,7 @@ func requireNoMediaGoroutines(t *testing.T, ps ...*simpeer.Participant) {
 		buf = buf[:runtime.Stack(buf, true)]
 		leaked = leaked[:0]
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "internal/simpeer.") || strings.Contains(g, "github.com/pion/") {
+			if strings.Contains(g, "internal/testutil/simpeer.") || strings.Contains(g, "github.com/pion/") {
 				leaked = append(leaked, g)
 			}
 		}

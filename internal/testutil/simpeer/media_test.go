@@ -10,7 +10,7 @@ import (
 // The test clips are 5 s long: the frame durations taken from the files
 // must add up to that in RTP clock ticks.
 func TestLoadMediaTiming(t *testing.T) {
-	dir := filepath.Join("..", "..", "testdata", "media")
+	dir := filepath.Join("..", "..", "..", "testdata", "media")
 	audio, err := loadOpus(filepath.Join(dir, AudioFile))
 	require.NoError(t, err)
 	video, err := loadVP8(filepath.Join(dir, VideoFile))

@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/ice/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/config"
+	"github.com/matrix-recorder/recorder/recording"
+
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
@@ -225,7 +229,7 @@ func loadOpus(path string) (*source, error) {
 		}
 		// The packet's own duration (TOC); granule positions are a fallback
 		// only, since the last page's granule is end-trimmed.
-		ticks := opusPacketTicks(payload)
+		ticks := uint32(recording.OpusPacketSamples(payload)) //nolint:gosec // at most 5760
 		granule := int64(hdr.GranulePosition)
 		if ticks == 0 {
 			ticks = defaultOpusTicks
@@ -240,38 +244,6 @@ func loadOpus(path string) (*source, error) {
 		return nil, fmt.Errorf("no audio frames in %s", path)
 	}
 	return newSource(webrtc.RTPCodecTypeAudio, opusCapability, frames, func() rtp.Payloader { return &codecs.OpusPayloader{} }), nil
-}
-
-// opusPacketTicks is the duration of an Opus packet in 48 kHz ticks from its
-// TOC byte (RFC 6716 §3.1); 0 if the packet is malformed.
-func opusPacketTicks(pkt []byte) uint32 {
-	if len(pkt) == 0 {
-		return 0
-	}
-	toc := pkt[0]
-	config := toc >> 3
-	var frame uint32 // ticks per frame
-	switch {
-	case config < 12: // SILK: 10, 20, 40, 60 ms
-		frame = []uint32{480, 960, 1920, 2880}[config%4]
-	case config < 16: // hybrid: 10, 20 ms
-		frame = []uint32{480, 960}[config%2]
-	default: // CELT: 2.5, 5, 10, 20 ms
-		frame = []uint32{120, 240, 480, 960}[config%4]
-	}
-	var count uint32
-	switch toc & 3 {
-	case 0:
-		count = 1
-	case 1, 2:
-		count = 2
-	default:
-		if len(pkt) < 2 {
-			return 0
-		}
-		count = uint32(pkt[1] & 0x3f)
-	}
-	return frame * count
 }
 
 func loadVP8(path string) (*source, error) {
@@ -321,44 +293,18 @@ func loadVP8(path string) (*source, error) {
 	return newSource(webrtc.RTPCodecTypeVideo, vp8Capability, frames, func() rtp.Payloader { return &codecs.VP8Payloader{EnablePictureID: true} }), nil
 }
 
-// newAPI builds a pion API for loopback-only ICE: UDP4, 127.0.0.1 only, no
-// mDNS; Opus, VP8 and VP9 with the default interceptors (NACK, RTCP
-// reports, TWCC).
+// newAPI builds the participant's pion API the way the recorder builds its
+// own (callbot.NewAPI), loopback-only, with a lossy wire when asked.
 func newAPI(b Browser) (*webrtc.API, error) {
-	m := &webrtc.MediaEngine{}
-	videoFB := []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBNACK}, {Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"}, {Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"}}
-	for _, c := range []struct {
-		p webrtc.RTPCodecParameters
-		k webrtc.RTPCodecType
-	}{
-		{webrtc.RTPCodecParameters{RTPCodecCapability: opusCapability, PayloadType: 111}, webrtc.RTPCodecTypeAudio},
-		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: videoClockRate, RTCPFeedback: videoFB}, PayloadType: 96}, webrtc.RTPCodecTypeVideo},
-		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: videoClockRate, SDPFmtpLine: "profile-id=0", RTCPFeedback: videoFB}, PayloadType: 98}, webrtc.RTPCodecTypeVideo},
-	} {
-		if err := m.RegisterCodec(c.p, c.k); err != nil {
-			return nil, fmt.Errorf("failed to register %s: %w", c.p.MimeType, err)
-		}
-	}
-	ir := &interceptor.Registry{}
+	var wire []interceptor.Factory
 	if b.Loss > 0 || b.Reorder > 0 {
-		// First in the chain: closest to the network, below the NACK responder.
-		ir.Add(&wireFactory{loss: b.Loss, reorder: b.Reorder, seed: b.Seed})
+		wire = append(wire, &wireFactory{loss: b.Loss, reorder: b.Reorder, seed: b.Seed})
 	}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		return nil, fmt.Errorf("failed to register interceptors: %w", err)
+	api, _, err := callbot.NewAPI(config.WebRTCConfig{LoopbackOnly: true}, callbot.APIOptions{Log: zerolog.Nop(), Wire: wire})
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the webrtc api: %w", err)
 	}
-	se := webrtc.SettingEngine{}
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetInterfaceFilter(func(name string) bool { return isLoopbackInterface(name) })
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
-}
-
-func isLoopbackInterface(name string) bool {
-	iface, err := net.InterfaceByName(name)
-	return err == nil && iface.Flags&net.FlagLoopback != 0
+	return api, nil
 }
 
 // wireFactory makes wire interceptors: a lossy, reordering network for the
