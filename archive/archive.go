@@ -573,6 +573,7 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	}
 	c.lock.Lock()
 	failed := c.failed
+	c.rec.StopReason = c.stopReason
 	c.lock.Unlock()
 	c.manifest.Ended = at
 	c.rec.EndedAt = at

@@ -200,6 +200,9 @@ func TestRecordingSizeLimit(t *testing.T) {
 	require.Empty(t, stops, "stopped once")
 	ts.Close()
 	r.CallLeft(ctx, call, time.Now())
+	rec, err := r.db.Recording.Get(ctx, "rec1")
+	require.NoError(t, err)
+	require.Equal(t, StopReasonSizeLimit, rec.StopReason, "the reason is kept with the recording")
 
 	r.limits.MaxDiskBytes = 1 // whatever is on disk is too much
 	r.disk = newDiskUsage(r.disk.dir)

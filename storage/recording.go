@@ -40,6 +40,9 @@ type Recording struct {
 	Folder      string         `json:"folder"`
 	// RoomName is the room's name when the recording started.
 	RoomName string `json:"room_name,omitempty"`
+	// StopReason says why the recorder stopped the recording itself
+	// (archive.StopReason*), empty for an ordinary stop.
+	StopReason string `json:"stop_reason,omitempty"`
 }
 
 func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recording{qh: qh} }
@@ -47,7 +50,7 @@ func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recor
 // Scan implements dbutil.DataStruct.
 func (r *Recording) Scan(row dbutil.Scannable) (*Recording, error) {
 	var started, ended int64
-	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder, &r.RoomName)
+	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder, &r.RoomName, &r.StopReason)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +64,7 @@ type RecordingQuery struct {
 }
 
 const (
-	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder, room_name`
+	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder, room_name, stop_reason`
 	getRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
 	// Keyset pagination in (started_at DESC, id) order: rows after the cursor.
 	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
@@ -70,8 +73,9 @@ const (
 		ORDER BY started_at DESC, id LIMIT $3`
 	getByStateQuery      = `SELECT ` + recordingColumns + ` FROM recording WHERE state=$1 ORDER BY started_at`
 	upsertRecordingQuery = `
-		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at`
+		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at,
+			stop_reason=excluded.stop_reason`
 	deleteRecordingQuery = `DELETE FROM recording WHERE id=$1`
 )
 
@@ -130,7 +134,7 @@ func (rq *RecordingQuery) GetByState(ctx context.Context, state RecordingState) 
 // Save inserts the recording or updates its state, error and end.
 func (r *Recording) Save(ctx context.Context) error {
 	return r.qh.Exec(ctx, upsertRecordingQuery, r.ID, r.RoomID, r.ConfID, r.VirtualUser, r.State, r.Error,
-		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder, r.RoomName)
+		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder, r.RoomName, r.StopReason)
 }
 
 // Delete removes the recording and (by cascade) its file rows.

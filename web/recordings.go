@@ -77,6 +77,9 @@ type Recording struct {
 	Tracks       []Track                `json:"tracks"`
 	// RoomName is the room's name at recording time.
 	RoomName string `json:"room_name,omitempty"`
+	// StopReason says why the recorder stopped the recording itself
+	// (size_limit, disk_full); absent for an ordinary stop.
+	StopReason string `json:"stop_reason,omitempty"`
 	// ExpiresAt is when retention deletes the recording (absent: never).
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// Mixdown is the one-file version of the recording, absent until one
@@ -449,7 +452,7 @@ func mediaKind(f *storage.RecordingFile, container string) string {
 
 func toRecording(rec *storage.Recording, files []*storage.RecordingFile, now time.Time) Recording {
 	out := Recording{
-		ID: rec.ID, RoomID: rec.RoomID, RoomName: rec.RoomName, ConfID: rec.ConfID, State: rec.State, Error: rec.Error,
+		ID: rec.ID, RoomID: rec.RoomID, RoomName: rec.RoomName, StopReason: rec.StopReason, ConfID: rec.ConfID, State: rec.State, Error: rec.Error,
 		StartedAt: rec.StartedAt.UTC(), Participants: []id.UserID{}, Tracks: make([]Track, 0, len(files)),
 	}
 	seen := map[id.UserID]bool{}

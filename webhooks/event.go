@@ -39,6 +39,7 @@ type Recording struct {
 	RoomName   string                 `json:"room_name,omitempty"`
 	State      storage.RecordingState `json:"state"`
 	Error      string                 `json:"error,omitempty"`
+	StopReason string                 `json:"stop_reason,omitempty"` // why the recorder stopped it itself, e.g. size_limit
 	StartedAt  time.Time              `json:"started_at"`
 	EndedAt    *time.Time             `json:"ended_at"`
 	DurationMS int64                  `json:"duration_ms"`
@@ -77,7 +78,7 @@ func RecordingURL(base string, recID storage.RecordingID) string {
 // when mix is set) for an event of type typ.
 func NewEvent(typ EventType, eventID string, rec *storage.Recording, files []*storage.RecordingFile, mix *storage.Mixdown, base string, now time.Time) Event {
 	ev := Event{ID: eventID, Type: typ, CreatedAt: now.UTC(), Recording: Recording{
-		ID: rec.ID, RoomID: rec.RoomID, RoomName: rec.RoomName, State: rec.State, Error: rec.Error,
+		ID: rec.ID, RoomID: rec.RoomID, RoomName: rec.RoomName, State: rec.State, Error: rec.Error, StopReason: rec.StopReason,
 		StartedAt: rec.StartedAt.UTC(), URL: RecordingURL(base, rec.ID), Files: []File{},
 	}}
 	if !rec.EndedAt.IsZero() {

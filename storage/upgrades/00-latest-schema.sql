@@ -46,7 +46,8 @@ CREATE TABLE recording (
 	ended_at     BIGINT NOT NULL DEFAULT 0,
 	-- folder of the recording's files in the file store
 	folder       TEXT   NOT NULL,
-	room_name    TEXT   NOT NULL DEFAULT '' -- at recording time
+	room_name    TEXT   NOT NULL DEFAULT '', -- at recording time
+	stop_reason  TEXT   NOT NULL DEFAULT ''  -- why the recorder stopped it itself, if it did
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);
 CREATE INDEX recording_started_idx ON recording (started_at);

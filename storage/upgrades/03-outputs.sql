@@ -2,6 +2,8 @@
 
 -- The room's name and each participant's profile as they were when recorded.
 ALTER TABLE recording ADD COLUMN room_name TEXT NOT NULL DEFAULT '';
+-- Why the recorder stopped a recording itself (e.g. size_limit), if it did.
+ALTER TABLE recording ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE recording_file ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE recording_file ADD COLUMN avatar_url TEXT NOT NULL DEFAULT '';
 
