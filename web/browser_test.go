@@ -124,7 +124,9 @@ func TestBrowserPlaysRecording(t *testing.T) {
 // (the WebM, since someone sent video), which plays; the per-participant
 // view is one click away. Rooms and people are shown by name, ids on hover.
 func TestBrowserPlaysMixdown(t *testing.T) {
-	e := newEnv(t, func(o *web.Options) { o.RetentionDays = 30 })
+	mix := &fakeMixdowns{jobs: map[storage.RecordingID]*storage.Mixdown{}}
+	e := newEnv(t, func(o *web.Options) { o.RetentionDays, o.Mixdowns = 30, mix })
+	e.seed("nomix", roomB, storage.StateFinished, t0.Add(-time.Hour), oggTrack("x.ogg", alice, 0))
 	rec := e.seed("mix1", roomA, storage.StateFinished, t0,
 		oggTrack("alice.ogg", alice, 0),
 		webmTrack("bob.webm", bob, 1500*time.Millisecond))
@@ -190,5 +192,18 @@ func TestBrowserPlaysMixdown(t *testing.T) {
 	heads, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#tracks h3')].map((h) => h.textContent + '|' + h.title)`))
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"Alice A.|" + string(alice), string(bob) + "|" + string(bob)}, heads)
+
+	// A recording without a mixdown opens on its tracks; one click asks for
+	// the mixdown, and the page shows it waiting.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css(`#recordings tbody tr[data-id="nomix"] button`)),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#tracks audio').length === 1 &&
+			document.querySelector('#mixdown-state').textContent === 'No mixdown yet.' &&
+			!document.querySelector('#per-participant').hidden && document.querySelector('#show-tracks').hidden`),
+		chromedp.Click(css("#mixdown-make")),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#mixdown-state').textContent === 'Mixdown waiting…'`,
+			chromedp.WithPollingTimeout(10*time.Second)),
+	), "ask for a mixdown")
+	require.Equal(t, []storage.RecordingID{"nomix"}, mix.Queued())
 	require.Empty(t, tab.Exceptions(), "no uncaught exceptions in the page")
 }

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,16 +14,27 @@ import (
 )
 
 type fakeMixdowns struct {
+	lock   sync.Mutex
 	jobs   map[storage.RecordingID]*storage.Mixdown
 	full   bool
 	queued []storage.RecordingID
 }
 
 func (fm *fakeMixdowns) GetMixdown(_ context.Context, recID storage.RecordingID) (*storage.Mixdown, error) {
+	fm.lock.Lock()
+	defer fm.lock.Unlock()
 	return fm.jobs[recID], nil
 }
 
+func (fm *fakeMixdowns) Queued() []storage.RecordingID {
+	fm.lock.Lock()
+	defer fm.lock.Unlock()
+	return append([]storage.RecordingID(nil), fm.queued...)
+}
+
 func (fm *fakeMixdowns) EnqueueMixdown(_ context.Context, recID storage.RecordingID) (*storage.Mixdown, error) {
+	fm.lock.Lock()
+	defer fm.lock.Unlock()
 	if fm.full {
 		return nil, web.ErrMixdownQueueFull
 	}

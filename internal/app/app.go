@@ -138,7 +138,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		},
 	}
 	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met,
-		Limits: limits, Log: *zerolog.Ctx(ctx), Events: out, Profiles: profiles{svc: svc, wait: 5 * time.Second}})
+		Limits: limits, Log: *zerolog.Ctx(ctx), Events: out, Profiles: profiles{svc: svc, wait: 3 * time.Second}})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
