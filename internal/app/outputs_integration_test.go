@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -430,4 +432,45 @@ func counter(t *testing.T, s *stack.Stack, name, result string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestRetentionInTheApp: with recordings.retention set, the recorder
+// deletes an expired recording (files and rows) when it starts, keeps a
+// recent one, and counts the deletion.
+func TestRetentionInTheApp(t *testing.T) {
+	s := stack.Start(t, stack.Options{})
+	ctx := s.Ctx()
+	add := func(recID storage.RecordingID, age time.Duration) {
+		rec := s.App.DB.Recording.New(recID, "!room:localhost", string(recID), time.Now().Add(-age))
+		rec.State, rec.EndedAt = storage.StateFinished, time.Now().Add(-age+time.Minute)
+		require.NoError(t, rec.Save(ctx))
+		local := filepath.Join(t.TempDir(), "a.ogg")
+		require.NoError(t, os.WriteFile(local, []byte("x"), 0o600))
+		require.NoError(t, s.App.Store.Put(ctx, rec.Folder, "a.ogg", local))
+	}
+	add("20200101T000000Z-expired1", 8*24*time.Hour)
+	add("20200101T000000Z-recent01", 6*24*time.Hour)
+	s.Config.Recordings.Retention = 7
+	s.RestartApp(t)
+	require.Eventually(t, func() bool {
+		rec, err := s.App.DB.Recording.Get(ctx, "20200101T000000Z-expired1")
+		require.NoError(t, err)
+		return rec == nil
+	}, stack.Deadline, 50*time.Millisecond, "the expired recording is deleted")
+	_, err := os.Stat(filepath.Join(s.Config.Recordings.Path, "20200101T000000Z-expired1"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	rec, err := s.App.DB.Recording.Get(ctx, "20200101T000000Z-recent01")
+	require.NoError(t, err)
+	require.NotNil(t, rec)
+	_, err = os.Stat(filepath.Join(s.Config.Recordings.Path, rec.Folder, "a.ogg"))
+	require.NoError(t, err)
+	mfs, err := s.App.Metrics.Registry.Gather()
+	require.NoError(t, err)
+	var expired float64
+	for _, mf := range mfs {
+		if mf.GetName() == "recorder_recordings_expired_total" {
+			expired = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	require.InDelta(t, 1, expired, 0)
 }
