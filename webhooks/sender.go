@@ -104,6 +104,9 @@ func DefaultBackoff(attempts int) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(d/5)+1)) //nolint:gosec // jitter
 }
 
+// Enabled reports whether any endpoint is configured (else Publish does nothing).
+func (s *Sender) Enabled() bool { return len(s.opts.Endpoints) > 0 }
+
 // Publish stores ev for every endpoint; the sender delivers it. Storing
 // the same event id again adds nothing.
 func (s *Sender) Publish(ctx context.Context, ev Event) error {

@@ -38,6 +38,9 @@ type outputs struct {
 var _ archive.Events = (*outputs)(nil)
 
 func (o *outputs) publish(ctx context.Context, typ webhooks.EventType, discriminator string, rec *storage.Recording, mix *storage.Mixdown) {
+	if !o.hooks.Enabled() {
+		return
+	}
 	// The event outlives a request or a shutdown that ends the recording.
 	ctx = context.WithoutCancel(ctx)
 	log := zerolog.Ctx(ctx)
