@@ -48,6 +48,9 @@ type Options struct {
 	Create recording.CreateFunc
 	// Metrics, if set, count tracks, bytes and lost packets.
 	Metrics *metrics.Metrics
+	// Consent, if set, decides whose streams are written; the others are
+	// listed as excluded in the manifest until Consented is called.
+	Consent Consent
 }
 
 // Recorder implements callbot.Sink.
@@ -57,6 +60,7 @@ type Recorder struct {
 	spool  string
 	create recording.CreateFunc
 	met    *metrics.Metrics
+	gate   Consent
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
@@ -70,7 +74,7 @@ func New(opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
-	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{}}, nil
+	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, gate: opts.Consent, calls: map[id.RoomID]*callRec{}}, nil
 }
 
 // callRec is one recording in progress.
@@ -86,6 +90,8 @@ type callRec struct {
 	mutes   map[string]callbot.StreamChange
 	closing sync.WaitGroup
 	failed  error
+	// excluded are the stand-ins of tracks of participants without consent.
+	excluded map[id.UserID][]*excludedTrack
 }
 
 // streamRec is one participant stream and its writer.
@@ -194,6 +200,10 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		return nil
 	}
 	log := zerolog.Ctx(ctx).With().Str("recording_id", string(c.rec.ID)).Str("stream_id", t.StreamID).Logger()
+	if r.gate != nil && !r.gate.Consented(ctx, t.Peer.RoomID, t.Peer.UserID) {
+		log.Info().Stringer("user_id", t.Peer.UserID).Msg("Participant has not consented, not writing their stream")
+		return c.exclude(t, log)
+	}
 	kind, params := trackParams(t)
 	c.lock.Lock()
 	defer c.lock.Unlock()
@@ -441,6 +451,8 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	failed := c.failed
 	c.lock.Unlock()
 	c.manifest.Ended = at
+	c.manifest.StopReason = string(call.StopReason)
+	c.rec.StopReason = string(call.StopReason)
 	c.rec.EndedAt = at
 	c.rec.State = storage.StateFinished
 	if failed != nil {
