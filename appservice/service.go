@@ -53,6 +53,9 @@ type Config struct {
 	Permissions config.Permissions
 	// CommandPrefix starts a command in a room message (e.g. "!rec").
 	CommandPrefix string
+	// MinPowerLevel is the lowest room power level for commands that
+	// require an event level (start, stop, auto), on top of that level.
+	MinPowerLevel int
 }
 
 // Options are what New needs.
@@ -146,6 +149,9 @@ func New(opts Options) (*Service, error) {
 	s.commands = newCommandSet(s)
 	return s, nil
 }
+
+// CommandPrefix is the configured command prefix.
+func (s *Service) CommandPrefix() string { return s.cfg.CommandPrefix }
 
 // BotUserID is the bot's MXID.
 func (s *Service) BotUserID() id.UserID {

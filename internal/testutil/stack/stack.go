@@ -36,6 +36,10 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
+	// Configure changes the recorder's config before it starts.
+	Configure func(*config.Config)
+	// StopCheckInterval overrides how often stop conditions are checked.
+	StopCheckInterval time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -76,6 +80,9 @@ func Start(t *testing.T, opts Options) *Stack {
 	cfg.Permissions = opts.Permissions
 	if cfg.Permissions == nil {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
+	}
+	if opts.Configure != nil {
+		opts.Configure(cfg)
 	}
 	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken
@@ -120,7 +127,8 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
+	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
+		StopCheckInterval: s.opts.StopCheckInterval})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder
