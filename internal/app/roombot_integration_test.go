@@ -165,22 +165,23 @@ func TestStopConditions(t *testing.T) {
 		require.NoError(t, pa.SetMuted(ctx, false, false))
 	})
 
+	// Restarts with another config happen here, not in a subtest: the app
+	// started by a subtest is stopped when it ends.
+	s.Config.Recording.MaxDuration = 2 * time.Second
+	s.RestartApp(t)
 	t.Run("max duration", func(t *testing.T) {
-		s.Config.Recording.MaxDuration = 2 * time.Second
-		s.RestartApp(t)
 		require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
 		rec := waitStopped(t, s, roomID, 3)
 		require.Equal(t, string(callbot.StopMaxDuration), rec.StopReason)
 		s.WaitNotice(t, alice, roomID, "reached its maximum length of 2s")
 		s.WaitNotice(t, alice, roomID, "the maximum recording length of 2s was reached")
-		s.Config.Recording.MaxDuration = 0
-		s.RestartApp(t)
 	})
 
+	s.Config.Recording.MaxDuration = 0
+	s.RestartApp(t)
 	t.Run("call terminated", func(t *testing.T) {
 		require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
-		st := s.BotKey(t, roomID)
-		_ = st
+		s.BotKey(t, roomID)
 		status, err := s.App.Calls.Status(ctx, roomID)
 		require.NoError(t, err)
 		var content map[string]any
