@@ -52,10 +52,9 @@ func (d *Device) RequestRoomKey(ctx context.Context, evt *event.Event) error {
 	}
 	targets := map[id.UserID][]id.DeviceID{evt.Sender: {"*"}}
 	//lint:ignore SA1019 js-sdk 36 and older still send device_id; newer ones omit it
-	if content.DeviceID != "" {
-		targets[evt.Sender] = []id.DeviceID{content.DeviceID} //nolint:staticcheck
+	if sender := content.DeviceID; sender != "" {
+		targets[evt.Sender] = []id.DeviceID{sender}
 	}
-	//lint:ignore SA1019 the request carries the deprecated sender_key for old clients
 	return d.mach.SendRoomKeyRequest(ctx, evt.RoomID, content.SenderKey, content.SessionID, "", targets)
 }
 
@@ -66,7 +65,6 @@ func (d *Device) WaitForRoomKey(ctx context.Context, evt *event.Event, timeout t
 	if !ok {
 		return false
 	}
-	//lint:ignore SA1019 sender_key identifies the session for mautrix's waiters
 	return d.mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, timeout)
 }
 
