@@ -54,6 +54,14 @@ func (s *Service) BotDeviceID() id.DeviceID {
 	}
 }
 
+// PendingRoomKeys is how many undecryptable events wait for their room
+// keys.
+func (s *Service) PendingRoomKeys() int {
+	s.waitLock.Lock()
+	defer s.waitLock.Unlock()
+	return s.keyWaiters
+}
+
 // decryptRoomEvent decrypts evt. When the room key is missing it asks the
 // sender for it and waits in the background, bounded by the key wait; the
 // event is handled again in the room's order once the key is there. nil

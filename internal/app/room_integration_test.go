@@ -24,7 +24,8 @@ import (
 // helper: it encrypts what it sends to encrypted rooms and decrypts what it
 // receives.
 type cryptoUser struct {
-	cli *mautrix.Client
+	cli    *mautrix.Client
+	helper *cryptohelper.CryptoHelper
 
 	lock     sync.Mutex
 	messages []*event.Event // decrypted m.room.message events, in order
@@ -40,7 +41,7 @@ func newCryptoUser(t *testing.T, s *stack.Stack, localpart string) *cryptoUser {
 	helper.DBAccountID = string(cli.UserID)
 	require.NoError(t, helper.Init(ctx))
 	cli.Crypto = helper
-	u := &cryptoUser{cli: cli}
+	u := &cryptoUser{cli: cli, helper: helper}
 	syncer := cli.Syncer.(*mautrix.DefaultSyncer)
 	syncer.OnEventType(event.EventMessage, func(ctx context.Context, evt *event.Event) {
 		u.lock.Lock()
@@ -154,4 +155,87 @@ func TestEncryptedRoomCommands(t *testing.T) {
 	// Events of a room are handled in order: both were handled before that reply.
 	require.Empty(t, bob.repliesTo(bot, noticeID), "the bot answered a notice")
 	require.Empty(t, bob.repliesTo(bot, bogus.EventID), "the bot answered an undecryptable event")
+}
+
+// sendWithKeyFor encrypts a command with a new outbound Megolm session of
+// the user's, shared only with the given users, and sends it. It returns
+// the event ID, the session and the session's key as it was before the
+// command (for sharing it later: mautrix shares a session once).
+func (u *cryptoUser) sendWithKeyFor(t *testing.T, ctx context.Context, roomID id.RoomID, body string, users ...id.UserID) (id.EventID, id.SessionID, event.Content) {
+	t.Helper()
+	mach := u.helper.Machine()
+	require.NoError(t, mach.CryptoStore.RemoveOutboundGroupSession(ctx, roomID))
+	require.NoError(t, mach.ShareGroupSession(ctx, roomID, users))
+	sess, err := mach.CryptoStore.GetOutboundGroupSession(ctx, roomID)
+	require.NoError(t, err)
+	key := sess.ShareContent()
+	enc, err := mach.EncryptMegolmEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
+	require.NoError(t, err)
+	resp, err := u.cli.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc)
+	require.NoError(t, err)
+	return resp.EventID, enc.SessionID, key
+}
+
+// shareKeyLate sends a room key (from sendWithKeyFor) to one device, Olm-encrypted.
+func (u *cryptoUser) shareKeyLate(t *testing.T, ctx context.Context, userID id.UserID, deviceID id.DeviceID, key event.Content) {
+	t.Helper()
+	mach := u.helper.Machine()
+	dev, err := mach.GetOrFetchDevice(ctx, userID, deviceID)
+	require.NoError(t, err)
+	require.NoError(t, mach.SendEncryptedToDevice(ctx, dev, event.ToDeviceRoomKey, key))
+}
+
+// botHasKey reports whether the bot's crypto store holds the Megolm session.
+func botHasKey(s *stack.Stack, sessionID id.SessionID) bool {
+	var n int
+	err := s.App.DB.QueryRow(s.Ctx(), `SELECT COUNT(*) FROM crypto_megolm_inbound_session
+		WHERE account_id=$1 AND session_id=$2 AND session IS NOT NULL`, string(s.App.AS.BotUserID()), string(sessionID)).Scan(&n)
+	return err == nil && n == 1
+}
+
+// TestLateRoomKey: a command whose Megolm key reaches the bot late (after a
+// refused key request) is answered once the key arrives; one whose key
+// arrives after the bounded wait is never answered.
+func TestLateRoomKey(t *testing.T) {
+	s := stack.Start(t, stack.Options{RoomKeyWait: 10 * time.Second})
+	ctx := s.Ctx()
+	bot := s.App.AS.BotUserID()
+	alice := newCryptoUser(t, s, "alice")
+	bob := newCryptoUser(t, s, "bob")
+	roomID := s.HS.CreateRoom(ctx, t, alice.cli, homeserver.RoomOptions{
+		Name: "Late keys", Encrypted: true, Invite: []id.UserID{bot, bob.cli.UserID},
+	})
+	alice.waitReply(t, bot, "", "help")
+	require.Eventually(t, func() bool {
+		members, err := alice.cli.StateStore.GetRoomJoinedOrInvitedMembers(ctx, roomID)
+		return err == nil && len(members) == 3
+	}, stack.Deadline, 50*time.Millisecond)
+	// handled waits until the bot has handled everything sent before: it
+	// handles a room's events in order.
+	handled := func() {
+		evtID := bob.send(t, ctx, roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "!rec version"})
+		bob.waitReply(t, bot, evtID, "recorder")
+	}
+
+	// The session goes to bob only. The bot asks alice's device for it,
+	// which refuses (withheld: the bot was not a recipient); the bot waits
+	// on, and alice shares the session with it later.
+	late, _, lateKey := alice.sendWithKeyFor(t, ctx, roomID, "!rec list", bob.cli.UserID)
+	handled()
+	require.Empty(t, alice.repliesTo(bot, late))
+	require.Equal(t, 1, s.App.AS.PendingRoomKeys(), "the bot is not waiting for the key")
+	alice.shareKeyLate(t, ctx, bot, s.App.AS.BotDeviceID(), lateKey)
+	reply := alice.waitReply(t, bot, late, "no recordings")
+	require.True(t, reply.Mautrix.WasEncrypted)
+
+	// A new session, again for bob only, whose key reaches the bot after
+	// the wait is over: that command stays unanswered.
+	tooLate, session, tooLateKey := alice.sendWithKeyFor(t, ctx, roomID, "!rec list", bob.cli.UserID)
+	handled()
+	require.Eventually(t, func() bool { return s.App.AS.PendingRoomKeys() == 0 }, stack.Deadline, 50*time.Millisecond,
+		"the key wait did not end")
+	alice.shareKeyLate(t, ctx, bot, s.App.AS.BotDeviceID(), tooLateKey)
+	require.Eventually(t, func() bool { return botHasKey(s, session) }, stack.Deadline, 50*time.Millisecond, "the key did not arrive")
+	handled()
+	require.Empty(t, alice.repliesTo(bot, tooLate), "a command was answered after its key wait was over")
 }

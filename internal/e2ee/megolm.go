@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
@@ -58,14 +59,47 @@ func (d *Device) RequestRoomKey(ctx context.Context, evt *event.Event) error {
 	return d.mach.SendRoomKeyRequest(ctx, evt.RoomID, content.SenderKey, content.SessionID, "", targets)
 }
 
+// withheldPoll is how often a withheld session is looked at again: a sender
+// may refuse a key request (m.room_key.withheld) and share the key later.
+const withheldPoll = 250 * time.Millisecond
+
 // WaitForRoomKey waits up to timeout for evt's Megolm session to arrive (by
-// m.room_key or a forwarded key) and reports whether it did.
+// m.room_key or a forwarded key) and reports whether it did. A withheld
+// notice does not end the wait: the key may still come before the deadline.
 func (d *Device) WaitForRoomKey(ctx context.Context, evt *event.Event, timeout time.Duration) bool {
 	content, ok := evt.Content.Parsed.(*event.EncryptedEventContent)
 	if !ok {
 		return false
 	}
-	return d.mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, timeout)
+	deadline := time.Now().Add(timeout)
+	loggedWithheld := false
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return false
+		}
+		if !d.mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, remaining) {
+			return false
+		}
+		sess, err := d.store.GetGroupSession(ctx, evt.RoomID, content.SessionID)
+		switch {
+		case sess != nil:
+			return true
+		case errors.Is(err, crypto.ErrGroupSessionWithheld):
+			if !loggedWithheld {
+				zerolog.Ctx(ctx).Info().Err(err).Msg("Sender withheld the room key; waiting on in case it is shared later")
+				loggedWithheld = true
+			}
+		case err != nil:
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to read the room key")
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(withheldPoll, time.Until(deadline))):
+		}
+	}
 }
 
 // EncryptRoomEvent encrypts content for the room with the device's outbound

@@ -40,6 +40,8 @@ type Options struct {
 	Configure func(*config.Config)
 	// StopCheckInterval overrides how often stop conditions are checked.
 	StopCheckInterval time.Duration
+	// RoomKeyWait overrides how long an undecryptable event waits for its key.
+	RoomKeyWait time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -128,7 +130,7 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
 	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
-		StopCheckInterval: s.opts.StopCheckInterval})
+		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder
