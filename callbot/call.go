@@ -154,7 +154,9 @@ func (c *Call) run(ctx context.Context) {
 	log.Info().Str("conf_id", string(c.conf.ConfID)).Stringer("device_id", c.dev.DeviceID()).Str("session_id", string(c.session)).Msg("Joined group call")
 	c.m.sink.CallJoined(ctx, c.info())
 	// Whoever started it (command, API), the room is told it is recorded.
-	c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.dev.UserID(), c.m.cfg.CommandPrefix))
+	if !c.m.cfg.NoRecordingNotices {
+		c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.dev.UserID(), c.m.cfg.CommandPrefix))
+	}
 	if c.m.met != nil {
 		c.m.met.ActiveCalls.Inc()
 		defer c.m.met.ActiveCalls.Dec()
@@ -338,7 +340,7 @@ func (c *Call) leave(ctx context.Context, reason StopReason) {
 	sinkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveSinkTimeout)
 	c.m.sink.CallLeft(sinkCtx, c.info(), time.Now())
 	cancel()
-	if !c.m.cfg.NoLeaveNotice {
+	if !c.m.cfg.NoRecordingNotices {
 		c.m.notice(ctx, c.roomID, "Stopped recording this call.")
 	}
 	log.Info().Msg("Left group call")

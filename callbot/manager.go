@@ -37,9 +37,9 @@ type Config struct {
 	WebRTC config.WebRTCConfig
 	// CommandPrefix is what the room is told to say to stop a recording.
 	CommandPrefix string
-	// NoLeaveNotice leaves the "stopped" notice to someone else (the room
-	// controller announces stops with more detail).
-	NoLeaveNotice bool
+	// NoRecordingNotices leaves the "recording" and "stopped" notices to
+	// someone else (the room controller announces both with more detail).
+	NoRecordingNotices bool
 }
 
 // Options configure a Manager.

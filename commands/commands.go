@@ -70,7 +70,9 @@ func Register(svc *appservice.Service, opts Options) {
 		Name: "start", Aliases: []string{"join", "record"}, Help: "Join this room's group call and record it.",
 		RequiresEventLevel: &callLevel, Action: "start a recording",
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, start(ctx, opts.Room, ce.RoomID, ce.Sender))
+			if reply := start(ctx, opts.Room, ce.RoomID, ce.Sender); reply != "" {
+				ce.Reply(ctx, reply)
+			}
 		},
 	})
 	svc.RegisterCommand(&appservice.Command{
@@ -134,7 +136,7 @@ func start(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) strin
 	case errors.Is(err, callbot.ErrNoCall):
 		return "There is no group call in this room to record. Start one, then try again."
 	case errors.Is(err, callbot.ErrPowerLevel):
-		return failure(ctx, err, "I can't join the call") + " A room admin can lower the level needed for call member events."
+		return "" // the call bot told the room which level is needed
 	default:
 		return failure(ctx, err, "I couldn't join the call")
 	}

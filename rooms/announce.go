@@ -22,10 +22,13 @@ func (c *Controller) announceStart(ctx context.Context, ar *activeRec) {
 	if c.cfg.Announce {
 		var b strings.Builder
 		b.WriteString("🔴 **This call is being recorded**")
-		if ar.startedBy != "" {
+		switch {
+		case ar.startedBy != "":
 			fmt.Fprintf(&b, ", started by %s", ar.startedBy)
-		} else {
-			b.WriteString(" (started automatically)")
+		case ar.auto:
+			b.WriteString(" (started automatically: auto-record is on in this room)")
+		default:
+			b.WriteString(" (started by the recorder's operator)")
 		}
 		fmt.Fprintf(&b, ". Say `%s stop` to stop the recording.", c.prefix)
 		if c.cfg.RequireConsent {

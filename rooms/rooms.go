@@ -115,6 +115,7 @@ type Controller struct {
 	lock      sync.Mutex
 	active    map[id.RoomID]*activeRec
 	starters  map[id.RoomID]id.UserID // who asked for the next start
+	autoStart map[id.RoomID]bool      // the next start is auto-record's
 	stoppers  map[id.RoomID]id.UserID // who asked for the stop
 	suppress  map[id.RoomID]bool      // auto-record waits for a new group call
 	lastStops map[id.RoomID]*storage.Recording
@@ -128,6 +129,7 @@ type Controller struct {
 type activeRec struct {
 	info      callbot.CallInfo
 	startedBy id.UserID
+	auto      bool // started by auto-record
 	lastMedia atomic.Int64 // unix nanos
 	bytes     atomic.Int64
 	done      chan struct{}
@@ -144,7 +146,7 @@ func New(opts Options) *Controller {
 		cfg: opts.Config, prefix: opts.CommandPrefix, calls: opts.Calls, mx: opts.Matrix, settings: opts.Settings,
 		recs: opts.Recordings, consent: opts.Consent, interval: opts.CheckInterval,
 		jobs:   mailbox.New[func(ctx context.Context)](),
-		active: map[id.RoomID]*activeRec{}, starters: map[id.RoomID]id.UserID{}, stoppers: map[id.RoomID]id.UserID{},
+		active: map[id.RoomID]*activeRec{}, starters: map[id.RoomID]id.UserID{}, autoStart: map[id.RoomID]bool{}, stoppers: map[id.RoomID]id.UserID{},
 		suppress: map[id.RoomID]bool{}, lastStops: map[id.RoomID]*storage.Recording{},
 	}
 	if c.interval <= 0 {
@@ -283,7 +285,7 @@ func (c *Controller) SetAuto(ctx context.Context, roomID id.RoomID, on bool) (jo
 	c.lock.Lock()
 	delete(c.suppress, roomID)
 	c.lock.Unlock()
-	_, err = c.calls.Join(ctx, roomID)
+	_, err = c.joinAuto(ctx, roomID)
 	switch {
 	case err == nil:
 		return true, nil
@@ -361,7 +363,7 @@ func (c *Controller) autoJoin(ctx context.Context, roomID id.RoomID) {
 	if !on {
 		return
 	}
-	_, err = c.calls.Join(ctx, roomID)
+	_, err = c.joinAuto(ctx, roomID)
 	switch {
 	case err == nil:
 		log.Info().Msg("Auto-record joined the call")
@@ -371,6 +373,20 @@ func (c *Controller) autoJoin(ctx context.Context, roomID id.RoomID) {
 		log.Err(err).Str("ref", ref).Msg("Auto-record failed to join the call")
 		c.mx.SendNotice(ctx, roomID, fmt.Sprintf("Auto-record could not join the call: %s (reference `%s`).", PlainError(err), ref), "")
 	}
+}
+
+// joinAuto joins the room's call for auto-record.
+func (c *Controller) joinAuto(ctx context.Context, roomID id.RoomID) (callbot.CallStatus, error) {
+	c.lock.Lock()
+	c.autoStart[roomID] = true
+	c.lock.Unlock()
+	st, err := c.calls.Join(ctx, roomID)
+	if err != nil {
+		c.lock.Lock()
+		delete(c.autoStart, roomID)
+		c.lock.Unlock()
+	}
+	return st, err
 }
 
 // PlainError says what went wrong without internals.
@@ -395,8 +411,9 @@ func (c *Controller) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	ar := &activeRec{info: call, done: make(chan struct{}), recorded: map[id.UserID]bool{}}
 	ar.lastMedia.Store(time.Now().UnixNano())
 	c.lock.Lock()
-	ar.startedBy = c.starters[call.RoomID]
+	ar.startedBy, ar.auto = c.starters[call.RoomID], c.autoStart[call.RoomID]
 	delete(c.starters, call.RoomID)
+	delete(c.autoStart, call.RoomID)
 	c.active[call.RoomID] = ar
 	c.lock.Unlock()
 	c.jobs.Push(func(ctx context.Context) { c.announceStart(logCtx(ctx, call), ar) })

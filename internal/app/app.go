@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		sink = append(sink, opts.Observer)
 	}
 	calls, err := callbot.New(callbot.Options{
-		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, NoLeaveNotice: true},
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, NoRecordingNotices: true},
 		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met,
 	})
 	if err != nil {
