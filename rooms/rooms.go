@@ -129,7 +129,7 @@ type Controller struct {
 type activeRec struct {
 	info      callbot.CallInfo
 	startedBy id.UserID
-	auto      bool // started by auto-record
+	auto      bool         // started by auto-record
 	lastMedia atomic.Int64 // unix nanos
 	bytes     atomic.Int64
 	done      chan struct{}

@@ -118,7 +118,7 @@ func TestAutoRecord(t *testing.T) {
 
 	s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
 	s.BotKey(t, roomID)
-	s.WaitNotice(t, alice, roomID, "This call is being recorded** (started automatically)")
+	s.WaitNotice(t, alice, roomID, "This call is being recorded** (started automatically: auto-record is on")
 
 	s.RestartApp(t)
 	require.Eventually(t, func() bool {
