@@ -59,6 +59,7 @@ func newTestService(t *testing.T, txns TxnStore) *Service {
 	require.NoError(t, err)
 	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
 	s.startLoops(ctx)
+	close(s.botReady) // no bot device in unit tests
 	t.Cleanup(func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -369,6 +370,7 @@ func TestHSTokenInQueryWhenConfigured(t *testing.T) {
 	require.NoError(t, err)
 	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
 	s.startLoops(ctx)
+	close(s.botReady) // no bot device in unit tests
 	t.Cleanup(func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

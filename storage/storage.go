@@ -41,6 +41,7 @@ type DB struct {
 	Recording   *RecordingQuery
 	File        *RecordingFileQuery
 	ActiveCall  *ActiveCallQuery
+	Consent     *ConsentQuery
 }
 
 // Open connects to the database and applies every pending schema upgrade.
@@ -129,5 +130,6 @@ func Wrap(raw *dbutil.Database) *DB {
 		Recording:   &RecordingQuery{dbutil.MakeQueryHelper(raw, newRecording)},
 		File:        &RecordingFileQuery{dbutil.MakeQueryHelper(raw, newRecordingFile)},
 		ActiveCall:  &ActiveCallQuery{db: raw},
+		Consent:     &ConsentQuery{db: raw},
 	}
 }

@@ -65,16 +65,19 @@ func (s storageRecordings) DeleteRecording(ctx context.Context, id storage.Recor
 
 // Recording is a recording as the API shows it.
 type Recording struct {
-	ID           storage.RecordingID    `json:"id"`
-	RoomID       id.RoomID              `json:"room_id"`
-	ConfID       string                 `json:"conf_id"`
-	State        storage.RecordingState `json:"state"`
-	Error        string                 `json:"error,omitempty"`
-	StartedAt    time.Time              `json:"started_at"`
-	EndedAt      *time.Time             `json:"ended_at"` // null while recording
-	DurationMS   int64                  `json:"duration_ms"`
-	Participants []id.UserID            `json:"participants"`
-	Tracks       []Track                `json:"tracks"`
+	ID     storage.RecordingID    `json:"id"`
+	RoomID id.RoomID              `json:"room_id"`
+	ConfID string                 `json:"conf_id"`
+	State  storage.RecordingState `json:"state"`
+	Error  string                 `json:"error,omitempty"`
+	// StopReason says why it stopped: stopped, empty, no_media,
+	// max_duration, call_ended, removed, shutdown; empty while recording.
+	StopReason   string      `json:"stop_reason,omitempty"`
+	StartedAt    time.Time   `json:"started_at"`
+	EndedAt      *time.Time  `json:"ended_at"` // null while recording
+	DurationMS   int64       `json:"duration_ms"`
+	Participants []id.UserID `json:"participants"`
+	Tracks       []Track     `json:"tracks"`
 	// Manifest is the recording's manifest.json, only in the single
 	// recording response, null if the recording has none (yet).
 	Manifest *json.RawMessage `json:"manifest,omitempty"`
@@ -413,7 +416,7 @@ func mediaKind(f *storage.RecordingFile, container string) string {
 
 func toRecording(rec *storage.Recording, files []*storage.RecordingFile, now time.Time) Recording {
 	out := Recording{
-		ID: rec.ID, RoomID: rec.RoomID, ConfID: rec.ConfID, State: rec.State, Error: rec.Error,
+		ID: rec.ID, RoomID: rec.RoomID, ConfID: rec.ConfID, State: rec.State, Error: rec.Error, StopReason: rec.StopReason,
 		StartedAt: rec.StartedAt.UTC(), Participants: []id.UserID{}, Tracks: make([]Track, 0, len(files)),
 	}
 	seen := map[id.UserID]bool{}

@@ -36,8 +36,12 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
-	// Configure adjusts the config last (limits, timeouts).
+	// Configure changes the recorder's config before it starts.
 	Configure func(*config.Config)
+	// StopCheckInterval overrides how often stop conditions are checked.
+	StopCheckInterval time.Duration
+	// RoomKeyWait overrides how long an undecryptable event waits for its key.
+	RoomKeyWait time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -125,7 +129,8 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
+	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
+		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder
