@@ -93,7 +93,7 @@ type Service struct {
 	commands     *commandSet
 
 	queuesLock sync.Mutex
-	queues     map[id.RoomID]chan *queuedEvent
+	queues     map[id.RoomID]*roomQueue
 
 	// The bot's own device (encrypted rooms); botReady is closed once it
 	// runs, and room events wait for it.
@@ -110,8 +110,9 @@ type Service struct {
 	server   *http.Server
 }
 
-// roomQueueSize bounds each room's backlog; the transaction handler waits
-// when a room is that far behind, which back-pressures the homeserver.
+// roomQueueSize bounds each room's backlog; beyond it the room's oldest
+// events are dropped: the transaction handler, which serves every room,
+// never waits for one room.
 const roomQueueSize = 256
 
 // New builds the service; Start runs it.
@@ -137,7 +138,7 @@ func New(opts Options) (*Service, error) {
 		AS:        as,
 		userRegex: regexp.MustCompile("^@" + regexp.QuoteMeta(cfg.Appservice.UserPrefix) + "[a-z0-9._=/+-]+:" + regexp.QuoteMeta(cfg.Homeserver.Domain) + "$"),
 		handlers:  make(map[event.Type][]EventHandler),
-		queues:    make(map[id.RoomID]chan *queuedEvent),
+		queues:    make(map[id.RoomID]*roomQueue),
 		botReady:  make(chan struct{}),
 		keyWait:   opts.RoomKeyWait,
 	}
@@ -307,23 +308,41 @@ func (s *Service) enqueue(ctx context.Context, qe *queuedEvent) {
 		return
 	}
 	s.queuesLock.Lock()
-	queue, ok := s.queues[evt.RoomID]
-	if !ok {
-		queue = make(chan *queuedEvent, roomQueueSize)
-		s.queues[evt.RoomID] = queue
-		s.wg.Add(1)
-		go s.runRoomQueue(ctx, evt.RoomID, queue)
+	defer s.queuesLock.Unlock()
+	q := s.queues[evt.RoomID]
+	if q == nil {
+		q = &roomQueue{}
+		s.queues[evt.RoomID] = q
 	}
-	s.queuesLock.Unlock()
-	select {
-	case queue <- qe:
-	case <-ctx.Done():
+	if len(q.items) >= roomQueueSize {
+		// Never block the transaction handler, which serves every room:
+		// a room that floods the recorder loses its oldest events.
+		q.items = q.items[1:]
+		if !q.warned {
+			q.warned = true
+			zerolog.Ctx(ctx).Warn().Stringer("room_id", evt.RoomID).Int("backlog", roomQueueSize).
+				Msg("A room sends more events than the recorder handles; dropping its oldest")
+		}
+	}
+	q.items = append(q.items, qe)
+	if !q.running {
+		q.running = true
+		s.wg.Add(1)
+		go s.runRoomQueue(ctx, evt.RoomID, q)
 	}
 }
 
-// runRoomQueue handles one room's events strictly in arrival order. It lives
-// as long as the service.
-func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, queue <-chan *queuedEvent) {
+// roomQueue is one room's backlog; at most one goroutine drains it, and
+// only while it holds events (under queuesLock).
+type roomQueue struct {
+	items   []*queuedEvent
+	running bool
+	warned  bool
+}
+
+// runRoomQueue handles one room's events strictly in arrival order, and
+// ends (forgetting the room's queue) when the backlog is empty.
+func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, q *roomQueue) {
 	defer s.wg.Done()
 	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Logger()
 	ctx = log.WithContext(ctx)
@@ -333,13 +352,21 @@ func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, queue <-ch
 		return
 	case <-s.botReady:
 	}
-	for {
-		select {
-		case <-ctx.Done():
+	for ctx.Err() == nil {
+		s.queuesLock.Lock()
+		if len(q.items) == 0 {
+			q.running = false
+			if s.queues[roomID] == q {
+				delete(s.queues, roomID)
+			}
+			s.queuesLock.Unlock()
 			return
-		case qe := <-queue:
-			s.handleRoomEvent(ctx, qe.evt, qe.keyRetried)
 		}
+		qe := q.items[0]
+		q.items[0] = nil
+		q.items = q.items[1:]
+		s.queuesLock.Unlock()
+		s.handleRoomEvent(ctx, qe.evt, qe.keyRetried)
 	}
 }
 
