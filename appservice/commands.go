@@ -213,8 +213,10 @@ func (s *Service) commandText(ctx context.Context, roomID id.RoomID, content *ev
 }
 
 // cutWord reports whether body starts with word followed by whitespace or the end.
+// The comparison folds case byte for byte: lowercasing may change a
+// string's length, so it is never used to find where the word ends.
 func cutWord(body, word string) (string, bool) {
-	if !strings.HasPrefix(strings.ToLower(body), strings.ToLower(word)) {
+	if len(body) < len(word) || !strings.EqualFold(body[:len(word)], word) {
 		return "", false
 	}
 	rest := body[len(word):]
