@@ -27,7 +27,10 @@ type Command struct {
 	// RequiresEventLevel, when set, also requires the sender's room power
 	// level to allow sending that event type; config admins bypass it.
 	RequiresEventLevel *event.Type
-	Func               func(ctx context.Context, ce *CommandEvent)
+	// Action names what the command does, for a refusal ("start a
+	// recording").
+	Action string
+	Func   func(ctx context.Context, ce *CommandEvent)
 }
 
 // CommandEvent is one invocation of a command.
@@ -162,8 +165,20 @@ func (s *Service) handleMessage(ctx context.Context, evt *event.Event) {
 			ce.Reply(ctx, "I couldn't check your power level in this room; try again later.")
 			return
 		}
-		if levels.GetUserLevel(evt.Sender) < levels.GetEventLevel(*cmd.RequiresEventLevel) {
-			ce.Reply(ctx, "That command needs the power level to send `%s` events in this room.", cmd.RequiresEventLevel.Type)
+		eventLevel := levels.GetEventLevel(*cmd.RequiresEventLevel)
+		need, have := max(eventLevel, s.cfg.MinPowerLevel), levels.GetUserLevel(evt.Sender)
+		if have < need {
+			action := cmd.Action
+			if action == "" {
+				action = "use `" + cmd.Name + "`"
+			}
+			why := fmt.Sprintf("the level to start calls (`%s`) here is %d", cmd.RequiresEventLevel.Type, eventLevel)
+			if s.cfg.MinPowerLevel > eventLevel {
+				why = fmt.Sprintf("this recorder requires at least %d", s.cfg.MinPowerLevel)
+			}
+			log.Info().Int("need", need).Int("have", have).Msg("Refusing command: power level too low")
+			ce.Reply(ctx, "You need power level %d in this room to %s (%s); you have %d. A room admin can raise your level, "+
+				"or a recorder admin can do it for you.", need, action, why, have)
 			return
 		}
 	}
@@ -198,8 +213,10 @@ func (s *Service) commandText(ctx context.Context, roomID id.RoomID, content *ev
 }
 
 // cutWord reports whether body starts with word followed by whitespace or the end.
+// The comparison folds case byte for byte: lowercasing may change a
+// string's length, so it is never used to find where the word ends.
 func cutWord(body, word string) (string, bool) {
-	if !strings.HasPrefix(strings.ToLower(body), strings.ToLower(word)) {
+	if len(body) < len(word) || !strings.EqualFold(body[:len(word)], word) {
 		return "", false
 	}
 	rest := body[len(word):]

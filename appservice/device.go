@@ -53,7 +53,10 @@ type Device struct {
 	// client acts as the device (its own access token): to-device, keys, sync.
 	client *mautrix.Client
 	crypto crypto
-	opts   deviceOptions
+	// olm is the real machine behind crypto (nil with a test fake); the
+	// bot's device uses it for Megolm.
+	olm  *e2ee.Device
+	opts deviceOptions
 
 	cancel context.CancelFunc
 	done   chan struct{}

@@ -71,6 +71,7 @@ func (s *Service) afterJoin(ctx context.Context, roomID id.RoomID) {
 	if _, err := s.Bot.PowerLevels(ctx, roomID); err != nil {
 		log.Warn().Err(err).Msg("Failed to fetch power levels")
 	}
+	s.loadEncryption(ctx, roomID)
 	first, err := s.rooms.MarkGreeted(ctx, roomID)
 	if err != nil {
 		log.Err(err).Msg("Failed to mark room greeted")

@@ -53,6 +53,9 @@ type Config struct {
 	Permissions config.Permissions
 	// CommandPrefix starts a command in a room message (e.g. "!rec").
 	CommandPrefix string
+	// MinPowerLevel is the lowest room power level for commands that
+	// require an event level (start, stop, auto), on top of that level.
+	MinPowerLevel int
 }
 
 // Options are what New needs.
@@ -64,6 +67,9 @@ type Options struct {
 	// VirtualUsers configures the virtual users' devices.
 	VirtualUsers VirtualUsersOptions
 	Version      string // shown by the help and version commands
+	// RoomKeyWait bounds the wait for a late Megolm room key
+	// (DefaultRoomKeyWait when zero).
+	RoomKeyWait time.Duration
 }
 
 // EventHandler handles a room event in that room's order.
@@ -87,7 +93,15 @@ type Service struct {
 	commands     *commandSet
 
 	queuesLock sync.Mutex
-	queues     map[id.RoomID]chan *event.Event
+	queues     map[id.RoomID]*roomQueue
+
+	// The bot's own device (encrypted rooms); botReady is closed once it
+	// runs, and room events wait for it.
+	botDev     *Device
+	botReady   chan struct{}
+	keyWait    time.Duration
+	waitLock   sync.Mutex
+	keyWaiters int
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -96,8 +110,9 @@ type Service struct {
 	server   *http.Server
 }
 
-// roomQueueSize bounds each room's backlog; the transaction handler waits
-// when a room is that far behind, which back-pressures the homeserver.
+// roomQueueSize bounds each room's backlog; beyond it the room's oldest
+// events are dropped: the transaction handler, which serves every room,
+// never waits for one room.
 const roomQueueSize = 256
 
 // New builds the service; Start runs it.
@@ -123,13 +138,21 @@ func New(opts Options) (*Service, error) {
 		AS:        as,
 		userRegex: regexp.MustCompile("^@" + regexp.QuoteMeta(cfg.Appservice.UserPrefix) + "[a-z0-9._=/+-]+:" + regexp.QuoteMeta(cfg.Homeserver.Domain) + "$"),
 		handlers:  make(map[event.Type][]EventHandler),
-		queues:    make(map[id.RoomID]chan *event.Event),
+		queues:    make(map[id.RoomID]*roomQueue),
+		botReady:  make(chan struct{}),
+		keyWait:   opts.RoomKeyWait,
+	}
+	if s.keyWait <= 0 {
+		s.keyWait = DefaultRoomKeyWait
 	}
 	s.Bot = as.Intent(s.BotUserID())
 	s.Users = newVirtualUsers(s, opts.VirtualUsers)
 	s.commands = newCommandSet(s)
 	return s, nil
 }
+
+// CommandPrefix is the configured command prefix.
+func (s *Service) CommandPrefix() string { return s.cfg.CommandPrefix }
 
 // BotUserID is the bot's MXID.
 func (s *Service) BotUserID() id.UserID {
@@ -221,7 +244,7 @@ func (s *Service) setupBot(ctx context.Context) error {
 		}
 	}
 	zerolog.Ctx(ctx).Info().Stringer("bot", s.Bot.UserID).Msg("Bot user ready")
-	return nil
+	return s.startBotDevice(ctx)
 }
 
 // Stop stops the listener, the event loops and every virtual user's sync.
@@ -232,6 +255,13 @@ func (s *Service) Stop(ctx context.Context) error {
 		}
 	}
 	s.Users.stopAll(ctx)
+	select {
+	case <-s.botReady:
+		if s.botDev != nil {
+			s.botDev.stop(ctx)
+		}
+	default:
+	}
 	if s.bgCancel != nil {
 		s.bgCancel()
 	}
@@ -253,7 +283,7 @@ func (s *Service) consumeEvents(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case evt := <-s.AS.Events:
-			s.enqueueRoomEvent(ctx, evt)
+			s.enqueue(ctx, &queuedEvent{evt: evt})
 		case evt := <-s.AS.ToDeviceEvents:
 			s.Users.handleTransactionToDevice(ctx, evt)
 		case dl := <-s.AS.DeviceLists:
@@ -264,43 +294,83 @@ func (s *Service) consumeEvents(ctx context.Context) {
 	}
 }
 
-func (s *Service) enqueueRoomEvent(ctx context.Context, evt *event.Event) {
+// queuedEvent is a room event waiting in its room's queue; keyRetried marks
+// an encrypted event queued again after its late room key arrived.
+type queuedEvent struct {
+	evt        *event.Event
+	keyRetried bool
+}
+
+func (s *Service) enqueue(ctx context.Context, qe *queuedEvent) {
+	evt := qe.evt
 	if evt.RoomID == "" {
 		zerolog.Ctx(ctx).Warn().Stringer("event_id", evt.ID).Msg("Dropping room event without room ID")
 		return
 	}
 	s.queuesLock.Lock()
-	queue, ok := s.queues[evt.RoomID]
-	if !ok {
-		queue = make(chan *event.Event, roomQueueSize)
-		s.queues[evt.RoomID] = queue
-		s.wg.Add(1)
-		go s.runRoomQueue(ctx, evt.RoomID, queue)
+	defer s.queuesLock.Unlock()
+	q := s.queues[evt.RoomID]
+	if q == nil {
+		q = &roomQueue{}
+		s.queues[evt.RoomID] = q
 	}
-	s.queuesLock.Unlock()
-	select {
-	case queue <- evt:
-	case <-ctx.Done():
+	if len(q.items) >= roomQueueSize {
+		// Never block the transaction handler, which serves every room:
+		// a room that floods the recorder loses its oldest events.
+		q.items = q.items[1:]
+		if !q.warned {
+			q.warned = true
+			zerolog.Ctx(ctx).Warn().Stringer("room_id", evt.RoomID).Int("backlog", roomQueueSize).
+				Msg("A room sends more events than the recorder handles; dropping its oldest")
+		}
+	}
+	q.items = append(q.items, qe)
+	if !q.running {
+		q.running = true
+		s.wg.Add(1)
+		go s.runRoomQueue(ctx, evt.RoomID, q)
 	}
 }
 
-// runRoomQueue handles one room's events strictly in arrival order. It lives
-// as long as the service.
-func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, queue <-chan *event.Event) {
+// roomQueue is one room's backlog; at most one goroutine drains it, and
+// only while it holds events (under queuesLock).
+type roomQueue struct {
+	items   []*queuedEvent
+	running bool
+	warned  bool
+}
+
+// runRoomQueue handles one room's events strictly in arrival order, and
+// ends (forgetting the room's queue) when the backlog is empty.
+func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, q *roomQueue) {
 	defer s.wg.Done()
 	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Logger()
 	ctx = log.WithContext(ctx)
-	for {
-		select {
-		case <-ctx.Done():
+	// Nothing is handled (no invite accepted) before the bot's device runs.
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.botReady:
+	}
+	for ctx.Err() == nil {
+		s.queuesLock.Lock()
+		if len(q.items) == 0 {
+			q.running = false
+			if s.queues[roomID] == q {
+				delete(s.queues, roomID)
+			}
+			s.queuesLock.Unlock()
 			return
-		case evt := <-queue:
-			s.handleRoomEvent(ctx, evt)
 		}
+		qe := q.items[0]
+		q.items[0] = nil
+		q.items = q.items[1:]
+		s.queuesLock.Unlock()
+		s.handleRoomEvent(ctx, qe.evt, qe.keyRetried)
 	}
 }
 
-func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event) {
+func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event, keyRetried bool) {
 	log := zerolog.Ctx(ctx).With().Stringer("event_id", evt.ID).Str("event_type", evt.Type.Type).Stringer("sender", evt.Sender).Logger()
 	ctx = log.WithContext(ctx)
 	defer func() {
@@ -311,6 +381,15 @@ func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event) {
 	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) && !errors.Is(err, event.ErrUnsupportedContentType) {
 		log.Warn().Err(err).Msg("Dropping event with malformed content")
 		return
+	}
+	if evt.Type == event.EventEncrypted {
+		dec := s.decryptRoomEvent(ctx, evt, keyRetried)
+		if dec == nil {
+			return
+		}
+		evt = dec
+		log = log.With().Str("decrypted_type", evt.Type.Type).Logger()
+		ctx = log.WithContext(ctx)
 	}
 	switch evt.Type {
 	case event.StateMember:
@@ -326,15 +405,29 @@ func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event) {
 	}
 }
 
-// SendNotice sends markdown as an m.notice, as a reply when replyTo is set.
+// SendNotice sends markdown as an m.notice (Megolm-encrypted in an
+// encrypted room), as a reply when replyTo is set.
 func (s *Service) SendNotice(ctx context.Context, roomID id.RoomID, markdown string, replyTo id.EventID) {
+	if _, err := s.SendNoticeEvent(ctx, roomID, markdown, replyTo); err != nil {
+		zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
+	}
+}
+
+// SendNoticeEvent is SendNotice returning the event ID or the error.
+func (s *Service) SendNoticeEvent(ctx context.Context, roomID id.RoomID, markdown string, replyTo id.EventID) (id.EventID, error) {
 	content := renderNotice(markdown)
 	if replyTo != "" {
 		content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(replyTo)
 	}
-	if _, err := s.Bot.SendMessageEvent(ctx, roomID, event.EventMessage, content); err != nil {
-		zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
+	evtType, payload, err := s.encryptIfNeeded(ctx, roomID, event.EventMessage, content)
+	if err != nil {
+		return "", err
 	}
+	resp, err := s.Bot.SendMessageEvent(ctx, roomID, evtType, payload)
+	if err != nil {
+		return "", fmt.Errorf("failed to send notice: %w", err)
+	}
+	return resp.EventID, nil
 }
 
 // IsInRoom reports whether the state store has userID joined to roomID.

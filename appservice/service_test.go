@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -59,6 +60,7 @@ func newTestService(t *testing.T, txns TxnStore) *Service {
 	require.NoError(t, err)
 	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
 	s.startLoops(ctx)
+	close(s.botReady) // no bot device in unit tests
 	t.Cleanup(func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -369,6 +371,7 @@ func TestHSTokenInQueryWhenConfigured(t *testing.T) {
 	require.NoError(t, err)
 	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
 	s.startLoops(ctx)
+	close(s.botReady) // no bot device in unit tests
 	t.Cleanup(func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -378,4 +381,51 @@ func TestHSTokenInQueryWhenConfigured(t *testing.T) {
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, req)
 	require.Equal(t, http.StatusOK, rec.Code)
+}
+
+// TestRoomsAreIsolated: a room whose handler is stuck (or that floods the
+// recorder) neither blocks other rooms nor holds memory without bound, and
+// rooms that went quiet keep no goroutine.
+func TestRoomsAreIsolated(t *testing.T) {
+	s := newTestService(t, &memTxns{done: map[string]bool{}})
+	evtType := event.Type{Type: "org.example.test", Class: event.MessageEventType}
+	stuck := make(chan struct{})
+	handled := make(chan id.RoomID, 4*roomQueueSize)
+	s.On(evtType, func(_ context.Context, evt *event.Event) {
+		if evt.RoomID == "!stuck:localhost" {
+			<-stuck
+		}
+		handled <- evt.RoomID
+	})
+	base := runtime.NumGoroutine()
+	for range 3 * roomQueueSize {
+		s.AS.Events <- &event.Event{Type: evtType, RoomID: "!stuck:localhost", ID: "$x", Sender: "@a:localhost", Content: event.Content{Raw: map[string]any{}}}
+	}
+	s.AS.Events <- &event.Event{Type: evtType, RoomID: "!other:localhost", ID: "$y", Sender: "@a:localhost", Content: event.Content{Raw: map[string]any{}}}
+	select {
+	case room := <-handled:
+		require.Equal(t, id.RoomID("!other:localhost"), room)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stuck room blocked the others")
+	}
+	s.queuesLock.Lock()
+	backlog := len(s.queues["!stuck:localhost"].items)
+	s.queuesLock.Unlock()
+	require.LessOrEqual(t, backlog, roomQueueSize, "a room's backlog is bounded")
+	close(stuck)
+	require.Eventually(t, func() bool {
+		s.queuesLock.Lock()
+		defer s.queuesLock.Unlock()
+		return len(s.queues) == 0
+	}, 5*time.Second, 10*time.Millisecond, "quiet rooms keep no queue")
+	// Polled here, not in require.Eventually, whose own goroutine would count.
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > base; {
+		require.True(t, time.Now().Before(deadline), "quiet rooms keep no goroutine: %d, was %d\n%s", runtime.NumGoroutine(), base, goroutines())
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }

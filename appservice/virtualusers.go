@@ -12,6 +12,7 @@ import (
 	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix"
 	mautrixas "maunium.net/go/mautrix/appservice"
+	mautrixcrypto "maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -118,6 +119,21 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler ToDev
 	}
 	log := zerolog.Ctx(ctx).With().Stringer("virtual_user", userID).Logger()
 	ctx = log.WithContext(ctx)
+	dev, err := vm.startDevice(ctx, userID, handler, nil)
+	if err != nil {
+		return nil, err
+	}
+	vu := &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot}
+	vm.users[userID] = vu
+	log.Info().Stringer("device_id", dev.DeviceID()).Msg("Virtual user ready")
+	return vu, nil
+}
+
+// startDevice registers userID (a namespaced user: a virtual user or the
+// bot), logs in its stored device (or a new one), opens its Olm machine
+// with the keys on the server and starts its sync, owned by the service.
+// stateStore, when set, lets the device handle Megolm room events.
+func (vm *VirtualUsers) startDevice(ctx context.Context, userID id.UserID, handler ToDeviceHandler, stateStore mautrixcrypto.StateStore) (*Device, error) {
 	intent := vm.svc.AS.Intent(userID)
 	if err := intent.EnsureRegistered(ctx); err != nil {
 		return nil, fmt.Errorf("failed to register %s: %w", userID, err)
@@ -130,7 +146,12 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler ToDev
 	if err != nil {
 		return nil, err
 	}
-	olm, err := e2ee.Open(ctx, cli, vm.opts.CryptoDB, vm.opts.PickleKey)
+	var olm *e2ee.Device
+	if stateStore != nil {
+		olm, err = e2ee.OpenForRooms(ctx, cli, vm.opts.CryptoDB, vm.opts.PickleKey, stateStore)
+	} else {
+		olm, err = e2ee.Open(ctx, cli, vm.opts.CryptoDB, vm.opts.PickleKey)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to set up encryption for %s: %w", userID, err)
 	}
@@ -145,14 +166,12 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler ToDev
 			return relogged.AccessToken, nil
 		},
 	})
-	vu := &VirtualUser{Device: dev, intent: intent, bot: vm.svc.Bot}
-	vm.users[userID] = vu
-	// The sync loop outlives the request that created the user: log with the
-	// service's logger, not the caller's (e.g. a command's event fields).
-	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("virtual_user", userID).Logger()
+	dev.olm = olm
+	// The sync loop outlives the request that created the device: log with
+	// the service's logger, not the caller's (e.g. a command's event fields).
+	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("user_id", userID).Logger()
 	dev.start(syncLog.WithContext(vm.svc.bgCtx), &vm.svc.wg, stored.NextBatch)
-	log.Info().Stringer("device_id", stored.DeviceID).Msg("Virtual user ready")
-	return vu, nil
+	return dev, nil
 }
 
 // ensureDevice reuses the stored access token when it still works, else logs

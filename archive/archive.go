@@ -53,6 +53,9 @@ type Options struct {
 	Limits Limits
 	// Log is the logger for work that outlives a call (limit stops).
 	Log zerolog.Logger
+	// Consent, if set, decides whose streams are written; the others are
+	// listed as excluded in the manifest until Consented is called.
+	Consent Consent
 	// Events, if set, is told when a recording starts and ends.
 	Events Events
 	// Profiles, if set, names the room and the participants.
@@ -83,6 +86,7 @@ type Recorder struct {
 	met    *metrics.Metrics
 	events Events
 	names  Profiles
+	gate   Consent
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
@@ -101,8 +105,9 @@ func New(opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
-	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{},
-		limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
+	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, gate: opts.Consent,
+		events: opts.Events, names: opts.Profiles,
+		calls: map[id.RoomID]*callRec{}, limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
 	if opts.Limits.MaxDiskBytes > 0 {
 		r.disk = newDiskUsage(opts.Dir)
 	} else {
@@ -128,10 +133,11 @@ type callRec struct {
 	closing sync.WaitGroup
 	failed  error
 	// bytes written by this recording's writers; limitHit once a limit
-	// stopped it, stopReason says which.
-	bytes      atomic.Int64
-	limitHit   atomic.Bool
-	stopReason string
+	// asked for it to stop.
+	bytes    atomic.Int64
+	limitHit atomic.Bool
+	// excluded are the stand-ins of tracks of participants without consent.
+	excluded map[id.UserID][]*excludedTrack
 }
 
 // streamRec is one participant stream and its writer.
@@ -259,6 +265,10 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		return nil
 	}
 	log := zerolog.Ctx(ctx).With().Str("recording_id", string(c.rec.ID)).Str("stream_id", t.StreamID).Logger()
+	if r.gate != nil && !r.gate.Consented(ctx, t.Peer.RoomID, t.Peer.UserID) {
+		log.Info().Stringer("user_id", t.Peer.UserID).Msg("Participant has not consented, not writing their stream")
+		return c.exclude(t, log)
+	}
 	kind, params := trackParams(t)
 	c.lock.Lock()
 	defer c.lock.Unlock()
@@ -573,9 +583,10 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	}
 	c.lock.Lock()
 	failed := c.failed
-	c.rec.StopReason = c.stopReason
 	c.lock.Unlock()
 	c.manifest.Ended = at
+	c.manifest.StopReason = string(call.StopReason)
+	c.rec.StopReason = string(call.StopReason)
 	c.rec.EndedAt = at
 	c.rec.State = storage.StateFinished
 	if failed != nil {

@@ -9,12 +9,14 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot"
 )
 
 // Stop reasons the archive gives when a limit ends a recording.
 const (
-	StopReasonSizeLimit = "size_limit" // the recording reached recordings.max_recording_size_mb
-	StopReasonDiskFull  = "disk_full"  // the recordings reached recordings.max_disk_usage_mb
+	StopReasonSizeLimit = callbot.StopSizeLimit
+	StopReasonDiskFull  = callbot.StopDiskFull
 )
 
 // Limits are the disk limits of recordings; 0 means no limit.
@@ -26,7 +28,7 @@ type Limits struct {
 	// OnLimit is told (in a goroutine of its own, bounded by its context)
 	// that a room's recording must stop, and why; the wiring makes the
 	// call bot leave and tell the room.
-	OnLimit func(ctx context.Context, roomID id.RoomID, reason string)
+	OnLimit func(ctx context.Context, roomID id.RoomID, reason callbot.StopReason)
 }
 
 // limitTimeout bounds one OnLimit call.
@@ -103,21 +105,17 @@ func (c *callRec) checkLimits(delta int64) {
 }
 
 // stopFor asks, once, for the recording to stop for reason.
-func (c *callRec) stopFor(reason string) {
-	if !c.limitHit.CompareAndSwap(false, true) {
-		return
+func (c *callRec) stopFor(reason callbot.StopReason) {
+	if c.limitHit.CompareAndSwap(false, true) {
+		c.r.requestStop(c.rec.RoomID, reason)
 	}
-	c.lock.Lock()
-	c.stopReason = reason
-	c.lock.Unlock()
-	c.r.requestStop(c.rec.RoomID, reason)
 }
 
 // requestStop tells the wiring that a room's recording must stop.
-func (r *Recorder) requestStop(roomID id.RoomID, reason string) {
-	zerolog.Ctx(r.bgCtx).Warn().Stringer("room_id", roomID).Str("reason", reason).Msg("A recording limit was reached; stopping the recording")
+func (r *Recorder) requestStop(roomID id.RoomID, reason callbot.StopReason) {
+	zerolog.Ctx(r.bgCtx).Warn().Stringer("room_id", roomID).Str("reason", string(reason)).Msg("A recording limit was reached; stopping the recording")
 	if r.met != nil {
-		r.met.LimitsHit.WithLabelValues(reason).Inc()
+		r.met.LimitsHit.WithLabelValues(string(reason)).Inc()
 	}
 	if r.limits.OnLimit == nil {
 		return

@@ -81,6 +81,7 @@ type Call struct {
 	firstPacket atomic.Bool
 	readers     sync.WaitGroup
 	leaving     bool
+	stopReason  StopReason
 }
 
 type attemptState struct {
@@ -125,11 +126,13 @@ type CallStatus struct {
 	SessionID signaling.SessionID `json:"session_id"`
 	JoinedAt  time.Time           `json:"joined_at"`
 	Peers     []PeerStatus        `json:"peers"`
+	// Participants counts the other devices in the call's member state.
+	Participants int `json:"participants"`
 }
 
 func (c *Call) status() CallStatus {
 	st := CallStatus{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.dev.UserID(), DeviceID: c.dev.DeviceID(),
-		SessionID: c.session, JoinedAt: c.joinedAt, Peers: []PeerStatus{}}
+		SessionID: c.session, JoinedAt: c.joinedAt, Peers: []PeerStatus{}, Participants: len(c.participants)}
 	for _, p := range c.peers {
 		st.Peers = append(st.Peers, p.status())
 	}
@@ -141,7 +144,7 @@ func (c *Call) status() CallStatus {
 
 func (c *Call) info() CallInfo {
 	return CallInfo{ID: c.id, RoomID: c.roomID, ConfID: c.conf.ConfID, UserID: c.dev.UserID(), DeviceID: c.dev.DeviceID(),
-		SessionID: c.session, JoinedAt: c.joinedAt}
+		SessionID: c.session, JoinedAt: c.joinedAt, StopReason: c.stopReason}
 }
 
 func (c *Call) self() signaling.DeviceKey {
@@ -170,7 +173,9 @@ func (c *Call) run(ctx context.Context) {
 	log.Info().Str("conf_id", string(c.conf.ConfID)).Stringer("device_id", c.dev.DeviceID()).Str("session_id", string(c.session)).Msg("Joined group call")
 	c.m.sink.CallJoined(ctx, c.info())
 	// Whoever started it (command, API), the room is told it is recorded.
-	c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.dev.UserID(), c.m.cfg.CommandPrefix))
+	if !c.m.cfg.NoRecordingNotices {
+		c.m.notice(ctx, c.roomID, fmt.Sprintf("Recording this call (as %s). Say `%s stop` to stop.", c.dev.UserID(), c.m.cfg.CommandPrefix))
+	}
 	if c.m.met != nil {
 		c.m.met.ActiveCalls.Inc()
 		defer c.m.met.ActiveCalls.Dec()
@@ -194,7 +199,7 @@ func (c *Call) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			c.timed(ctx, "leave", func() { c.leave(context.WithoutCancel(ctx), "shutdown") })
+			c.timed(ctx, "leave", func() { c.leave(context.WithoutCancel(ctx), StopShutdown) })
 		case <-c.msgs.Notify():
 			for _, msg := range c.msgs.Take() {
 				if c.leaving {
@@ -322,13 +327,14 @@ func (c *Call) nextDeadline() time.Time {
 
 // leave hangs up every peer, takes the bot's device out of its member event
 // and stops the loop.
-func (c *Call) leave(ctx context.Context, reason string) {
+func (c *Call) leave(ctx context.Context, reason StopReason) {
 	if c.leaving {
 		return
 	}
 	c.leaving = true
+	c.stopReason = reason
 	log := zerolog.Ctx(ctx)
-	log.Info().Str("reason", reason).Int("peers", len(c.peers)).Msg("Leaving group call")
+	log.Info().Str("reason", string(reason)).Int("peers", len(c.peers)).Msg("Leaving group call")
 	now := time.Now()
 	for _, p := range c.peers {
 		c.endPeer(ctx, p, signaling.ReasonUserHangup, false, now)
@@ -353,13 +359,9 @@ func (c *Call) leave(ctx context.Context, reason string) {
 	sinkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveSinkTimeout)
 	c.m.sink.CallLeft(sinkCtx, c.info(), time.Now())
 	cancel()
-	stopped := "Stopped recording this call."
-	if link := c.m.cfg.RecordingLink; link != nil {
-		if url := link(c.id); url != "" {
-			stopped += " The recording: " + url
-		}
+	if !c.m.cfg.NoRecordingNotices {
+		c.m.notice(ctx, c.roomID, "Stopped recording this call.")
 	}
-	c.m.notice(ctx, c.roomID, stopped)
 	log.Info().Msg("Left group call")
 }
 

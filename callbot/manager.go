@@ -44,9 +44,9 @@ type Config struct {
 	CommandPrefix string
 	// Limits bound what participants can make the recorder hold.
 	Limits config.LimitsConfig
-	// RecordingLink, if set, gives the link to a recording (by its id)
-	// that the stop notice carries; "" for none.
-	RecordingLink func(recordingID string) string
+	// NoRecordingNotices leaves the "recording" and "stopped" notices to
+	// someone else (the room controller announces both with more detail).
+	NoRecordingNotices bool
 }
 
 // Options configure a Manager.
@@ -174,7 +174,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 	}
 	m.lock.Unlock()
 	for _, c := range calls {
-		_ = c.requestLeave(ctx, "recorder shutting down")
+		_ = c.requestLeave(ctx, StopShutdown)
 	}
 	if m.bgCancel != nil {
 		m.bgCancel()
@@ -231,7 +231,7 @@ func (c *Call) requestStatus(ctx context.Context) (CallStatus, error) {
 	}
 }
 
-func (c *Call) requestLeave(ctx context.Context, reason string) error {
+func (c *Call) requestLeave(ctx context.Context, reason StopReason) error {
 	c.post(leaveMsg{reason: reason})
 	select {
 	case <-c.done:
@@ -241,15 +241,21 @@ func (c *Call) requestLeave(ctx context.Context, reason string) error {
 	return nil
 }
 
-// Leave takes the recorder out of the room's call.
+// Leave takes the recorder out of the room's call (StopAsked).
 func (m *Manager) Leave(ctx context.Context, roomID id.RoomID) error {
+	return m.LeaveFor(ctx, roomID, StopAsked)
+}
+
+// LeaveFor takes the recorder out of the room's call for a reason, which
+// the sink's CallLeft gets in CallInfo.StopReason.
+func (m *Manager) LeaveFor(ctx context.Context, roomID id.RoomID, reason StopReason) error {
 	m.lock.Lock()
 	c := m.calls[roomID]
 	m.lock.Unlock()
 	if c == nil {
 		return ErrNotJoined
 	}
-	return c.requestLeave(ctx, "asked to leave")
+	return c.requestLeave(ctx, reason)
 }
 
 // handleDeviceEvents runs on a virtual user's device goroutine: it routes

@@ -34,7 +34,7 @@ func (c *Call) handleState(ctx context.Context, evt *event.Event, now time.Time)
 		content, err := signaling.ParseGroupCall(evt.Content.VeryRaw)
 		if err == nil && content.Terminated {
 			zerolog.Ctx(ctx).Info().Msg("Group call was terminated")
-			c.leave(ctx, "call terminated")
+			c.leave(ctx, StopCallEnded)
 		}
 	case signaling.IsCallMemberType(evt.Type.Type):
 		userID := id.UserID(evt.GetStateKey())
@@ -48,7 +48,7 @@ func (c *Call) handleState(ctx context.Context, evt *event.Event, now time.Time)
 		if m := evt.Content.AsMember().Membership; m == event.MembershipLeave || m == event.MembershipBan {
 			if id.UserID(evt.GetStateKey()) == c.dev.UserID() {
 				zerolog.Ctx(ctx).Info().Msg("Recorder user was removed from the room")
-				c.leave(ctx, "removed from room")
+				c.leave(ctx, StopRemoved)
 				return
 			}
 		}

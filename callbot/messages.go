@@ -22,7 +22,7 @@ type (
 		at  time.Time
 	}
 	// leaveMsg asks the call to end.
-	leaveMsg struct{ reason string }
+	leaveMsg struct{ reason StopReason }
 	// statusMsg asks for a snapshot.
 	statusMsg struct{ reply chan CallStatus }
 

@@ -39,7 +39,26 @@ type CallInfo struct {
 	DeviceID  id.DeviceID
 	SessionID signaling.SessionID
 	JoinedAt  time.Time
+	// StopReason is why the recorder left (set for CallLeft).
+	StopReason StopReason
 }
+
+// StopReason says why the recorder left a call. It is stored with the
+// recording.
+type StopReason string
+
+// Why a recording stops.
+const (
+	StopAsked       StopReason = "stopped"      // a command or the API
+	StopEmpty       StopReason = "empty"        // alone in the call for recording.empty_timeout
+	StopNoMedia     StopReason = "no_media"     // no media for recording.no_media_timeout
+	StopMaxDuration StopReason = "max_duration" // recording.max_duration reached
+	StopCallEnded   StopReason = "call_ended"   // the group call was terminated
+	StopRemoved     StopReason = "removed"      // the recorder user left or was removed from the room
+	StopShutdown    StopReason = "shutdown"     // the recorder shut down
+	StopSizeLimit   StopReason = "size_limit"   // the recording reached recordings.max_recording_size_mb
+	StopDiskFull    StopReason = "disk_full"    // the recordings reached recordings.max_disk_usage_mb
+)
 
 // PeerInfo identifies one peer call: a remote device in one session.
 type PeerInfo struct {

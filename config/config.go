@@ -24,6 +24,7 @@ type Config struct {
 	Appservice  AppserviceConfig `yaml:"appservice"`
 	Database    DatabaseConfig   `yaml:"database"`
 	Recordings  RecordingsConfig `yaml:"recordings"`
+	Recording   RecordingConfig  `yaml:"recording"`
 	API         APIConfig        `yaml:"api"`
 	Permissions Permissions      `yaml:"permissions"`
 	Commands    CommandsConfig   `yaml:"commands"`
@@ -100,19 +101,37 @@ type RecordingsConfig struct {
 	Retention int `yaml:"retention"`
 }
 
+// RecordingConfig is how a recording behaves in the room: announcements,
+// consent and when it stops by itself.
+type RecordingConfig struct {
+	// Announce posts a notice when recording starts and stops (default on).
+	Announce bool `yaml:"announce"`
+	// RequireConsent records only participants who said `!rec consent` in
+	// the room; the others' streams are not written.
+	RequireConsent bool `yaml:"require_consent"`
+	// EmptyTimeout stops a recording when the recorder has been alone in
+	// the call for this long.
+	EmptyTimeout time.Duration `yaml:"empty_timeout"`
+	// NoMediaTimeout stops a recording when no media arrived from anyone
+	// for this long.
+	NoMediaTimeout time.Duration `yaml:"no_media_timeout"`
+	// MaxDuration stops a recording this long after it started (0: never).
+	MaxDuration time.Duration `yaml:"max_duration"`
+}
+
 // APIConfig is the operator HTTP API.
 type APIConfig struct {
-	Listen string `yaml:"listen"` // host:port; empty disables the API
-	// PublicURL is the base URL users reach the API and page at (links in
-	// the bot's notices and webhooks); empty: no links.
-	PublicURL string   `yaml:"public_url"`
-	Tokens    []string `yaml:"tokens"` // bearer tokens accepted by the API
+	Listen string   `yaml:"listen"` // host:port; empty disables the API
+	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
 	// ProtectMetrics requires a token on /metrics too (the default).
 	ProtectMetrics bool `yaml:"protect_metrics"`
 	// AllowedHosts are the host names clients may reach the API by (the
 	// Host header), against DNS rebinding. IP literals, localhost and the
 	// host of Listen are always allowed; "*" allows any name.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// PublicURL is the address users reach the web page at (e.g.
+	// https://recorder.example.com); `!rec list` links recordings to it.
+	PublicURL string `yaml:"public_url"`
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For gives the client address in the request log.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -134,6 +153,11 @@ func (ac APIConfig) HostNames() []string {
 // CommandsConfig configures chat commands.
 type CommandsConfig struct {
 	Prefix string `yaml:"prefix"`
+	// MinPowerLevel is the lowest room power level that may start and stop
+	// recordings and change auto-record, on top of the level the room
+	// requires to start a call (org.matrix.msc3401.call); config admins
+	// need neither.
+	MinPowerLevel int `yaml:"min_power_level"`
 }
 
 // WebRTCConfig configures the call bot's peer connections.
@@ -199,6 +223,10 @@ const (
 	DefaultDatabaseURI   = "file:recorder.db?_txlock=immediate"
 	DefaultUserPrefix    = "recorder_"
 	ShutdownTimeout      = 10 * time.Second
+
+	DefaultEmptyTimeout   = 30 * time.Second
+	DefaultNoMediaTimeout = 5 * time.Minute
+	DefaultMaxDuration    = 4 * time.Hour
 )
 
 // Default returns a config with every default filled in; Load decodes over it.
@@ -213,12 +241,14 @@ func Default() *Config {
 		},
 		Database:   DatabaseConfig{Type: DefaultDatabaseType, URI: DefaultDatabaseURI, MaxOpenConns: 5, MaxIdleConns: 2},
 		Recordings: RecordingsConfig{Path: "recordings"},
-		API:        APIConfig{Listen: "127.0.0.1:29331", ProtectMetrics: true},
-		Commands:   CommandsConfig{Prefix: DefaultCommandPrefix},
-		WebRTC:     WebRTCConfig{TURN: true},
-		Limits:     LimitsConfig{MaxCalls: 50, MaxPeersPerCall: 32, MaxTracksPerPeer: 8},
-		Logging:    LoggingConfig{MinLevel: "info", Format: "pretty"},
-		Mixdown:    MixdownConfig{Enabled: true, Concurrency: 1},
+		Recording: RecordingConfig{Announce: true, EmptyTimeout: DefaultEmptyTimeout,
+			NoMediaTimeout: DefaultNoMediaTimeout, MaxDuration: DefaultMaxDuration},
+		API:      APIConfig{Listen: "127.0.0.1:29331", ProtectMetrics: true},
+		Commands: CommandsConfig{Prefix: DefaultCommandPrefix},
+		WebRTC:   WebRTCConfig{TURN: true},
+		Limits:   LimitsConfig{MaxCalls: 50, MaxPeersPerCall: 32, MaxTracksPerPeer: 8},
+		Logging:  LoggingConfig{MinLevel: "info", Format: "pretty"},
+		Mixdown:  MixdownConfig{Enabled: true, Concurrency: 1},
 	}
 }
 

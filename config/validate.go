@@ -62,6 +62,20 @@ func (c *Config) Validate(needTokens bool) error {
 		add("homeserver.domain", "must be a server name such as matrix.org")
 	}
 	checkURL("appservice.address", c.Appservice.Address)
+	if c.API.PublicURL != "" {
+		if u, err := url.Parse(c.API.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("api.public_url", "must be an http(s) URL")
+		}
+	}
+	if c.Recording.EmptyTimeout < 0 {
+		add("recording.empty_timeout", "must not be negative")
+	}
+	if c.Recording.NoMediaTimeout < 0 {
+		add("recording.no_media_timeout", "must not be negative")
+	}
+	if c.Recording.MaxDuration < 0 {
+		add("recording.max_duration", "must not be negative")
+	}
 	if c.Appservice.Hostname == "" {
 		add("appservice.hostname", "not configured")
 	} else if net.ParseIP(c.Appservice.Hostname) == nil && c.Appservice.Hostname != "localhost" && !strings.HasPrefix(c.Appservice.Hostname, "/") {
@@ -131,11 +145,6 @@ func (c *Config) Validate(needTokens bool) error {
 	}
 	if c.Mixdown.Concurrency < 1 || c.Mixdown.Concurrency > 16 {
 		add("mixdown.concurrency", "must be between 1 and 16")
-	}
-	if c.API.PublicURL != "" {
-		if u, err := url.Parse(c.API.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add("api.public_url", "must be an http(s) URL such as https://recorder.example.com")
-		}
 	}
 	for i, wh := range c.Webhooks {
 		key := fmt.Sprintf("webhooks[%d]", i)

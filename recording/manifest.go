@@ -24,6 +24,19 @@ type Manifest struct {
 	Ended       time.Time       `json:"ended,omitzero"`
 	Repaired    bool            `json:"repaired,omitempty"` // some file came from Repair
 	Tracks      []ManifestTrack `json:"tracks"`
+	// StopReason says why the recording stopped.
+	StopReason string `json:"stop_reason,omitempty"`
+	// Excluded lists participants whose streams were not written because
+	// they had not consented (recording.require_consent).
+	Excluded []ManifestExcluded `json:"excluded,omitempty"`
+}
+
+// ManifestExcluded is a participant left out for lack of consent, from
+// From until Until (zero: until the end) when they consented.
+type ManifestExcluded struct {
+	UserID string    `json:"user_id"`
+	From   time.Time `json:"from"`
+	Until  time.Time `json:"until,omitzero"`
 }
 
 // ManifestTrack is one file of one participant stream. Durations are

@@ -40,8 +40,7 @@ type Recording struct {
 	Folder      string         `json:"folder"`
 	// RoomName is the room's name when the recording started.
 	RoomName string `json:"room_name,omitempty"`
-	// StopReason says why the recorder stopped the recording itself
-	// (archive.StopReason*), empty for an ordinary stop.
+	// StopReason says why the recording stopped (StopReason* values).
 	StopReason string `json:"stop_reason,omitempty"`
 }
 

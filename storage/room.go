@@ -62,6 +62,7 @@ const (
 		ON CONFLICT (room_id) DO UPDATE SET inviter=excluded.inviter, joined_at=excluded.joined_at, left_at=excluded.left_at,
 			greeted=excluded.greeted, auto_record=excluded.auto_record, require_consent=excluded.require_consent`
 	markGreetedQuery = `UPDATE room SET greeted=true WHERE room_id=$1 AND greeted=false`
+	getAutoRooms     = `SELECT ` + roomColumns + ` FROM room WHERE auto_record=true AND joined_at<>0 AND left_at=0 ORDER BY room_id`
 )
 
 // GetOrNew returns the stored room or a new unsaved one.
@@ -100,4 +101,9 @@ func (rq *RoomQuery) MarkGreeted(ctx context.Context, roomID id.RoomID) (bool, e
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// GetAutoRecord returns the joined rooms with auto-record on.
+func (rq *RoomQuery) GetAutoRecord(ctx context.Context) ([]*Room, error) {
+	return rq.QueryMany(ctx, getAutoRooms)
 }

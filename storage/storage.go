@@ -41,6 +41,7 @@ type DB struct {
 	Recording   *RecordingQuery
 	File        *RecordingFileQuery
 	ActiveCall  *ActiveCallQuery
+	Consent     *ConsentQuery
 	Mixdown     *MixdownQuery
 	Outbox      *OutboxQuery
 }
@@ -131,6 +132,7 @@ func Wrap(raw *dbutil.Database) *DB {
 		Recording:   &RecordingQuery{dbutil.MakeQueryHelper(raw, newRecording)},
 		File:        &RecordingFileQuery{dbutil.MakeQueryHelper(raw, newRecordingFile)},
 		ActiveCall:  &ActiveCallQuery{db: raw},
+		Consent:     &ConsentQuery{db: raw},
 		Mixdown:     &MixdownQuery{db: raw},
 		Outbox:      &OutboxQuery{db: raw},
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/matrix-recorder/recorder/mixdown"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/retention"
+	"github.com/matrix-recorder/recorder/rooms"
 	"github.com/matrix-recorder/recorder/storage"
 	"github.com/matrix-recorder/recorder/web"
 	"github.com/matrix-recorder/recorder/webhooks"
@@ -49,6 +50,7 @@ type App struct {
 	Calls   *callbot.Manager
 	Store   storage.FileStore
 	Archive *archive.Recorder
+	Rooms   *rooms.Controller
 	Metrics *metrics.Metrics
 	Web     *web.Server
 	// Outputs of recordings: the mixdown queue, webhooks and retention.
@@ -69,6 +71,10 @@ type Options struct {
 	Create recording.CreateFunc
 	// SignalHold overrides how long signals from unlisted devices wait.
 	SignalHold time.Duration
+	// StopCheckInterval overrides how often stop conditions are checked.
+	StopCheckInterval time.Duration
+	// RoomKeyWait overrides how long an undecryptable event waits for its key.
+	RoomKeyWait time.Duration
 	// WebhookBackoff overrides the pause between webhook attempts.
 	WebhookBackoff func(attempts int) time.Duration
 }
@@ -101,8 +107,9 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	svc, err := appservice.New(appservice.Options{
 		Config: appservice.Config{
 			Homeserver: cfg.Homeserver, Appservice: cfg.Appservice, Permissions: cfg.Permissions, CommandPrefix: cfg.Commands.Prefix,
+			MinPowerLevel: cfg.Commands.MinPowerLevel,
 		},
-		StateStore: stateStore, Version: version,
+		StateStore: stateStore, Version: version, RoomKeyWait: opts.RoomKeyWait,
 		Txns: txnStore{db}, Rooms: roomStore{db},
 		VirtualUsers: appservice.VirtualUsersOptions{
 			Store: deviceStore{db}, CryptoDB: db.Database, PickleKey: []byte(pickleKey), OnSyncError: met.SyncErrors.Inc,
@@ -128,36 +135,49 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	var calls *callbot.Manager // set below; the archive's limit stops need it
-	limits := archive.Limits{
-		MaxRecordingBytes: cfg.Recordings.MaxRecordingSizeMB << 20, MaxDiskBytes: cfg.Recordings.MaxDiskUsageMB << 20,
-		OnLimit: func(ctx context.Context, roomID id.RoomID, reason string) {
-			svc.SendNotice(ctx, roomID, limitNotice(reason), "")
-			if err := calls.Leave(ctx, roomID); err != nil && !errors.Is(err, callbot.ErrNotJoined) {
-				zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to stop a recording at its limit")
-			}
-		},
+	archOpts := archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met, Log: *zerolog.Ctx(ctx),
+		Limits: archive.Limits{
+			MaxRecordingBytes: cfg.Recordings.MaxRecordingSizeMB << 20, MaxDiskBytes: cfg.Recordings.MaxDiskUsageMB << 20,
+			OnLimit: func(ctx context.Context, roomID id.RoomID, reason callbot.StopReason) {
+				// The room controller announces the stop with its reason.
+				if err := calls.LeaveFor(ctx, roomID, reason); err != nil && !errors.Is(err, callbot.ErrNotJoined) {
+					zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to stop a recording at its limit")
+				}
+			},
+		}}
+	if cfg.Recording.RequireConsent {
+		archOpts.Consent = consentGate{db}
 	}
-	arch, err := archive.New(archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met,
-		Limits: limits, Log: *zerolog.Ctx(ctx), Events: out, Profiles: profiles{svc: svc, wait: 3 * time.Second}})
+	archOpts.Events, archOpts.Profiles = out, profiles{svc: svc, wait: 3 * time.Second}
+	arch, err := archive.New(archOpts)
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
-	var sink callbot.Sink = arch
+	// The archive comes first: the controller's stop notice reads what it stored.
+	ctl := rooms.New(rooms.Options{
+		Config: cfg.Recording, CommandPrefix: cfg.Commands.Prefix, Matrix: roomMatrix{svc}, Settings: roomSettings{db},
+		Recordings: storedRecordings{db}, Consent: arch, CheckInterval: opts.StopCheckInterval,
+		RecordingLink: pageLink(cfg.API.PublicURL),
+	})
+	sink := callbot.Tee{arch, ctl}
 	if opts.Observer != nil {
-		sink = callbot.Tee{arch, opts.Observer}
+		sink = append(sink, opts.Observer)
 	}
 	calls, err = callbot.New(callbot.Options{
-		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, Limits: cfg.Limits,
-			RecordingLink: pageLink(cfg.API.PublicURL)},
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, NoRecordingNotices: true, Limits: cfg.Limits},
 		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	commands.RegisterWith(svc, calls, db.Recording, db.File, commands.Outputs{RetentionDays: cfg.Recordings.Retention})
-	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met,
+	ctl.SetCalls(calls)
+	commands.Register(svc, commands.Options{
+		Room: ctl, Recordings: db.Recording, Files: db.File, Recording: cfg.Recording, PublicURL: cfg.API.PublicURL,
+		RetentionDays: cfg.Recordings.Retention,
+	})
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Rooms: ctl, Metrics: met,
 		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry, outputs: out}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
@@ -189,6 +209,7 @@ func (app *App) Start(ctx context.Context) error {
 	if err := app.Calls.Start(ctx); err != nil {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
 	}
+	app.Rooms.Start(ctx)
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
 			return fmt.Errorf("%w: config key api.listen: %w", ErrStartup, err)
@@ -237,6 +258,8 @@ func (app *App) Stop(ctx context.Context) error {
 	if err := app.Calls.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// Then the room controller: it announces those stops.
+	app.Rooms.Stop(ctx)
 	if err := app.AS.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -263,17 +286,5 @@ func (app *App) readyChecks() []web.ReadyCheck {
 			_, err := app.AS.Bot.Versions(ctx)
 			return err
 		}},
-	}
-}
-
-// limitNotice is what the room is told when a recording limit stops it.
-func limitNotice(reason string) string {
-	switch reason {
-	case archive.StopReasonDiskFull:
-		return "Recording stopped: the recorder has no disk space left for recordings. An operator has to free some before calls can be recorded again."
-	case archive.StopReasonSizeLimit:
-		return "Recording stopped: this recording reached the size limit the operator set."
-	default:
-		return "Recording stopped: a limit was reached."
 	}
 }

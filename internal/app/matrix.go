@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/rooms"
 )
 
 // callMatrix gives the call bot the appservice as the Matrix interface it
@@ -29,4 +30,14 @@ func (cm callMatrix) Device(ctx context.Context, userID id.UserID, handler callb
 
 func (cm callMatrix) OnRoomEvent(evtType event.Type, handler func(ctx context.Context, evt *event.Event)) {
 	cm.On(evtType, handler)
+}
+
+// roomMatrix gives the room controller the appservice as the Matrix
+// interface it defines.
+type roomMatrix struct{ *appservice.Service }
+
+var _ rooms.Matrix = roomMatrix{}
+
+func (rm roomMatrix) On(evtType event.Type, handler func(ctx context.Context, evt *event.Event)) {
+	rm.Service.On(evtType, handler)
 }

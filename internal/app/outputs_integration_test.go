@@ -202,7 +202,7 @@ func TestMixdownOfRecordedCall(t *testing.T) {
 		require.Equal(t, map[string]string{"ogg": "audio/ogg", "webm": "video/webm"}[f.Container], resp.Header.Get("Content-Type"))
 	}
 	listed := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec list"))
-	require.Contains(t, listed, "2 file(s), mixed down, expires ")
+	require.Contains(t, listed, "2 file(s), stopped on request, mixed down, expires ")
 }
 
 // readStored reads a stored file of a recording.
@@ -303,7 +303,7 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
 	rec := onlyRecording(t, s, roomID)
-	s.WaitNotice(t, alice, roomID, "Stopped recording this call. The recording: "+publicURL+"/#rec="+string(rec.ID))
+	s.WaitNotice(t, alice, roomID, "The recording: "+publicURL+"/#rec="+string(rec.ID))
 	waitMixdown(t, s, rec.ID)
 	require.Eventually(t, func() bool {
 		n, err := s.App.DB.Outbox.Pending(ctx)

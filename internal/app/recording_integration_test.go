@@ -374,7 +374,7 @@ func TestAPIRecordsCall(t *testing.T) {
 	resp, body = api(http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
 	require.Equal(t, http.StatusConflict, resp.StatusCode, string(body))
 	// The room is told it is being recorded, though nobody there asked.
-	s.WaitNotice(t, alice, roomID, "Recording this call")
+	s.WaitNotice(t, alice, roomID, "This call is being recorded** (started by the recorder's operator)")
 
 	waitConnected(t, s, roomID, pa)
 	require.Eventually(t, func() bool {
@@ -386,7 +386,7 @@ func TestAPIRecordsCall(t *testing.T) {
 
 	resp, body = api(http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
 	require.Equal(t, http.StatusNoContent, resp.StatusCode, string(body))
-	s.WaitNotice(t, alice, roomID, "Stopped recording")
+	s.WaitNotice(t, alice, roomID, "Recording stopped**: stopped on request")
 
 	var list struct {
 		Recordings []struct {

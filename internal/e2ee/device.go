@@ -92,6 +92,10 @@ var upgradeLock sync.Mutex
 // on the server. The same db, user, device and pickleKey give the same
 // identity on the next run.
 func Open(ctx context.Context, cli *mautrix.Client, db *dbutil.Database, pickleKey []byte) (*Device, error) {
+	return open(ctx, cli, db, pickleKey, nil)
+}
+
+func open(ctx context.Context, cli *mautrix.Client, db *dbutil.Database, pickleKey []byte, stateStore crypto.StateStore) (*Device, error) {
 	if cli == nil || cli.UserID == "" || cli.DeviceID == "" || cli.AccessToken == "" {
 		return nil, ErrNoDevice
 	}
@@ -125,9 +129,12 @@ func Open(ctx context.Context, cli *mautrix.Client, db *dbutil.Database, pickleK
 		log:      log,
 		failedAt: make(map[deviceKey]time.Time),
 	}
-	stateStore, ok := mautrix.NewMemoryStateStore().(crypto.StateStore)
-	if !ok {
-		return nil, fmt.Errorf("mautrix memory state store does not implement crypto.StateStore")
+	if stateStore == nil {
+		memory, ok := mautrix.NewMemoryStateStore().(crypto.StateStore)
+		if !ok {
+			return nil, fmt.Errorf("mautrix memory state store does not implement crypto.StateStore")
+		}
+		stateStore = memory
 	}
 	d.mach = crypto.NewOlmMachine(cli, &d.log, store, stateStore)
 	if err := d.mach.Load(ctx); err != nil {

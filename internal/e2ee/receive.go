@@ -149,10 +149,19 @@ func (d *Device) handleOTKCount(ctx context.Context, otk *mautrix.OTKCount) {
 }
 
 // handlePlainCrypto passes plaintext crypto events the machine acts on to it
-// and drops the rest (room key requests: we share no Megolm sessions;
-// verification: not supported; keys and secrets: only valid encrypted).
+// and drops the rest (verification: not supported; keys and secrets: only valid encrypted).
 func (d *Device) handlePlainCrypto(ctx context.Context, evt *event.Event) {
 	switch evt.Type {
+	case event.ToDeviceRoomKeyRequest:
+		// Answered (or refused: mautrix shares only with our own verified
+		// devices) here, in order, not on a goroutine of the machine's.
+		if err := evt.Content.ParseRaw(evt.Type); err != nil {
+			zerolog.Ctx(ctx).Debug().Err(err).Msg("Dropping unparseable room key request")
+			return
+		}
+		if content, ok := evt.Content.Parsed.(*event.RoomKeyRequestEventContent); ok {
+			d.mach.HandleRoomKeyRequest(ctx, evt.Sender, content)
+		}
 	case event.ToDeviceRoomKeyWithheld, event.ToDeviceOrgMatrixRoomKeyWithheld, event.ToDeviceBeeperRoomKeyAck:
 		if err := evt.Content.ParseRaw(evt.Type); err != nil {
 			zerolog.Ctx(ctx).Debug().Err(err).Msg("Dropping unparseable crypto to-device event")

@@ -1,4 +1,4 @@
--- v0 -> v3: Latest revision
+-- v0 -> v4: Latest revision
 
 -- Virtual recorder users: each has its own device, kept across restarts.
 CREATE TABLE virtual_user (
@@ -47,7 +47,8 @@ CREATE TABLE recording (
 	-- folder of the recording's files in the file store
 	folder       TEXT   NOT NULL,
 	room_name    TEXT   NOT NULL DEFAULT '', -- at recording time
-	stop_reason  TEXT   NOT NULL DEFAULT ''  -- why the recorder stopped it itself, if it did
+	-- why it stopped: stopped, empty, no_media, max_duration, call_ended, shutdown
+	stop_reason  TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);
 CREATE INDEX recording_started_idx ON recording (started_at);
@@ -84,6 +85,14 @@ CREATE TABLE active_call (
 	device_id    TEXT   NOT NULL,
 	session_id   TEXT   NOT NULL,
 	joined_at    BIGINT NOT NULL
+);
+
+-- Who said "!rec consent" in a room (recording.require_consent).
+CREATE TABLE recording_consent (
+	room_id  TEXT   NOT NULL,
+	user_id  TEXT   NOT NULL,
+	given_at BIGINT NOT NULL,
+	PRIMARY KEY (room_id, user_id)
 );
 
 -- One mixdown job per recording: its files are recording_file rows with

@@ -302,7 +302,8 @@ function recordingRow(r) {
     el('td', {}, el('time', { datetime: r.started_at, text: started })),
     el('td', { text: fmtDuration(r.duration_ms / 1000) }),
     peopleCell(r),
-    el('td', {}, el('span', { class: 'state state-' + r.state, text: r.state, title: r.error || null })),
+    el('td', {}, el('span', { class: 'state state-' + r.state, text: r.state, title: r.error || null }),
+      r.stop_reason ? el('span', { class: 'sub', text: ' ' + stopReasonText(r.stop_reason) }) : null),
     el('td', {}, el('button', {
       type: 'button', text: 'Open', 'aria-label': `Open recording of ${r.room_name || r.room_id} from ${started}`,
       onclick: () => openRecording(r.id),
@@ -472,6 +473,7 @@ async function openRecording(recID) {
   add('Ended', rec.ended_at ? fmtTime(rec.ended_at) : 'still recording');
   add('Duration', fmtDuration(rec.duration_ms / 1000));
   add('State', rec.state + (rec.error ? ' — ' + rec.error : ''));
+  if (rec.stop_reason) add('Stopped', stopReasonText(rec.stop_reason));
   add('Participants', names(rec).map((p) => (p.name === p.id ? p.id : `${p.name} (${p.id})`)).join(', ') || '—');
   if (rec.expires_at) add('Expires', fmtTime(rec.expires_at));
   showMixdown(rec, abort);
@@ -713,3 +715,16 @@ document.addEventListener('keydown', (ev) => {
 });
 
 if (token) showApp(); else showLogin('');
+
+// stopReasonText says why a recording stopped (the API's stop_reason).
+function stopReasonText(reason) {
+  return {
+    stopped: 'stopped on request',
+    empty: 'everyone else left',
+    no_media: 'no media arrived',
+    max_duration: 'maximum length reached',
+    call_ended: 'the call ended',
+    removed: 'recorder removed from the room',
+    shutdown: 'recorder shut down',
+  }[reason] || reason;
+}

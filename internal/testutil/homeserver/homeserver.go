@@ -364,6 +364,8 @@ type RoomOptions struct {
 	// org.matrix.msc3401.call.member, m.call and m.call.member state events.
 	// By default they need the state_default level (50).
 	CallPowerLevelsZero bool
+	// EventLevels sets the power level of more event types.
+	EventLevels map[string]int
 	// Preset defaults to private_chat.
 	Preset string
 }
@@ -387,11 +389,16 @@ func (s *Server) CreateRoom(ctx context.Context, t testing.TB, creator *mautrix.
 			Content:  event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
 		})
 	}
-	if opts.CallPowerLevelsZero {
+	if opts.CallPowerLevelsZero || len(opts.EventLevels) > 0 {
 		// Dendrite merges the override into its defaults, so only these keys change.
 		events := make(map[string]int, len(callEventTypes))
-		for _, evtType := range callEventTypes {
-			events[evtType] = 0
+		if opts.CallPowerLevelsZero {
+			for _, evtType := range callEventTypes {
+				events[evtType] = 0
+			}
+		}
+		for evtType, level := range opts.EventLevels {
+			events[evtType] = level
 		}
 		req.PowerLevelOverride = &event.PowerLevelsEventContent{Events: events}
 	}

@@ -82,7 +82,24 @@ type Options struct {
 	// LogLevel is the js-sdk logger level ("trace", "debug", "info", "warn");
 	// default "info". The browser console goes to ConsoleLogPath.
 	LogLevel string
+	// SDK selects the matrix-js-sdk: "" is 43; SDK36 is 36, the last
+	// release with the legacy Olm/Megolm crypto.
+	SDK string
+	// Crypto turns on end-to-end encryption: CryptoLegacy (js-sdk 36,
+	// libolm) or CryptoRust (the Rust crypto of newer js-sdks). Messages in
+	// encrypted rooms are then encrypted and decrypted.
+	Crypto string
+	// E2EGroupCall Olm-encrypts the call's to-device signalling
+	// (useE2eForGroupCall; needs Crypto).
+	E2EGroupCall bool
 }
+
+// js-sdk versions and crypto implementations for Options.
+const (
+	SDK36        = "36"
+	CryptoLegacy = "legacy"
+	CryptoRust   = "rust"
+)
 
 // Client is one running js-sdk client in one browser.
 type Client struct {
@@ -139,6 +156,8 @@ type startArgs struct {
 	Video         bool        `json:"video"`
 	TimeoutMs     int64       `json:"timeoutMs"`
 	LogLevel      string      `json:"logLevel,omitempty"`
+	Crypto        string      `json:"crypto,omitempty"`
+	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -183,6 +202,8 @@ func Start(t testing.TB, opts Options) *Client {
 		Video:         opts.Video,
 		TimeoutMs:     opts.StartTimeout.Milliseconds(),
 		LogLevel:      opts.LogLevel,
+		Crypto:        opts.Crypto,
+		E2EGroupCall:  opts.E2EGroupCall,
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)
@@ -229,6 +250,7 @@ func (c *Client) launch(jsDir, chromium string) error {
 		"--user-data-dir", filepath.Join(c.dir, "profile"),
 		"--console-log", c.consoleLogPath,
 		"--launch-timeout-ms", fmt.Sprint(LaunchTimeout.Milliseconds()),
+		"--sdk", c.opts.SDK,
 	)
 	cmd.Dir = jsDir
 	cmd.Stderr = stderr
@@ -379,6 +401,35 @@ func (c *Client) State(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// Message is a room message as the client sees it: decrypted when it could
+// be, with DecryptionFailure when not.
+type Message struct {
+	EventID           id.EventID `json:"eventId"`
+	Sender            id.UserID  `json:"sender"`
+	Type              string     `json:"type"`     // after decryption
+	WireType          string     `json:"wireType"` // m.room.encrypted when it was encrypted
+	Encrypted         bool       `json:"encrypted"`
+	DecryptionFailure bool       `json:"decryptionFailure"`
+	MsgType           string     `json:"msgtype"`
+	Body              string     `json:"body"`
+	ReplyTo           id.EventID `json:"replyTo"`
+}
+
+// SendText sends a text message to the room (encrypted in an encrypted
+// room) and returns its event ID.
+func (c *Client) SendText(ctx context.Context, body string) (id.EventID, error) {
+	var evtID id.EventID
+	err := c.call(ctx, "sendText", map[string]string{"body": body}, &evtID)
+	return evtID, err
+}
+
+// Messages returns the room's messages on the client's live timeline.
+func (c *Client) Messages(ctx context.Context) ([]Message, error) {
+	var msgs []Message
+	err := c.call(ctx, "messages", nil, &msgs)
+	return msgs, err
 }
 
 // SetMicMuted mutes or unmutes the microphone (GroupCall.setMicrophoneMuted).

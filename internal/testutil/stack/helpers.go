@@ -37,6 +37,7 @@ func (s *Stack) CallRoom(t *testing.T, creator *mautrix.Client, invite ...id.Use
 	bot := s.App.AS.BotUserID()
 	roomID := s.HS.CreateRoom(ctx, t, creator, homeserver.RoomOptions{
 		Name: "Call", Invite: append([]id.UserID{bot}, invite...), CallPowerLevelsZero: true,
+		EventLevels: map[string]int{"org.matrix.recorder.recording": 0},
 	})
 	require.Eventually(t, func() bool {
 		var m event.MemberEventContent

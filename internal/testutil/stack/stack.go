@@ -36,9 +36,13 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
-	// Configure adjusts the config last (limits, timeouts; mixdowns are
-	// off unless it turns them on).
+	// Configure changes the recorder's config before it starts (mixdowns
+	// are off unless it turns them on).
 	Configure func(*config.Config)
+	// StopCheckInterval overrides how often stop conditions are checked.
+	StopCheckInterval time.Duration
+	// RoomKeyWait overrides how long an undecryptable event waits for its key.
+	RoomKeyWait time.Duration
 	// WebhookBackoff overrides the pause between webhook attempts.
 	WebhookBackoff func(attempts int) time.Duration
 }
@@ -130,7 +134,7 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
 	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
-		WebhookBackoff: s.opts.WebhookBackoff})
+		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait, WebhookBackoff: s.opts.WebhookBackoff})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder

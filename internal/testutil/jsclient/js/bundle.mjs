@@ -10,9 +10,14 @@ import * as esbuild from "esbuild";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-// bundle returns the page script as a string.
-export async function bundle() {
+// bundle returns the page script as a string. With sdk "36" the page is built
+// against matrix-js-sdk 36 (the npm alias matrix-js-sdk-36), the last release
+// with the legacy Olm/Megolm crypto (initLegacyCrypto, libolm from
+// @matrix-org/olm, which the driver serves next to the bundle).
+export async function bundle(sdk = "") {
+	const alias = sdk === "36" ? { "matrix-js-sdk": "matrix-js-sdk-36" } : {};
 	const result = await esbuild.build({
+		alias,
 		entryPoints: [path.join(here, "page.js")],
 		bundle: true,
 		write: false,
@@ -32,5 +37,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
 		console.error("usage: node bundle.mjs OUTFILE");
 		process.exit(2);
 	}
-	await writeFile(out, await bundle());
+	await writeFile(out, await bundle(process.argv[3] ?? ""));
 }

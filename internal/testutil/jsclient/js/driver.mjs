@@ -17,7 +17,9 @@
 // Go test process went away) and on SIGTERM/SIGINT.
 
 import http from "node:http";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import readline from "node:readline";
 import puppeteer from "puppeteer-core";
@@ -29,6 +31,8 @@ const { values: flags } = parseArgs({
 		"user-data-dir": { type: "string" },
 		"console-log": { type: "string" },
 		"launch-timeout-ms": { type: "string", default: "30000" },
+		// "36": bundle the page with matrix-js-sdk 36 and serve libolm.
+		sdk: { type: "string", default: "" },
 	},
 });
 if (!flags["user-data-dir"] || !flags["console-log"]) {
@@ -76,11 +80,17 @@ let server = null;
 let page = null;
 let closing = null;
 
+const OLM_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules", "@matrix-org", "olm");
+const legacy = flags.sdk === "36";
+
+// With the legacy crypto page, libolm is loaded first as a classic script: it
+// defines the global Olm that matrix-js-sdk 36 uses.
 const INDEX_HTML = `<!doctype html>
 <html><head><meta charset="utf-8"><title>jsclient</title></head>
-<body><script type="module" src="/bundle.js"></script></body></html>`;
+<body>${legacy ? '<script src="/olm.js"></script>' : ""}<script type="module" src="/bundle.js"></script></body></html>`;
 
 async function serve(script) {
+	const olm = legacy ? { js: readFileSync(path.join(OLM_DIR, "olm.js")), wasm: readFileSync(path.join(OLM_DIR, "olm.wasm")) } : null;
 	const srv = http.createServer((req, res) => {
 		const url = new URL(req.url, "http://127.0.0.1");
 		if (url.pathname === "/") {
@@ -89,6 +99,12 @@ async function serve(script) {
 		} else if (url.pathname === "/bundle.js") {
 			res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" });
 			res.end(script);
+		} else if (olm && url.pathname === "/olm.js") {
+			res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" });
+			res.end(olm.js);
+		} else if (olm && url.pathname === "/olm.wasm") {
+			res.writeHead(200, { "content-type": "application/wasm" });
+			res.end(olm.wasm);
 		} else if (url.pathname === "/favicon.ico") {
 			res.writeHead(204);
 			res.end();
@@ -105,7 +121,7 @@ async function serve(script) {
 }
 
 async function launch() {
-	const script = await bundle();
+	const script = await bundle(flags.sdk);
 	server = await serve(script);
 	const url = `http://127.0.0.1:${server.address().port}/`;
 
@@ -151,6 +167,8 @@ const commands = {
 		return page.evaluate((e) => window.harness.setScreensharing(e), !!args.enabled);
 	},
 	leave: (args) => page.evaluate((t) => window.harness.leave(t), args.timeoutMs ?? 10000),
+	sendText: (args) => page.evaluate((b) => window.harness.sendText(b), String(args.body ?? "")),
+	messages: () => page.evaluate(() => window.harness.messages()),
 	close: async () => {
 		// Answered first; the exit follows.
 		setImmediate(() => shutdown(0));

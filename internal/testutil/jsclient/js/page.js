@@ -9,6 +9,7 @@
 import {
 	CallEvent,
 	ClientEvent,
+	EventType,
 	GroupCallEvent,
 	GroupCallIntent,
 	GroupCallState,
@@ -294,7 +295,7 @@ async function startInner(o) {
 		userId: o.userId,
 		accessToken: o.accessToken,
 		deviceId: o.deviceId,
-		useE2eForGroupCall: false,
+		useE2eForGroupCall: !!o.e2eGroupCall,
 		fallbackICEServerAllowed: false,
 		timelineSupport: false,
 	});
@@ -330,6 +331,16 @@ async function startInner(o) {
 		}
 	};
 
+	if (o.crypto === "legacy") {
+		// matrix-js-sdk 36: libolm (the global Olm from /olm.js) and the
+		// legacy Olm/Megolm implementation, keys in memory.
+		await globalThis.Olm.init({ locateFile: () => "/olm.wasm" });
+		await client.initLegacyCrypto();
+		// Send to devices nobody verified (the recorder's bot), as Element did.
+		client.setGlobalErrorOnUnknownDevices(false);
+	} else if (o.crypto === "rust") {
+		await client.initRustCrypto({ useIndexedDB: false });
+	}
 	await client.startClient({ initialSyncLimit: 1, lazyLoadMembers: false });
 	await waitFor("the first sync", () => ["PREPARED", "SYNCING"].includes(client.getSyncState()), o.timeoutMs);
 	if (!client.supportsVoip()) throw new Error("matrix-js-sdk reports no VoIP support in this browser");
@@ -410,4 +421,36 @@ async function stop() {
 	if (client) client.stopClient();
 }
 
-window.harness = { start, state, setMicMuted, setVideoMuted, setScreensharing, leave, stop };
+// sendText sends an m.text message to the room (encrypted in an encrypted room)
+// and returns its event ID.
+async function sendText(body) {
+	const res = await client.sendTextMessage(opts.roomId, body);
+	return res.event_id;
+}
+
+// messages lists the room's m.room.message events on the live timeline as this
+// client sees them: decrypted when it could, with the reason when it could not.
+function messages() {
+	const room = client?.getRoom(opts.roomId);
+	if (!room) return [];
+	return room
+		.getLiveTimeline()
+		.getEvents()
+		.filter((ev) => ev.getType() === EventType.RoomMessage || ev.isEncrypted())
+		.map((ev) => {
+			const c = ev.getContent() || {};
+			return {
+				eventId: ev.getId(),
+				sender: ev.getSender(),
+				type: ev.getType(),
+				wireType: ev.getWireType(),
+				encrypted: ev.isEncrypted(),
+				decryptionFailure: ev.isDecryptionFailure(),
+				msgtype: c.msgtype ?? "",
+				body: c.body ?? "",
+				replyTo: c["m.relates_to"]?.["m.in_reply_to"]?.event_id ?? "",
+			};
+		});
+}
+
+window.harness = { start, state, setMicMuted, setVideoMuted, setScreensharing, leave, stop, sendText, messages };

@@ -1,9 +1,7 @@
--- v2 -> v3: Mixdowns, webhook outbox, names at recording time
+-- v3 -> v4: Mixdowns, webhook outbox, names at recording time
 
 -- The room's name and each participant's profile as they were when recorded.
 ALTER TABLE recording ADD COLUMN room_name TEXT NOT NULL DEFAULT '';
--- Why the recorder stopped a recording itself (e.g. size_limit), if it did.
-ALTER TABLE recording ADD COLUMN stop_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE recording_file ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE recording_file ADD COLUMN avatar_url TEXT NOT NULL DEFAULT '';
 
