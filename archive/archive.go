@@ -56,6 +56,25 @@ type Options struct {
 	// Consent, if set, decides whose streams are written; the others are
 	// listed as excluded in the manifest until Consented is called.
 	Consent Consent
+	// Events, if set, is told when a recording starts and ends.
+	Events Events
+	// Profiles, if set, names the room and the participants.
+	Profiles Profiles
+}
+
+// Events is told when a recording starts and when it has ended (its files,
+// rows and manifest are stored): webhooks and mixdowns start from here.
+type Events interface {
+	RecordingStarted(ctx context.Context, rec *storage.Recording)
+	RecordingEnded(ctx context.Context, rec *storage.Recording)
+}
+
+// Profiles looks up names as they are now, so recordings keep the room's
+// name and each participant's display name and avatar of recording time.
+// Empty strings mean unknown.
+type Profiles interface {
+	RoomName(ctx context.Context, roomID id.RoomID) string
+	Member(ctx context.Context, roomID id.RoomID, userID id.UserID) (displayName, avatarURL string)
 }
 
 // Recorder implements callbot.Sink.
@@ -66,6 +85,8 @@ type Recorder struct {
 	create recording.CreateFunc
 	met    *metrics.Metrics
 	gate   Consent
+	events Events
+	names  Profiles
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
@@ -85,7 +106,8 @@ func New(opts Options) (*Recorder, error) {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
 	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, gate: opts.Consent,
-		calls: map[id.RoomID]*callRec{}, limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
+		events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{},
+		limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
 	if opts.Limits.MaxDiskBytes > 0 {
 		r.disk = newDiskUsage(opts.Dir)
 	} else {
@@ -173,9 +195,12 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	folder := string(recID)
 	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
 	rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
+	if r.names != nil {
+		rec.RoomName = r.names.RoomName(ctx, call.RoomID)
+	}
 	c := &callRec{
 		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
-		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), ConfID: string(call.ConfID), Started: call.JoinedAt},
+		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), RoomName: rec.RoomName, ConfID: string(call.ConfID), Started: call.JoinedAt},
 		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
 	}
 	if r.disk.full(r.limits.MaxDiskBytes) {
@@ -199,6 +224,9 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	r.calls[call.RoomID] = c
 	r.lock.Unlock()
 	log.Info().Str("recording_id", string(recID)).Msg("Recording started")
+	if r.events != nil {
+		r.events.RecordingStarted(ctx, rec)
+	}
 }
 
 func (r *Recorder) call(roomID id.RoomID) *callRec {
@@ -449,6 +477,9 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	row.UserID, row.DeviceID, row.SessionID, row.Purpose = peer.UserID, peer.DeviceID, string(peer.SessionID), string(purpose)
 	row.Kind, row.Codecs, row.Bytes, row.Duration, row.StartedAt = string(f.Kind), f.Codecs, f.Bytes, f.Duration, f.Start
 	row.Segment, row.Width, row.Height, row.State = f.Segment, f.Width, f.Height, state
+	if c.r.names != nil {
+		row.DisplayName, row.AvatarURL = c.r.names.Member(ctx, c.rec.RoomID, peer.UserID)
+	}
 	for _, iv := range f.MuteIntervals {
 		row.MuteIntervals = append(row.MuteIntervals, storage.Interval{Start: f.Start.Add(iv.Start), End: f.Start.Add(iv.End)})
 	}
@@ -458,7 +489,9 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	}
 	f.Path = name
 	c.lock.Lock()
-	c.manifest.Tracks = append(c.manifest.Tracks, recording.NewManifestTrack(&c.manifest, string(peer.UserID), string(peer.DeviceID), string(purpose), f))
+	mt := recording.NewManifestTrack(&c.manifest, string(peer.UserID), string(peer.DeviceID), string(purpose), f)
+	mt.DisplayName, mt.AvatarURL = row.DisplayName, row.AvatarURL
+	c.manifest.Tracks = append(c.manifest.Tracks, mt)
 	c.lock.Unlock()
 	if err == nil {
 		log.Info().Str("file", name).Dur("duration", f.Duration).Int64("bytes", f.Bytes).Msg("Stored recording file")
@@ -572,6 +605,9 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 		_ = os.RemoveAll(c.spoolDir)
 	}
 	log.Info().Str("state", string(c.rec.State)).Int("files", len(c.manifest.Tracks)).Msg("Recording ended")
+	if r.events != nil {
+		r.events.RecordingEnded(ctx, c.rec)
+	}
 }
 
 func (c *callRec) writeManifest(ctx context.Context) error {

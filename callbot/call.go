@@ -360,7 +360,13 @@ func (c *Call) leave(ctx context.Context, reason StopReason) {
 	c.m.sink.CallLeft(sinkCtx, c.info(), time.Now())
 	cancel()
 	if !c.m.cfg.NoRecordingNotices {
-		c.m.notice(ctx, c.roomID, "Stopped recording this call.")
+		stopped := "Stopped recording this call."
+		if link := c.m.cfg.RecordingLink; link != nil {
+			if url := link(c.id); url != "" {
+				stopped += " The recording: " + url
+			}
+		}
+		c.m.notice(ctx, c.roomID, stopped)
 	}
 	log.Info().Msg("Left group call")
 }

@@ -47,6 +47,9 @@ type Config struct {
 	// NoRecordingNotices leaves the "recording" and "stopped" notices to
 	// someone else (the room controller announces both with more detail).
 	NoRecordingNotices bool
+	// RecordingLink, if set, gives the link to a recording (by its id)
+	// that the stop notice carries; "" for none.
+	RecordingLink func(recordingID string) string
 }
 
 // Options configure a Manager.

@@ -120,3 +120,21 @@ func TestCommandReplies(t *testing.T) {
 	require.Contains(t, consent(ctx, fakeRoom{}, "!r:test", "@a:test", true), "recorded from now on")
 	require.Contains(t, consent(ctx, fakeRoom{err: errors.New("db")}, "!r:test", "@a:test", true), "reference `")
 }
+
+// TestOutputsInReplies: `list` says when recordings expire and counts a
+// mixdown apart.
+func TestOutputsInReplies(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	recs := &fakeRecordings{rows: []*storage.Recording{
+		{ID: "r2", StartedAt: start, State: storage.StateRecording},
+		{ID: "r1", StartedAt: start.Add(-time.Hour), EndedAt: start.Add(-time.Hour + 90*time.Second), State: storage.StateFinished},
+	}}
+	files := &fakeFiles{files: map[storage.RecordingID][]*storage.RecordingFile{
+		"r1": {{}, {Purpose: storage.PurposeMixdown}}, "r2": {{}},
+	}}
+	reply := list(ctx, Options{Recordings: recs, Files: files, Recording: config.Default().Recording, RetentionDays: 30}, "!room:test", 5)
+	require.Contains(t, reply, "* `r2` 2026-01-02 03:04 UTC, in progress, recording, 1 file(s)\n", "a recording in progress does not expire")
+	require.Contains(t, reply, "* `r1` 2026-01-02 02:04 UTC, 1m30s, finished, 1 file(s), mixed down, expires 2026-02-01 02:04 UTC")
+
+}

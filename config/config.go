@@ -31,6 +31,22 @@ type Config struct {
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
 	Limits      LimitsConfig     `yaml:"limits"`
 	Logging     LoggingConfig    `yaml:"logging"`
+	Mixdown     MixdownConfig    `yaml:"mixdown"`
+	Webhooks    []WebhookConfig  `yaml:"webhooks"`
+}
+
+// MixdownConfig configures the one-file-per-recording mixdown.
+type MixdownConfig struct {
+	// Enabled mixes every recording down when it ends.
+	Enabled bool `yaml:"enabled"`
+	// Concurrency is how many mixdowns run at once.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// WebhookConfig is one receiver of recording events.
+type WebhookConfig struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"` // HMAC-SHA256 key of the signature
 }
 
 // HomeserverConfig says where the homeserver is.
@@ -80,6 +96,9 @@ type RecordingsConfig struct {
 	// this size (MiB; 0 = no limit); no new call is recorded until space
 	// is freed.
 	MaxDiskUsageMB int64 `yaml:"max_disk_usage_mb"`
+	// Retention deletes recordings older than this many days; 0 keeps
+	// them.
+	Retention int `yaml:"retention"`
 }
 
 // RecordingConfig is how a recording behaves in the room: announcements,
@@ -102,17 +121,18 @@ type RecordingConfig struct {
 
 // APIConfig is the operator HTTP API.
 type APIConfig struct {
-	Listen string   `yaml:"listen"` // host:port; empty disables the API
-	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
+	Listen string `yaml:"listen"` // host:port; empty disables the API
+	// PublicURL is the base URL users reach the API and page at (e.g.
+	// https://recorder.example.com): `!rec list`, the stop notice and
+	// webhooks link recordings to it; empty: no links.
+	PublicURL string   `yaml:"public_url"`
+	Tokens    []string `yaml:"tokens"` // bearer tokens accepted by the API
 	// ProtectMetrics requires a token on /metrics too (the default).
 	ProtectMetrics bool `yaml:"protect_metrics"`
 	// AllowedHosts are the host names clients may reach the API by (the
 	// Host header), against DNS rebinding. IP literals, localhost and the
 	// host of Listen are always allowed; "*" allows any name.
 	AllowedHosts []string `yaml:"allowed_hosts"`
-	// PublicURL is the address users reach the web page at (e.g.
-	// https://recorder.example.com); `!rec list` links recordings to it.
-	PublicURL string `yaml:"public_url"`
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For gives the client address in the request log.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -229,6 +249,7 @@ func Default() *Config {
 		WebRTC:   WebRTCConfig{TURN: true},
 		Limits:   LimitsConfig{MaxCalls: 50, MaxPeersPerCall: 32, MaxTracksPerPeer: 8},
 		Logging:  LoggingConfig{MinLevel: "info", Format: "pretty"},
+		Mixdown:  MixdownConfig{Enabled: true, Concurrency: 1},
 	}
 }
 

@@ -37,6 +37,10 @@ func TestLoadValid(t *testing.T) {
 	require.Equal(t, "!rec", cfg.Commands.Prefix)
 	require.Equal(t, "sqlite3-fk-wal", cfg.Database.Type)
 	require.Equal(t, "recorder", cfg.Appservice.Bot.Username)
+	require.Zero(t, cfg.Recordings.Retention, "retention is off by default")
+	require.True(t, cfg.Mixdown.Enabled)
+	require.Equal(t, 1, cfg.Mixdown.Concurrency)
+	require.Empty(t, cfg.Webhooks)
 }
 
 func TestExampleConfigParsesButIsRefused(t *testing.T) {
@@ -91,6 +95,11 @@ func TestValidateErrorsNameTheKey(t *testing.T) {
 		{"bad proxy prefix", func(c *Config) { c.API.TrustedProxies = []string{"10.0.0.0/33"} }, "api.trusted_proxies"},
 		{"bad port", func(c *Config) { c.Appservice.Port = 0 }, "appservice.port"},
 		{"bad log level", func(c *Config) { c.Logging.MinLevel = "loud" }, "logging.min_level"},
+		{"negative retention", func(c *Config) { c.Recordings.Retention = -1 }, "recordings.retention"},
+		{"no mixdown worker", func(c *Config) { c.Mixdown.Concurrency = 0 }, "mixdown.concurrency"},
+		{"public url without scheme", func(c *Config) { c.API.PublicURL = "recorder.example.org" }, "api.public_url"},
+		{"webhook url", func(c *Config) { c.Webhooks = []WebhookConfig{{URL: "ftp://x", Secret: "0123456789abcdef"}} }, "webhooks[0].url"},
+		{"webhook secret", func(c *Config) { c.Webhooks = []WebhookConfig{{URL: "https://x.test/h", Secret: "short"}} }, "webhooks[0].secret"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,4 +273,24 @@ func TestAPIDefaultsAndHostNames(t *testing.T) {
 	require.ErrorContains(t, err, "recorder.example.org:443")
 	cfg.API.AllowedHosts = []string{"*", "Recorder.Example.org", "[::1]", "10.0.0.7"}
 	require.NoError(t, cfg.Validate(true))
+}
+
+func TestOutputsConfig(t *testing.T) {
+	cfg, err := Load(writeConfig(t, validYAML+`
+recordings:
+  path: recs
+  retention: 14
+mixdown:
+  enabled: false
+  concurrency: 2
+webhooks:
+  - url: https://hooks.example.test/rec
+    secret: 0123456789abcdef0123
+`), []string{"RECORDER_API__PUBLIC_URL=https://rec.example.test"})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate(true))
+	require.Equal(t, 14, cfg.Recordings.Retention)
+	require.Equal(t, MixdownConfig{Enabled: false, Concurrency: 2}, cfg.Mixdown)
+	require.Equal(t, []WebhookConfig{{URL: "https://hooks.example.test/rec", Secret: "0123456789abcdef0123"}}, cfg.Webhooks)
+	require.Equal(t, "https://rec.example.test", cfg.API.PublicURL)
 }

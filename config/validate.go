@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
@@ -137,6 +138,26 @@ func (c *Config) Validate(needTokens bool) error {
 				add("api.tokens", "every token must have at least 16 characters")
 				break
 			}
+		}
+	}
+	if c.Recordings.Retention < 0 {
+		add("recordings.retention", "must be a number of days (0 keeps recordings forever)")
+	}
+	if c.Mixdown.Concurrency < 1 || c.Mixdown.Concurrency > 16 {
+		add("mixdown.concurrency", "must be between 1 and 16")
+	}
+	if c.API.PublicURL != "" {
+		if u, err := url.Parse(c.API.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("api.public_url", "must be an http(s) URL such as https://recorder.example.com")
+		}
+	}
+	for i, wh := range c.Webhooks {
+		key := fmt.Sprintf("webhooks[%d]", i)
+		if u, err := url.Parse(wh.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(key+".url", "must be an http(s) URL")
+		}
+		if len(wh.Secret) < 16 {
+			add(key+".secret", "must have at least 16 characters")
 		}
 	}
 	if (c.WebRTC.UDPPortMin == 0) != (c.WebRTC.UDPPortMax == 0) || c.WebRTC.UDPPortMin > c.WebRTC.UDPPortMax {

@@ -18,6 +18,7 @@ const ManifestFileName = "manifest.json"
 type Manifest struct {
 	RecordingID string          `json:"recording_id"`
 	RoomID      string          `json:"room_id"`
+	RoomName    string          `json:"room_name,omitempty"` // at recording time
 	ConfID      string          `json:"conf_id,omitempty"`
 	Started     time.Time       `json:"started"`
 	Ended       time.Time       `json:"ended,omitzero"`
@@ -43,7 +44,11 @@ type ManifestExcluded struct {
 type ManifestTrack struct {
 	UserID   string `json:"user_id"`
 	DeviceID string `json:"device_id,omitempty"`
-	Purpose  string `json:"purpose,omitempty"` // e.g. "usermedia", "screenshare"
+	// DisplayName and AvatarURL are the participant's profile in the room
+	// at recording time.
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+	Purpose     string `json:"purpose,omitempty"` // e.g. "usermedia", "screenshare"
 	// File is the base name of the file, relative to the manifest.
 	File string `json:"file"`
 	// Offset is Start relative to the Manifest's Started.

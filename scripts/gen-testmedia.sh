@@ -22,6 +22,14 @@ ff -f lavfi -i "aevalsrc=if(${beep}\,0.5*sin(2*PI*1000*t)\,0)|if(${beep}\,0.5*si
 	-c:a libopus -b:a 24k -frame_duration 20 -application audio \
 	-page_duration 20000 -map_metadata -1 "$out/beeps-opus-48k-stereo.ogg"
 
+# Continuous tones, one frequency per simulated participant, for the
+# mixdown tests (which participant sounds when): 5 s, amplitude 0.2.
+for freq in 600 1500; do
+	ff -f lavfi -i "aevalsrc=0.2*sin(2*PI*${freq}*t)|0.2*sin(2*PI*${freq}*t):s=48000:d=5" \
+		-c:a libopus -b:a 24k -frame_duration 20 -application audio \
+		-page_duration 20000 -map_metadata -1 "$out/tone-${freq}-opus-48k-stereo.ogg"
+done
+
 # Video: black background, a grey box moving across (so frames differ), and a
 # white full-frame flash aligned with the beeps. Keyframe every second, no
 # alt-ref frames (like a real-time WebRTC encoder).

@@ -203,3 +203,22 @@ func (ls *LocalStore) DeleteFolder(_ context.Context, folder string) error {
 	}
 	return os.RemoveAll(p)
 }
+
+// Delete removes one file of a folder; a missing file is no error. Only
+// derived files (a mixdown being replaced) are ever deleted one by one.
+func (ls *LocalStore) Delete(_ context.Context, folder, name string) error {
+	p, err := ls.path(folder, name)
+	if err != nil {
+		return err
+	}
+	if err = os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to delete %s/%s: %w", folder, name, err)
+	}
+	return nil
+}
+
+// LocalPath is where a stored file is on disk (readers such as ffmpeg
+// that need a path use it in place).
+func (ls *LocalStore) LocalPath(folder, name string) (string, error) {
+	return ls.path(folder, name)
+}

@@ -38,7 +38,9 @@ type Recording struct {
 	StartedAt   time.Time      `json:"started_at"`
 	EndedAt     time.Time      `json:"ended_at,omitzero"`
 	Folder      string         `json:"folder"`
-	// StopReason says why the recording stopped (StopReason* values).
+	// RoomName is the room's name when the recording started.
+	RoomName string `json:"room_name,omitempty"`
+	// StopReason says why the recording stopped (callbot.Stop* values).
 	StopReason string `json:"stop_reason,omitempty"`
 }
 
@@ -47,7 +49,7 @@ func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recor
 // Scan implements dbutil.DataStruct.
 func (r *Recording) Scan(row dbutil.Scannable) (*Recording, error) {
 	var started, ended int64
-	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder, &r.StopReason)
+	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder, &r.RoomName, &r.StopReason)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +63,7 @@ type RecordingQuery struct {
 }
 
 const (
-	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder, stop_reason`
+	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder, room_name, stop_reason`
 	getRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
 	// Keyset pagination in (started_at DESC, id) order: rows after the cursor.
 	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
@@ -70,7 +72,7 @@ const (
 		ORDER BY started_at DESC, id LIMIT $3`
 	getByStateQuery      = `SELECT ` + recordingColumns + ` FROM recording WHERE state=$1 ORDER BY started_at`
 	upsertRecordingQuery = `
-		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at,
 			stop_reason=excluded.stop_reason`
 	deleteRecordingQuery = `DELETE FROM recording WHERE id=$1`
@@ -131,7 +133,7 @@ func (rq *RecordingQuery) GetByState(ctx context.Context, state RecordingState) 
 // Save inserts the recording or updates its state, error and end.
 func (r *Recording) Save(ctx context.Context) error {
 	return r.qh.Exec(ctx, upsertRecordingQuery, r.ID, r.RoomID, r.ConfID, r.VirtualUser, r.State, r.Error,
-		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder, r.StopReason)
+		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder, r.RoomName, r.StopReason)
 }
 
 // Delete removes the recording and (by cascade) its file rows.
@@ -165,6 +167,10 @@ type RecordingFile struct {
 	Height        int            `json:"height,omitempty"`
 	MuteIntervals []Interval     `json:"mute_intervals"`
 	State         RecordingState `json:"state"`
+	// DisplayName and AvatarURL are the participant's profile in the room
+	// when the file was recorded.
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
 }
 
 func newRecordingFile(qh *dbutil.QueryHelper[*RecordingFile]) *RecordingFile {
@@ -176,7 +182,7 @@ func (f *RecordingFile) Scan(row dbutil.Scannable) (*RecordingFile, error) {
 	var codecs, mutes string
 	var durMS, started int64
 	err := row.Scan(&f.RecordingID, &f.Name, &f.UserID, &f.DeviceID, &f.SessionID, &f.Purpose, &f.Kind, &codecs,
-		&f.Bytes, &durMS, &started, &f.Segment, &f.Width, &f.Height, &mutes, &f.State)
+		&f.Bytes, &durMS, &started, &f.Segment, &f.Width, &f.Height, &mutes, &f.State, &f.DisplayName, &f.AvatarURL)
 	if err != nil {
 		return nil, err
 	}
@@ -197,11 +203,11 @@ type RecordingFileQuery struct {
 
 const (
 	fileColumns = `recording_id, name, user_id, device_id, session_id, purpose, kind, codecs, bytes, duration_ms,
-		started_at, segment, width, height, mute_intervals, state`
+		started_at, segment, width, height, mute_intervals, state, display_name, avatar_url`
 	getFilesQuery   = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 ORDER BY started_at, name`
 	getFileQuery    = `SELECT ` + fileColumns + ` FROM recording_file WHERE recording_id=$1 AND name=$2`
 	insertFileQuery = `
-		INSERT INTO recording_file (` + fileColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		INSERT INTO recording_file (` + fileColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 		ON CONFLICT (recording_id, name) DO NOTHING`
 )
 
@@ -259,7 +265,7 @@ func (f *RecordingFile) Save(ctx context.Context) error {
 	}
 	res, err := f.qh.GetDB().Exec(ctx, insertFileQuery, f.RecordingID, f.Name, f.UserID, f.DeviceID, f.SessionID, f.Purpose, f.Kind,
 		strings.Join(f.Codecs, ","), f.Bytes, f.Duration.Milliseconds(), toUnixMilli(f.StartedAt), f.Segment,
-		f.Width, f.Height, string(mutesJSON), f.State)
+		f.Width, f.Height, string(mutesJSON), f.State, f.DisplayName, f.AvatarURL)
 	if err != nil {
 		return err
 	}

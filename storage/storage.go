@@ -42,6 +42,8 @@ type DB struct {
 	File        *RecordingFileQuery
 	ActiveCall  *ActiveCallQuery
 	Consent     *ConsentQuery
+	Mixdown     *MixdownQuery
+	Outbox      *OutboxQuery
 }
 
 // Open connects to the database and applies every pending schema upgrade.
@@ -131,5 +133,7 @@ func Wrap(raw *dbutil.Database) *DB {
 		File:        &RecordingFileQuery{dbutil.MakeQueryHelper(raw, newRecordingFile)},
 		ActiveCall:  &ActiveCallQuery{db: raw},
 		Consent:     &ConsentQuery{db: raw},
+		Mixdown:     &MixdownQuery{db: raw},
+		Outbox:      &OutboxQuery{db: raw},
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/internal/testutil/browser"
 	"github.com/matrix-recorder/recorder/storage"
+	"github.com/matrix-recorder/recorder/web"
 )
 
 // TestBrowserPlaysRecording drives the page in headless Chromium: sign in
@@ -116,5 +117,93 @@ func TestBrowserPlaysRecording(t *testing.T) {
 			Math.abs(document.querySelector('#tracks video').currentTime - 2.5) < 0.1`),
 	), "pause and seek")
 
+	require.Empty(t, tab.Exceptions(), "no uncaught exceptions in the page")
+}
+
+// TestBrowserPlaysMixdown: a recording with a mixdown opens on the mixdown
+// (the WebM, since someone sent video), which plays; the per-participant
+// view is one click away. Rooms and people are shown by name, ids on hover.
+func TestBrowserPlaysMixdown(t *testing.T) {
+	mix := &fakeMixdowns{jobs: map[storage.RecordingID]*storage.Mixdown{}}
+	e := newEnv(t, func(o *web.Options) { o.RetentionDays, o.Mixdowns = 30, mix })
+	e.seed("nomix", roomB, storage.StateFinished, t0.Add(-time.Hour), oggTrack("x.ogg", alice, 0))
+	rec := e.seed("mix1", roomA, storage.StateFinished, t0,
+		oggTrack("alice.ogg", alice, 0),
+		webmTrack("bob.webm", bob, 1500*time.Millisecond))
+	rec.RoomName = "Weekly sync"
+	_, err := e.db.Exec(e.ctx, `UPDATE recording SET room_name=$2 WHERE id=$1`, rec.ID, rec.RoomName)
+	require.NoError(t, err)
+	_, err = e.db.Exec(e.ctx, `UPDATE recording_file SET display_name='Alice A.' WHERE name='alice.ogg'`)
+	require.NoError(t, err)
+	e.put(rec.Folder, "mixdown.webm", readFile(t, webmMedia))
+	e.put(rec.Folder, "mixdown.ogg", readFile(t, oggMedia))
+	require.NoError(t, e.db.ReplaceMixdownFiles(e.ctx, rec.ID, []*storage.RecordingFile{
+		{Name: "mixdown.ogg", Kind: "ogg", Codecs: []string{"audio/opus"}, Duration: 6 * time.Second, StartedAt: t0, State: storage.StateFinished},
+		{Name: "mixdown.webm", Kind: "webm", Codecs: []string{"video/VP8", "audio/opus"}, Duration: 6 * time.Second, StartedAt: t0, State: storage.StateFinished},
+	}))
+
+	srv := httptest.NewServer(e.handler)
+	defer srv.Close()
+	tab := browser.New(t, 90*time.Second)
+	ctx := tab.Ctx
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible(css("#token")),
+		chromedp.SendKeys(css("#token"), testToken),
+		chromedp.Click(css("#token-form button[type=submit]")),
+		chromedp.WaitVisible(css(`#recordings tbody tr[data-id="mix1"]`)),
+	), "sign in and list")
+	row, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+		Room      string `json:"room"`
+		RoomTitle string `json:"room_title"`
+		People    string `json:"people"`
+		Title     string `json:"title"`
+	}](`(() => { const tds = document.querySelectorAll('#recordings tbody tr[data-id="mix1"] td');
+		return { room: tds[0].textContent, room_title: tds[0].title, people: tds[3].textContent, title: tds[3].querySelector('span').title }; })()`))
+	require.NoError(t, err)
+	require.Equal(t, "Weekly sync", row.Room)
+	require.Equal(t, string(roomA), row.RoomTitle, "the room id on hover")
+	require.Equal(t, "Alice A., "+string(bob), row.People)
+	require.Equal(t, string(alice), row.Title, "the user id on hover")
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css(`#recordings tbody tr[data-id="mix1"] button`)),
+		chromedp.WaitVisible(css("#mixdown video")),
+		chromedp.Poll[chromedp.Void](`(() => { const v = document.querySelector('#mixdown video');
+			return v.src.startsWith('blob:') && v.readyState >= 1 && v.dataset.file === 'mixdown.webm'; })()`,
+			chromedp.WithPollingTimeout(20*time.Second)),
+	), "open: the mixdown is shown")
+	hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('#per-participant').hidden`))
+	require.NoError(t, err)
+	require.True(t, hidden, "per-participant view folded away")
+	meta, err := chromedp.Run(ctx, chromedp.Text(css("#rec-meta")))
+	require.NoError(t, err)
+	require.Contains(t, meta, "Expires")
+	require.Contains(t, meta, "Weekly sync ("+string(roomA)+")")
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#mixdown video').play()`),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#mixdown video').currentTime > 1`, chromedp.WithPollingTimeout(20*time.Second)),
+		chromedp.Click(css("#show-tracks")),
+		chromedp.WaitVisible(css("#tracks video")),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#mixdown video').paused`),
+	), "play the mixdown, then open the per-participant view")
+	heads, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#tracks h3')].map((h) => h.textContent + '|' + h.title)`))
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"Alice A.|" + string(alice), string(bob) + "|" + string(bob)}, heads)
+
+	// A recording without a mixdown opens on its tracks; one click asks for
+	// the mixdown, and the page shows it waiting.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css(`#recordings tbody tr[data-id="nomix"] button`)),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#tracks audio').length === 1 &&
+			document.querySelector('#mixdown-state').textContent === 'No mixdown yet.' &&
+			!document.querySelector('#per-participant').hidden && document.querySelector('#show-tracks').hidden`),
+		chromedp.Click(css("#mixdown-make")),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#mixdown-state').textContent === 'Mixdown waiting…'`,
+			chromedp.WithPollingTimeout(10*time.Second)),
+	), "ask for a mixdown")
+	require.Equal(t, []storage.RecordingID{"nomix"}, mix.Queued())
 	require.Empty(t, tab.Exceptions(), "no uncaught exceptions in the page")
 }

@@ -65,19 +65,27 @@ func (s storageRecordings) DeleteRecording(ctx context.Context, id storage.Recor
 
 // Recording is a recording as the API shows it.
 type Recording struct {
-	ID     storage.RecordingID    `json:"id"`
-	RoomID id.RoomID              `json:"room_id"`
-	ConfID string                 `json:"conf_id"`
-	State  storage.RecordingState `json:"state"`
-	Error  string                 `json:"error,omitempty"`
+	ID           storage.RecordingID    `json:"id"`
+	RoomID       id.RoomID              `json:"room_id"`
+	ConfID       string                 `json:"conf_id"`
+	State        storage.RecordingState `json:"state"`
+	Error        string                 `json:"error,omitempty"`
+	StartedAt    time.Time              `json:"started_at"`
+	EndedAt      *time.Time             `json:"ended_at"` // null while recording
+	DurationMS   int64                  `json:"duration_ms"`
+	Participants []id.UserID            `json:"participants"`
+	Tracks       []Track                `json:"tracks"`
+	// RoomName is the room's name at recording time.
+	RoomName string `json:"room_name,omitempty"`
 	// StopReason says why it stopped: stopped, empty, no_media,
-	// max_duration, call_ended, removed, shutdown; empty while recording.
-	StopReason   string      `json:"stop_reason,omitempty"`
-	StartedAt    time.Time   `json:"started_at"`
-	EndedAt      *time.Time  `json:"ended_at"` // null while recording
-	DurationMS   int64       `json:"duration_ms"`
-	Participants []id.UserID `json:"participants"`
-	Tracks       []Track     `json:"tracks"`
+	// max_duration, call_ended, removed, shutdown, size_limit, disk_full,
+	// recorder_restarted; absent while recording.
+	StopReason string `json:"stop_reason,omitempty"`
+	// ExpiresAt is when retention deletes the recording (absent: never).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Mixdown is the one-file version of the recording, absent until one
+	// was asked for.
+	Mixdown *Mixdown `json:"mixdown,omitempty"`
 	// Manifest is the recording's manifest.json, only in the single
 	// recording response, null if the recording has none (yet).
 	Manifest *json.RawMessage `json:"manifest,omitempty"`
@@ -106,6 +114,19 @@ type Track struct {
 	Height        int                    `json:"height,omitempty"`
 	MuteIntervals []storage.Interval     `json:"mute_intervals"`
 	State         storage.RecordingState `json:"state"`
+	// DisplayName and AvatarURL (mxc://) are the participant's profile
+	// in the room at recording time.
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+}
+
+// Mixdown is a recording's mixdown job and its files (kind "mixdown":
+// mixdown.ogg, and mixdown.webm when anyone sent video).
+type Mixdown struct {
+	State    storage.MixdownState `json:"state"`
+	Progress float64              `json:"progress"` // 0..1
+	Error    string               `json:"error,omitempty"`
+	Files    []Track              `json:"files"`
 }
 
 // RecordingList is the body of GET /api/v1/recordings.
@@ -116,8 +137,10 @@ type RecordingList struct {
 }
 
 type recordingsResource struct {
-	db    Recordings
-	files Files
+	db            Recordings
+	files         Files
+	mix           Mixdowns
+	retentionDays int
 }
 
 type ctxKey int
@@ -133,6 +156,7 @@ func (rs recordingsResource) Routes() chi.Router {
 		r.With(rs.recordingCtx).Get("/", rs.get)
 		r.With(rs.recordingCtx).Delete("/", rs.delete)
 		r.With(rs.recordingCtx).Get("/files/{file}", rs.file)
+		r.With(rs.recordingCtx).Post("/mixdown", rs.remix)
 	})
 	return r
 }
@@ -268,7 +292,7 @@ func (rs recordingsResource) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, rec := range recs {
-		out.Recordings = append(out.Recordings, toRecording(rec, files[rec.ID], time.Now()))
+		out.Recordings = append(out.Recordings, rs.withExpiry(toRecording(rec, files[rec.ID], time.Now())))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -280,7 +304,20 @@ func (rs recordingsResource) get(w http.ResponseWriter, r *http.Request) {
 		internalError(w, r, err, "Failed to list recording files")
 		return
 	}
-	out := toRecording(rec, files, time.Now())
+	out := rs.withExpiry(toRecording(rec, files, time.Now()))
+	if rs.mix != nil {
+		m, err := rs.mix.GetMixdown(r.Context(), rec.ID)
+		if err != nil {
+			internalError(w, r, err, "Failed to load the mixdown")
+			return
+		}
+		if m != nil {
+			if out.Mixdown == nil {
+				out.Mixdown = &Mixdown{Files: []Track{}}
+			}
+			out.Mixdown.State, out.Mixdown.Progress, out.Mixdown.Error = m.State, m.Progress, m.Error
+		}
+	}
 	manifest := rs.manifest(r.Context(), rec)
 	out.Manifest = &manifest
 	writeJSON(w, http.StatusOK, out)
@@ -416,12 +453,21 @@ func mediaKind(f *storage.RecordingFile, container string) string {
 
 func toRecording(rec *storage.Recording, files []*storage.RecordingFile, now time.Time) Recording {
 	out := Recording{
-		ID: rec.ID, RoomID: rec.RoomID, ConfID: rec.ConfID, State: rec.State, Error: rec.Error, StopReason: rec.StopReason,
+		ID: rec.ID, RoomID: rec.RoomID, RoomName: rec.RoomName, StopReason: rec.StopReason, ConfID: rec.ConfID, State: rec.State, Error: rec.Error,
 		StartedAt: rec.StartedAt.UTC(), Participants: []id.UserID{}, Tracks: make([]Track, 0, len(files)),
 	}
 	seen := map[id.UserID]bool{}
 	var lastEnd time.Time
 	for _, f := range files {
+		if f.Purpose == storage.PurposeMixdown {
+			if out.Mixdown == nil {
+				out.Mixdown = &Mixdown{State: storage.MixdownFinished, Progress: 1, Files: []Track{}}
+			}
+			out.Mixdown.Files = append(out.Mixdown.Files, Track{Kind: "mixdown", Container: containerOf(f), Codecs: f.Codecs,
+				Codec: firstOr(f.Codecs), File: f.Name, Bytes: f.Bytes, DurationMS: f.Duration.Milliseconds(),
+				StartedAt: f.StartedAt.UTC(), MuteIntervals: []storage.Interval{}, State: f.State})
+			continue
+		}
 		if !seen[f.UserID] {
 			seen[f.UserID] = true
 			out.Participants = append(out.Participants, f.UserID)
@@ -432,6 +478,7 @@ func toRecording(rec *storage.Recording, files []*storage.RecordingFile, now tim
 			Codecs: f.Codecs, File: f.Name, Bytes: f.Bytes, DurationMS: f.Duration.Milliseconds(),
 			StartedAt: f.StartedAt.UTC(), OffsetMS: f.StartedAt.Sub(rec.StartedAt).Milliseconds(),
 			Segment: f.Segment, Width: f.Width, Height: f.Height, MuteIntervals: f.MuteIntervals, State: f.State,
+			DisplayName: f.DisplayName, AvatarURL: f.AvatarURL,
 		}
 		if t.Codecs == nil {
 			t.Codecs = []string{}
@@ -460,4 +507,42 @@ func toRecording(rec *storage.Recording, files []*storage.RecordingFile, now tim
 		out.DurationMS = end.Sub(rec.StartedAt).Milliseconds()
 	}
 	return out
+}
+
+func firstOr(codecs []string) string {
+	if len(codecs) > 0 {
+		return codecs[0]
+	}
+	return ""
+}
+
+// withExpiry sets when retention deletes the recording.
+func (rs recordingsResource) withExpiry(out Recording) Recording {
+	if rs.retentionDays > 0 && out.State != storage.StateRecording {
+		e := out.StartedAt.Add(time.Duration(rs.retentionDays) * 24 * time.Hour)
+		out.ExpiresAt = &e
+	}
+	return out
+}
+
+// remix queues the recording's mixdown (again): 202 with the job.
+func (rs recordingsResource) remix(w http.ResponseWriter, r *http.Request) {
+	rec := recordingFrom(r)
+	if rs.mix == nil {
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "Mixdowns are not available in this process")
+		return
+	}
+	if rec.State == storage.StateRecording {
+		writeError(w, http.StatusConflict, CodeInProgress, "The recording is still in progress: a mixdown is made when it ends")
+		return
+	}
+	m, err := rs.mix.EnqueueMixdown(r.Context(), rec.ID)
+	if errors.Is(err, ErrMixdownQueueFull) {
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "Too many mixdowns are waiting; try again later")
+		return
+	} else if err != nil {
+		internalError(w, r, err, "Failed to queue the mixdown")
+		return
+	}
+	writeJSON(w, http.StatusAccepted, Mixdown{State: m.State, Progress: m.Progress, Error: m.Error, Files: []Track{}})
 }

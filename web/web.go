@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"embed"
+	"errors"
 	"io/fs"
 	"net/http"
 	"net/http/pprof"
@@ -45,6 +46,19 @@ type Recordings interface {
 	// DeleteRecording removes the recording and its file rows.
 	DeleteRecording(ctx context.Context, id storage.RecordingID) error
 }
+
+// Mixdowns are the recordings' mixdown jobs (internal/app adapts the
+// mixdown queue).
+type Mixdowns interface {
+	// GetMixdown returns the recording's mixdown job or nil.
+	GetMixdown(ctx context.Context, id storage.RecordingID) (*storage.Mixdown, error)
+	// EnqueueMixdown queues the recording's mixdown (again); ErrMixdownQueueFull
+	// when too many wait.
+	EnqueueMixdown(ctx context.Context, id storage.RecordingID) (*storage.Mixdown, error)
+}
+
+// ErrMixdownQueueFull is what Mixdowns.EnqueueMixdown returns when the queue is full.
+var ErrMixdownQueueFull = errors.New("mixdown queue full")
 
 // Files is what the API needs from the file store; storage.FileStore has it.
 type Files interface {
@@ -95,6 +109,11 @@ type Options struct {
 	Recordings Recordings
 	Files      Files
 	Calls      Calls
+	// Mixdowns, if set, shows mixdown progress and makes them on request.
+	Mixdowns Mixdowns
+	// RetentionDays (config recordings.retention) gives each recording its
+	// expires_at; 0: recordings do not expire.
+	RetentionDays int
 	// Tokens are the accepted bearer tokens (config api.tokens).
 	Tokens []string
 	// Ready are run by /readyz, e.g. homeserver reachable, database open.
@@ -170,7 +189,7 @@ func New(opts Options) http.Handler {
 		r.Get("/openapi.json", serveOpenAPI)
 		r.Group(func(r chi.Router) {
 			r.Use(auth.middleware)
-			r.Mount("/recordings", recordingsResource{db: opts.Recordings, files: opts.Files}.Routes())
+			r.Mount("/recordings", recordingsResource{db: opts.Recordings, files: opts.Files, mix: opts.Mixdowns, retentionDays: opts.RetentionDays}.Routes())
 			r.Mount("/calls", callsResource{calls: opts.Calls}.Routes())
 		})
 	})

@@ -213,6 +213,7 @@ func listRecording(ctx context.Context, o options, roomID id.RoomID) error {
 		}
 		fmt.Printf("  %-18s %-14s %-5s %-22s %8d bytes  ffprobe %s\n    %s\n", tr.UserID, tr.Purpose, tr.Kind, tr.Codec, tr.Bytes, probe, tr.File)
 	}
+	printMixdown(ctx, o, recording.ID)
 	fmt.Printf("\nAPI:      %s/api/v1/recordings/%s  (Authorization: Bearer %s)\n", o.apiURL, recording.ID, o.apiToken)
 	fmt.Printf("Web page: %s/  (token %s)\n", o.apiURL, o.apiToken)
 	return nil
@@ -246,4 +247,67 @@ func waitBot(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, bot id.
 		case <-ticker.C:
 		}
 	}
+}
+
+// printMixdown waits for the recording's mixdown (if mixdowns are on) and
+// prints its files.
+func printMixdown(ctx context.Context, o options, recID string) {
+	deadline := time.Now().Add(90 * time.Second)
+	appeared := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var rec struct {
+			Mixdown *struct {
+				State    string  `json:"state"`
+				Progress float64 `json:"progress"`
+				Error    string  `json:"error"`
+				Files    []struct {
+					File  string `json:"file"`
+					Codec string `json:"codec"`
+					Bytes int64  `json:"bytes"`
+				} `json:"files"`
+			} `json:"mixdown"`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.apiURL+"/api/v1/recordings/"+url.PathEscape(recID), nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+o.apiToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return
+		}
+		err = json.NewDecoder(resp.Body).Decode(&rec)
+		resp.Body.Close()
+		if err != nil {
+			return
+		}
+		m := rec.Mixdown
+		switch {
+		case m == nil && time.Now().After(appeared):
+			return // mixdowns are off
+		case m != nil && m.State == "failed":
+			fmt.Printf("\nMixdown failed: %s\n", m.Error)
+			return
+		case m != nil && m.State == "finished":
+			fmt.Printf("\nMixdown (the whole call in one file):\n")
+			for _, f := range m.Files {
+				probe := "?"
+				if o.storeDir != "" {
+					out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+						filepath.Join(o.storeDir, recID, f.File)).Output()
+					if err == nil {
+						probe = strings.TrimSpace(string(out)) + " s"
+					}
+				}
+				fmt.Printf("  %-14s %-22s %8d bytes  ffprobe %s\n", f.File, f.Codec, f.Bytes, probe)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	fmt.Println("\nMixdown: not finished yet; see the page.")
 }

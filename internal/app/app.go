@@ -21,10 +21,13 @@ import (
 	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/metrics"
+	"github.com/matrix-recorder/recorder/mixdown"
 	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/retention"
 	"github.com/matrix-recorder/recorder/rooms"
 	"github.com/matrix-recorder/recorder/storage"
 	"github.com/matrix-recorder/recorder/web"
+	"github.com/matrix-recorder/recorder/webhooks"
 )
 
 // Classes of startup failure New and Start wrap their errors in; cmd/recorder
@@ -50,9 +53,14 @@ type App struct {
 	Rooms   *rooms.Controller
 	Metrics *metrics.Metrics
 	Web     *web.Server
+	// Outputs of recordings: the mixdown queue, webhooks and retention.
+	Mixdown   *mixdown.Queue
+	Webhooks  *webhooks.Sender
+	Retention *retention.Cleaner
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	outputs *outputs
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // Options are optional parts of the app, mostly for tests.
@@ -67,6 +75,8 @@ type Options struct {
 	StopCheckInterval time.Duration
 	// RoomKeyWait overrides how long an undecryptable event waits for its key.
 	RoomKeyWait time.Duration
+	// WebhookBackoff overrides the pause between webhook attempts.
+	WebhookBackoff func(attempts int) time.Duration
 }
 
 // New opens the database and builds every component; Start runs them. cfg
@@ -114,8 +124,19 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: config key recordings.path: %w", ErrConfig, err)
 	}
+	out, err := newOutputs(cfg, db, store, met.Registry, opts.WebhookBackoff)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
+	}
+	expiry, err := retention.New(retention.Options{Store: retentionStore{db}, Files: store, Days: cfg.Recordings.Retention, Registerer: met.Registry})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
+	}
 	var calls *callbot.Manager // set below; the archive's limit stops need it
 	archOpts := archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met, Log: *zerolog.Ctx(ctx),
+		Events: out, Profiles: profiles{svc: svc, wait: 3 * time.Second},
 		Limits: archive.Limits{
 			MaxRecordingBytes: cfg.Recordings.MaxRecordingSizeMB << 20, MaxDiskBytes: cfg.Recordings.MaxDiskUsageMB << 20,
 			OnLimit: func(ctx context.Context, roomID id.RoomID, reason callbot.StopReason) {
@@ -143,7 +164,8 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		sink = append(sink, opts.Observer)
 	}
 	calls, err = callbot.New(callbot.Options{
-		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, NoRecordingNotices: true, Limits: cfg.Limits},
+		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, NoRecordingNotices: true, Limits: cfg.Limits,
+			RecordingLink: pageLink(cfg.API.PublicURL)},
 		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
 	if err != nil {
@@ -153,11 +175,14 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	ctl.SetCalls(calls)
 	commands.Register(svc, commands.Options{
 		Room: ctl, Recordings: db.Recording, Files: db.File, Recording: cfg.Recording, PublicURL: cfg.API.PublicURL,
+		RetentionDays: cfg.Recordings.Retention,
 	})
-	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Rooms: ctl, Metrics: met}
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Rooms: ctl, Metrics: met,
+		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry, outputs: out}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
 			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Mixdowns: webMixdowns{db: db, queue: out.mix}, RetentionDays: cfg.Recordings.Retention,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 			Pprof: cfg.API.Pprof,
 		}))
@@ -168,9 +193,14 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 // Start starts every component. The homeserver must be reachable: the bot is
 // registered here. (Dendrite has no appservice ping, so that is not a gate.)
 func (app *App) Start(ctx context.Context) error {
+	interrupted, err := app.DB.Recording.GetByState(ctx, storage.StateRecording)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
 	if err := app.Archive.Recover(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
+	app.outputs.recovered(ctx, interrupted)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.cancel = cancel
 	if err := app.AS.Start(ctx); err != nil {
@@ -190,6 +220,11 @@ func (app *App) Start(ctx context.Context) error {
 		defer app.wg.Done()
 		app.pruneTransactions(bg)
 	}()
+	app.Webhooks.Start(bg)
+	if err := app.Mixdown.Start(bg); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartup, err)
+	}
+	app.Retention.Start(bg)
 	return nil
 }
 
@@ -228,6 +263,10 @@ func (app *App) Stop(ctx context.Context) error {
 	if err := app.AS.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// After the calls: their ends still queue events and mixdowns.
+	app.Retention.Stop()
+	app.Mixdown.Stop()
+	app.Webhooks.Stop()
 	if app.cancel != nil {
 		app.cancel()
 	}

@@ -22,6 +22,9 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		"archive":    {"appservice", "web", "commands", "internal/app"},
 		"appservice": {"callbot", "archive", "recording", "web", "commands", "internal/app"},
 		"web":        {"appservice", "callbot", "archive", "commands", "internal/app"},
+		"mixdown":    {"appservice", "callbot", "archive", "web", "commands", "internal/app"},
+		"webhooks":   {"appservice", "callbot", "archive", "recording", "web", "commands", "internal/app"},
+		"retention":  {"appservice", "callbot", "archive", "recording", "web", "commands", "internal/app"},
 	}
 	root := testutil.ModuleRoot(t)
 	for pkg, bad := range forbidden {

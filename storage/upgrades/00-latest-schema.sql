@@ -1,4 +1,4 @@
--- v0 -> v3: Latest revision
+-- v0 -> v4: Latest revision
 
 -- Virtual recorder users: each has its own device, kept across restarts.
 CREATE TABLE virtual_user (
@@ -46,7 +46,9 @@ CREATE TABLE recording (
 	ended_at     BIGINT NOT NULL DEFAULT 0,
 	-- folder of the recording's files in the file store
 	folder       TEXT   NOT NULL,
-	-- why it stopped: stopped, empty, no_media, max_duration, call_ended, shutdown
+	room_name    TEXT   NOT NULL DEFAULT '', -- at recording time
+	-- why it stopped: stopped, empty, no_media, max_duration, call_ended,
+	-- shutdown, size_limit, disk_full, recorder_restarted
 	stop_reason  TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);
@@ -70,6 +72,8 @@ CREATE TABLE recording_file (
 	height         INTEGER NOT NULL DEFAULT 0,
 	mute_intervals TEXT    NOT NULL DEFAULT '[]', -- JSON [{start,end}]
 	state          TEXT    NOT NULL, -- finished, failed, repaired
+	display_name   TEXT    NOT NULL DEFAULT '', -- at recording time
+	avatar_url     TEXT    NOT NULL DEFAULT '',
 	PRIMARY KEY (recording_id, name)
 );
 
@@ -91,3 +95,29 @@ CREATE TABLE recording_consent (
 	given_at BIGINT NOT NULL,
 	PRIMARY KEY (room_id, user_id)
 );
+
+-- One mixdown job per recording: its files are recording_file rows with
+-- purpose 'mixdown'.
+CREATE TABLE mixdown (
+	recording_id TEXT    PRIMARY KEY REFERENCES recording (id) ON DELETE CASCADE,
+	state        TEXT    NOT NULL, -- queued, running, finished, failed
+	progress     INTEGER NOT NULL DEFAULT 0, -- per mille
+	error        TEXT    NOT NULL DEFAULT '',
+	queued_at    BIGINT  NOT NULL,
+	started_at   BIGINT  NOT NULL DEFAULT 0,
+	ended_at     BIGINT  NOT NULL DEFAULT 0
+);
+
+-- Webhook deliveries not yet acknowledged (and, for a while, those that were).
+CREATE TABLE webhook_outbox (
+	id              TEXT    PRIMARY KEY, -- idempotency id, sent with every attempt
+	url             TEXT    NOT NULL,
+	event           TEXT    NOT NULL,
+	body            TEXT    NOT NULL,
+	created_at      BIGINT  NOT NULL,
+	attempts        INTEGER NOT NULL DEFAULT 0,
+	next_attempt_at BIGINT  NOT NULL,
+	delivered_at    BIGINT  NOT NULL DEFAULT 0,
+	last_error      TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX webhook_outbox_due_idx ON webhook_outbox (delivered_at, next_attempt_at);

@@ -276,17 +276,36 @@ async function loadRecordings(more) {
   markCurrentRow();
 }
 
+// names maps a recording's participants to their display names at
+// recording time (the ids stay in the title, shown on hover).
+function names(r) {
+  const byUser = new Map();
+  for (const t of r.tracks || []) if (t.display_name && !byUser.has(t.user_id)) byUser.set(t.user_id, t.display_name);
+  return r.participants.map((u) => ({ id: u, name: byUser.get(u) || u }));
+}
+
+function peopleCell(r) {
+  const people = names(r);
+  if (people.length === 0) return el('td', { text: '—' });
+  const td = el('td', {});
+  people.forEach((p, i) => {
+    if (i > 0) td.append(', ');
+    td.append(el('span', { text: p.name, title: p.id }));
+  });
+  return td;
+}
+
 function recordingRow(r) {
   const started = fmtTime(r.started_at);
   return el('tr', { 'data-id': r.id },
-    el('td', { class: 'mono', text: r.room_id }),
+    el('td', r.room_name ? { text: r.room_name, title: r.room_id } : { class: 'mono', text: r.room_id }),
     el('td', {}, el('time', { datetime: r.started_at, text: started })),
     el('td', { text: fmtDuration(r.duration_ms / 1000) }),
-    el('td', { text: r.participants.join(', ') || '—' }),
+    peopleCell(r),
     el('td', {}, el('span', { class: 'state state-' + r.state, text: r.state, title: r.error || null }),
       r.stop_reason ? el('span', { class: 'sub', text: ' ' + stopReasonText(r.stop_reason) }) : null),
     el('td', {}, el('button', {
-      type: 'button', text: 'Open', 'aria-label': `Open recording of ${r.room_id} from ${started}`,
+      type: 'button', text: 'Open', 'aria-label': `Open recording of ${r.room_name || r.room_id} from ${started}`,
       onclick: () => openRecording(r.id),
     })));
 }
@@ -412,7 +431,9 @@ function closePlayer() {
   current.timeline.destroy();
   for (const url of current.urls.values()) URL.revokeObjectURL(url);
   current = null;
+  clearTimeout(mixdownTimer);
   $('#tracks').replaceChildren();
+  $('#mixdown-media').replaceChildren();
   $('#player').hidden = true;
   markCurrentRow();
   if (location.hash) history.replaceState(null, '', location.pathname + location.search);
@@ -442,18 +463,20 @@ async function openRecording(recID) {
   current = { rec, timeline, urls: new Map(), abort };
   history.replaceState(null, '', '#rec=' + encodeURIComponent(rec.id));
 
-  $('#player-h').textContent = 'Recording of ' + rec.room_id;
+  $('#player-h').textContent = 'Recording of ' + (rec.room_name || rec.room_id);
   const meta = $('#rec-meta');
   meta.replaceChildren();
   const add = (k, v) => meta.append(el('dt', { text: k }), el('dd', { text: v }));
   add('Recording', rec.id);
-  add('Room', rec.room_id);
+  meta.append(el('dt', { text: 'Room' }), el('dd', { text: rec.room_name ? `${rec.room_name} (${rec.room_id})` : rec.room_id }));
   add('Started', fmtTime(rec.started_at));
   add('Ended', rec.ended_at ? fmtTime(rec.ended_at) : 'still recording');
   add('Duration', fmtDuration(rec.duration_ms / 1000));
   add('State', rec.state + (rec.error ? ' — ' + rec.error : ''));
   if (rec.stop_reason) add('Stopped', stopReasonText(rec.stop_reason));
-  add('Participants', rec.participants.join(', ') || '—');
+  add('Participants', names(rec).map((p) => (p.name === p.id ? p.id : `${p.name} (${p.id})`)).join(', ') || '—');
+  if (rec.expires_at) add('Expires', fmtTime(rec.expires_at));
+  showMixdown(rec, abort);
 
   const list = $('#tracks');
   list.replaceChildren();
@@ -478,7 +501,7 @@ async function openRecording(recID) {
     });
     const dl = el('button', { type: 'button', text: 'Download', 'aria-label': 'Download ' + t.file, onclick: () => download(rec.id, t.file) });
     const item = el('li', { class: 'track', 'data-index': String(i) },
-      el('h3', { text: t.user_id }),
+      el('h3', { text: t.display_name || t.user_id, title: t.user_id }),
       el('span', { class: 'sub', text: [t.device_id, t.purpose].filter(Boolean).join(' · ') || '\u00a0' }),
       el('span', { class: 'sub', text: `${t.kind} · ${t.codec || t.container} · ${fmtBytes(t.bytes)} · from ${fmtOffset(offset)}, ${fmtOffset(duration)} long` }),
       t.kind === 'video' ? media : el('div', { class: 'audio-face', 'aria-hidden': 'true', text: '♪ audio' }),
@@ -520,6 +543,91 @@ async function openRecording(recID) {
   markCurrentRow();
   $('#player-h').focus();
 }
+
+// ---- mixdown: the whole call as one file, shown first ----
+
+let mixdownTimer = 0;
+
+function setPerParticipant(show) {
+  $('#per-participant').hidden = !show;
+  const btn = $('#show-tracks');
+  btn.setAttribute('aria-expanded', String(show));
+  btn.textContent = show ? 'Hide participants' : 'Each participant';
+}
+
+// showMixdown plays the mixdown (the WebM when there is video) when there
+// is one; the per-participant view is then one click away.
+function showMixdown(rec, abort) {
+  const m = rec.mixdown;
+  const files = (m && m.files) || [];
+  const file = files.find((f) => f.container === 'webm') || files.find((f) => f.container === 'ogg');
+  const box = $('#mixdown-media');
+  box.replaceChildren();
+  $('#mixdown-download').hidden = !file;
+  $('#mixdown-make').hidden = rec.state === 'recording';
+  $('#mixdown-make').textContent = file ? 'Make again' : 'Make mixdown';
+  let text = '';
+  if (!m) text = rec.state === 'recording' ? 'Made when the recording ends.' : 'No mixdown yet.';
+  else if (m.state === 'queued') text = 'Mixdown waiting…';
+  else if (m.state === 'running') text = `Mixing down… ${Math.round((m.progress || 0) * 100)} %`;
+  else if (m.state === 'failed') text = 'Mixdown failed: ' + (m.error || 'unknown error');
+  $('#mixdown-state').textContent = text;
+  setPerParticipant(!file);
+  $('#show-tracks').hidden = !file;
+  if (m && (m.state === 'queued' || m.state === 'running')) {
+    mixdownTimer = setTimeout(() => refreshMixdown(rec.id, abort), 2000);
+  }
+  if (!file) return;
+  const media = el(file.container === 'webm' ? 'video' : 'audio', {
+    controls: true, preload: 'auto', playsinline: true, 'data-file': file.file, 'aria-label': 'The whole call, all participants mixed',
+  });
+  box.append(media);
+  $('#mixdown-download').onclick = () => download(rec.id, file.file);
+  fetchBlob(rec.id, file.file, abort.signal).then((url) => {
+    if (current === null || current.abort !== abort) { URL.revokeObjectURL(url); return; }
+    current.urls.set(file.file, url);
+    media.src = url;
+  }).catch((err) => {
+    if (err.name !== 'AbortError') $('#mixdown-state').textContent = 'Could not load: ' + err.message;
+  });
+}
+
+async function refreshMixdown(recID, abort) {
+  if (!current || current.abort !== abort) return;
+  let rec;
+  try {
+    rec = await apiJSON('/api/v1/recordings/' + encodeURIComponent(recID), { signal: abort.signal });
+  } catch (err) {
+    if (err.name !== 'AbortError') reportError('Loading the mixdown state failed', err);
+    return;
+  }
+  if (!current || current.abort !== abort) return;
+  current.rec.mixdown = rec.mixdown;
+  const wasShown = !$('#per-participant').hidden;
+  showMixdown(rec, abort);
+  if (wasShown) setPerParticipant(true);
+}
+
+$('#show-tracks').addEventListener('click', () => {
+  const show = $('#per-participant').hidden;
+  if (show) for (const m of $('#mixdown-media').querySelectorAll('audio, video')) m.pause();
+  else if (current) current.timeline.pause();
+  setPerParticipant(show);
+});
+
+$('#mixdown-make').addEventListener('click', async () => {
+  if (!current) return;
+  const { rec, abort } = current;
+  try {
+    await api('/api/v1/recordings/' + encodeURIComponent(rec.id) + '/mixdown', { method: 'POST' });
+  } catch (err) {
+    reportError('Asking for a mixdown failed', err);
+    return;
+  }
+  status('Mixdown queued.');
+  clearTimeout(mixdownTimer);
+  refreshMixdown(rec.id, abort);
+});
 
 // drawLanes places each file's span and mute intervals on its lane.
 function drawLanes() {
@@ -618,5 +726,8 @@ function stopReasonText(reason) {
     call_ended: 'the call ended',
     removed: 'recorder removed from the room',
     shutdown: 'recorder shut down',
+    size_limit: 'size limit reached',
+    disk_full: 'no disk space left',
+    recorder_restarted: 'the call ended while the recorder restarted',
   }[reason] || reason;
 }

@@ -81,6 +81,9 @@ type Config struct {
 	Video bool
 	// MediaDir holds AudioFile, VideoFile and ScreenFile (testdata/media).
 	MediaDir string
+	// Audio is the Ogg Opus file in MediaDir to send instead of AudioFile
+	// (e.g. a tone of its own per participant).
+	Audio string
 
 	// Misbehaviour for tests.
 
@@ -225,7 +228,11 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 	ctx = p.log.WithContext(ctx)
 
 	var err error
-	if p.audio, err = loadOpus(filepath.Join(cfg.MediaDir, AudioFile)); err != nil {
+	audioFile := AudioFile
+	if cfg.Audio != "" {
+		audioFile = cfg.Audio
+	}
+	if p.audio, err = loadOpus(filepath.Join(cfg.MediaDir, audioFile)); err != nil {
 		return nil, err
 	}
 	p.obs.sources = map[string]*source{"audio": p.audio}

@@ -42,6 +42,8 @@ type Options struct {
 	StopCheckInterval time.Duration
 	// RoomKeyWait overrides how long an undecryptable event waits for its key.
 	RoomKeyWait time.Duration
+	// WebhookBackoff overrides the pause between webhook attempts.
+	WebhookBackoff func(attempts int) time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -83,6 +85,7 @@ func Start(t *testing.T, opts Options) *Stack {
 	if cfg.Permissions == nil {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
 	}
+	cfg.Mixdown.Enabled = false
 	if opts.Configure != nil {
 		opts.Configure(cfg)
 	}
@@ -130,7 +133,7 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
 	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
-		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait})
+		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait, WebhookBackoff: s.opts.WebhookBackoff})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder
