@@ -84,9 +84,9 @@ type Recorder struct {
 	spool  string
 	create recording.CreateFunc
 	met    *metrics.Metrics
+	gate   Consent
 	events Events
 	names  Profiles
-	gate   Consent
 
 	lock  sync.Mutex
 	calls map[id.RoomID]*callRec
@@ -106,8 +106,8 @@ func New(opts Options) (*Recorder, error) {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
 	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, gate: opts.Consent,
-		events: opts.Events, names: opts.Profiles,
-		calls: map[id.RoomID]*callRec{}, limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
+		events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{},
+		limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
 	if opts.Limits.MaxDiskBytes > 0 {
 		r.disk = newDiskUsage(opts.Dir)
 	} else {

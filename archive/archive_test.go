@@ -199,7 +199,11 @@ func TestRecordingSizeLimit(t *testing.T) {
 	require.Equal(t, "!room:localhost "+string(StopReasonSizeLimit), <-stops)
 	require.Empty(t, stops, "stopped once")
 	ts.Close()
+	call.StopReason = StopReasonSizeLimit // what the call bot reports after LeaveFor
 	r.CallLeft(ctx, call, time.Now())
+	rec, err := r.db.Recording.Get(ctx, "rec1")
+	require.NoError(t, err)
+	require.Equal(t, string(StopReasonSizeLimit), rec.StopReason, "the reason is kept with the recording")
 
 	r.limits.MaxDiskBytes = 1 // whatever is on disk is too much
 	r.disk = newDiskUsage(r.disk.dir)

@@ -252,26 +252,26 @@ func list(ctx context.Context, opts Options, roomID id.RoomID, n int) string {
 	var b strings.Builder
 	b.WriteString("**Recent recordings of this room** (newest first):\n\n")
 	for _, row := range rows {
+		count := 0
+		for _, f := range filesOf[row.ID] {
+			if f.Purpose != storage.PurposeMixdown {
+				count++
+			}
+		}
 		idText := fmt.Sprintf("`%s`", row.ID)
 		if opts.PublicURL != "" {
 			idText = fmt.Sprintf("[%s](%s/#rec=%s)", row.ID, strings.TrimRight(opts.PublicURL, "/"), url.QueryEscape(string(row.ID)))
 		}
-		n := 0
-		for _, f := range filesOf[row.ID] {
-			if f.Purpose != storage.PurposeMixdown {
-				n++
-			}
-		}
 		fmt.Fprintf(&b, "* %s %s, %s, %s, %d file(s)", idText, row.StartedAt.UTC().Format("2006-01-02 15:04 UTC"),
-			length(row), row.State, n)
-		if row.StopReason != "" {
-			fmt.Fprintf(&b, ", %s", rooms.ReasonText(callbot.StopReason(row.StopReason), "", opts.Recording))
-		}
-		if n < len(filesOf[row.ID]) {
+			length(row), row.State, count)
+		if count < len(filesOf[row.ID]) {
 			b.WriteString(", mixed down")
 		}
 		if opts.RetentionDays > 0 && row.State != storage.StateRecording {
 			fmt.Fprintf(&b, ", expires %s", row.StartedAt.Add(time.Duration(opts.RetentionDays)*24*time.Hour).UTC().Format("2006-01-02 15:04 UTC"))
+		}
+		if row.StopReason != "" {
+			fmt.Fprintf(&b, ", %s", rooms.ReasonText(callbot.StopReason(row.StopReason), "", opts.Recording))
 		}
 		b.WriteString("\n")
 	}

@@ -133,7 +133,8 @@ func TestOutputsInReplies(t *testing.T) {
 	files := &fakeFiles{files: map[storage.RecordingID][]*storage.RecordingFile{
 		"r1": {{}, {Purpose: storage.PurposeMixdown}}, "r2": {{}},
 	}}
-	reply := list(ctx, Options{Recordings: recs, Files: files, RetentionDays: 30}, "!room:test", 5)
+	reply := list(ctx, Options{Recordings: recs, Files: files, Recording: config.Default().Recording, RetentionDays: 30}, "!room:test", 5)
 	require.Contains(t, reply, "* `r2` 2026-01-02 03:04 UTC, in progress, recording, 1 file(s)\n", "a recording in progress does not expire")
 	require.Contains(t, reply, "* `r1` 2026-01-02 02:04 UTC, 1m30s, finished, 1 file(s), mixed down, expires 2026-02-01 02:04 UTC")
+
 }

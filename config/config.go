@@ -121,17 +121,18 @@ type RecordingConfig struct {
 
 // APIConfig is the operator HTTP API.
 type APIConfig struct {
-	Listen string   `yaml:"listen"` // host:port; empty disables the API
-	Tokens []string `yaml:"tokens"` // bearer tokens accepted by the API
+	Listen string `yaml:"listen"` // host:port; empty disables the API
+	// PublicURL is the base URL users reach the API and page at (e.g.
+	// https://recorder.example.com): `!rec list`, the stop notice and
+	// webhooks link recordings to it; empty: no links.
+	PublicURL string   `yaml:"public_url"`
+	Tokens    []string `yaml:"tokens"` // bearer tokens accepted by the API
 	// ProtectMetrics requires a token on /metrics too (the default).
 	ProtectMetrics bool `yaml:"protect_metrics"`
 	// AllowedHosts are the host names clients may reach the API by (the
 	// Host header), against DNS rebinding. IP literals, localhost and the
 	// host of Listen are always allowed; "*" allows any name.
 	AllowedHosts []string `yaml:"allowed_hosts"`
-	// PublicURL is the address users reach the web page at (e.g.
-	// https://recorder.example.com); `!rec list` links recordings to it.
-	PublicURL string `yaml:"public_url"`
 	// TrustedProxies are CIDR prefixes of reverse proxies whose
 	// X-Forwarded-For gives the client address in the request log.
 	TrustedProxies []string `yaml:"trusted_proxies"`

@@ -40,7 +40,7 @@ type Recording struct {
 	Folder      string         `json:"folder"`
 	// RoomName is the room's name when the recording started.
 	RoomName string `json:"room_name,omitempty"`
-	// StopReason says why the recording stopped (StopReason* values).
+	// StopReason says why the recording stopped (callbot.Stop* values).
 	StopReason string `json:"stop_reason,omitempty"`
 }
 

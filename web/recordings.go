@@ -65,21 +65,22 @@ func (s storageRecordings) DeleteRecording(ctx context.Context, id storage.Recor
 
 // Recording is a recording as the API shows it.
 type Recording struct {
-	ID     storage.RecordingID    `json:"id"`
-	RoomID id.RoomID              `json:"room_id"`
-	ConfID string                 `json:"conf_id"`
-	State  storage.RecordingState `json:"state"`
-	Error  string                 `json:"error,omitempty"`
-	// StopReason says why it stopped: stopped, empty, no_media,
-	// max_duration, call_ended, removed, shutdown; empty while recording.
-	StopReason   string      `json:"stop_reason,omitempty"`
-	StartedAt    time.Time   `json:"started_at"`
-	EndedAt      *time.Time  `json:"ended_at"` // null while recording
-	DurationMS   int64       `json:"duration_ms"`
-	Participants []id.UserID `json:"participants"`
-	Tracks       []Track     `json:"tracks"`
+	ID           storage.RecordingID    `json:"id"`
+	RoomID       id.RoomID              `json:"room_id"`
+	ConfID       string                 `json:"conf_id"`
+	State        storage.RecordingState `json:"state"`
+	Error        string                 `json:"error,omitempty"`
+	StartedAt    time.Time              `json:"started_at"`
+	EndedAt      *time.Time             `json:"ended_at"` // null while recording
+	DurationMS   int64                  `json:"duration_ms"`
+	Participants []id.UserID            `json:"participants"`
+	Tracks       []Track                `json:"tracks"`
 	// RoomName is the room's name at recording time.
 	RoomName string `json:"room_name,omitempty"`
+	// StopReason says why it stopped: stopped, empty, no_media,
+	// max_duration, call_ended, removed, shutdown, size_limit, disk_full,
+	// recorder_restarted; absent while recording.
+	StopReason string `json:"stop_reason,omitempty"`
 	// ExpiresAt is when retention deletes the recording (absent: never).
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// Mixdown is the one-file version of the recording, absent until one

@@ -136,6 +136,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	}
 	var calls *callbot.Manager // set below; the archive's limit stops need it
 	archOpts := archive.Options{DB: db, Store: store, Dir: cfg.Recordings.Path, Create: opts.Create, Metrics: met, Log: *zerolog.Ctx(ctx),
+		Events: out, Profiles: profiles{svc: svc, wait: 3 * time.Second},
 		Limits: archive.Limits{
 			MaxRecordingBytes: cfg.Recordings.MaxRecordingSizeMB << 20, MaxDiskBytes: cfg.Recordings.MaxDiskUsageMB << 20,
 			OnLimit: func(ctx context.Context, roomID id.RoomID, reason callbot.StopReason) {
@@ -148,7 +149,6 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	if cfg.Recording.RequireConsent {
 		archOpts.Consent = consentGate{db}
 	}
-	archOpts.Events, archOpts.Profiles = out, profiles{svc: svc, wait: 3 * time.Second}
 	arch, err := archive.New(archOpts)
 	if err != nil {
 		_ = db.Close()

@@ -202,7 +202,7 @@ func TestMixdownOfRecordedCall(t *testing.T) {
 		require.Equal(t, map[string]string{"ogg": "audio/ogg", "webm": "video/webm"}[f.Container], resp.Header.Get("Content-Type"))
 	}
 	listed := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec list"))
-	require.Contains(t, listed, "2 file(s), stopped on request, mixed down, expires ")
+	require.Contains(t, listed, "2 file(s), mixed down, expires ")
 }
 
 // readStored reads a stored file of a recording.

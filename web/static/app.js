@@ -726,5 +726,8 @@ function stopReasonText(reason) {
     call_ended: 'the call ended',
     removed: 'recorder removed from the room',
     shutdown: 'recorder shut down',
+    size_limit: 'size limit reached',
+    disk_full: 'no disk space left',
+    recorder_restarted: 'the call ended while the recorder restarted',
   }[reason] || reason;
 }

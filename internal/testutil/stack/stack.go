@@ -36,8 +36,7 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
-	// Configure changes the recorder's config before it starts (mixdowns
-	// are off unless it turns them on).
+	// Configure changes the recorder's config before it starts.
 	Configure func(*config.Config)
 	// StopCheckInterval overrides how often stop conditions are checked.
 	StopCheckInterval time.Duration
