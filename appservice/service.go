@@ -366,6 +366,9 @@ func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event, keyRetr
 	}
 	switch evt.Type {
 	case event.StateMember:
+		if s.botDev != nil && s.botDev.olm != nil {
+			s.botDev.olm.HandleMemberEvent(ctx, evt)
+		}
 		s.handleMember(ctx, evt)
 	case event.EventMessage:
 		s.handleMessage(ctx, evt)
