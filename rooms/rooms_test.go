@@ -55,7 +55,9 @@ func (fm *fakeMatrix) SendNotice(_ context.Context, _ id.RoomID, markdown string
 	defer fm.lock.Unlock()
 	fm.notices = append(fm.notices, markdown)
 }
-func (fm *fakeMatrix) MemberDisplayName(context.Context, id.RoomID, id.UserID) string { return "Recorder" }
+func (fm *fakeMatrix) MemberDisplayName(context.Context, id.RoomID, id.UserID) string {
+	return "Recorder"
+}
 func (fm *fakeMatrix) SetMemberDisplayName(context.Context, id.RoomID, id.UserID, string) error {
 	return nil
 }
