@@ -56,6 +56,9 @@ const (
 	StopCallEnded   StopReason = "call_ended"   // the group call was terminated
 	StopRemoved     StopReason = "removed"      // the recorder user left or was removed from the room
 	StopShutdown    StopReason = "shutdown"     // the recorder shut down
+	// StopInterrupted marks a recording the recorder never left (it was
+	// killed); the next start repairs it.
+	StopInterrupted StopReason = "interrupted"
 )
 
 // PeerInfo identifies one peer call: a remote device in one session.

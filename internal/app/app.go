@@ -156,6 +156,11 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 // Start starts every component. The homeserver must be reachable: the bot is
 // registered here. (Dendrite has no appservice ping, so that is not a gate.)
 func (app *App) Start(ctx context.Context) error {
+	// Calls the last run never left: their rooms still show them as recording.
+	interrupted, err := app.DB.ActiveCall.GetAll(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
 	if err := app.Archive.Recover(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
@@ -168,6 +173,11 @@ func (app *App) Start(ctx context.Context) error {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
 	}
 	app.Rooms.Start(ctx)
+	stale := make([]rooms.Interrupted, len(interrupted))
+	for i, ac := range interrupted {
+		stale[i] = rooms.Interrupted{RoomID: ac.RoomID, UserID: ac.UserID, RecordingID: string(ac.RecordingID)}
+	}
+	app.Rooms.ClearInterrupted(stale)
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
 			return fmt.Errorf("%w: config key api.listen: %w", ErrStartup, err)

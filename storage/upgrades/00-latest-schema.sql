@@ -46,7 +46,7 @@ CREATE TABLE recording (
 	ended_at     BIGINT NOT NULL DEFAULT 0,
 	-- folder of the recording's files in the file store
 	folder       TEXT   NOT NULL,
-	-- why it stopped: stopped, empty, no_media, max_duration, call_ended, shutdown
+	-- why it stopped: stopped, empty, no_media, max_duration, call_ended, removed, shutdown, interrupted
 	stop_reason  TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);

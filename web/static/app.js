@@ -618,5 +618,6 @@ function stopReasonText(reason) {
     call_ended: 'the call ended',
     removed: 'recorder removed from the room',
     shutdown: 'recorder shut down',
+    interrupted: 'recorder interrupted (files repaired)',
   }[reason] || reason;
 }
