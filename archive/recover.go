@@ -87,6 +87,7 @@ func (r *Recorder) recoverOne(ctx context.Context, rec *storage.Recording) error
 		ended = time.Now()
 	}
 	rec.State, rec.EndedAt, c.manifest.Ended = storage.StateRepaired, ended, ended
+	rec.StopReason, c.manifest.StopReason = string(callbot.StopInterrupted), string(callbot.StopInterrupted)
 	if c.failed != nil {
 		rec.Error = c.failed.Error()
 	}

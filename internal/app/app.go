@@ -197,6 +197,11 @@ func (app *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
+	// Calls the last run never left: their rooms still show them as recording.
+	staleCalls, err := app.DB.ActiveCall.GetAll(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
 	if err := app.Archive.Recover(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
@@ -210,6 +215,11 @@ func (app *App) Start(ctx context.Context) error {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
 	}
 	app.Rooms.Start(ctx)
+	stale := make([]rooms.Interrupted, len(staleCalls))
+	for i, ac := range staleCalls {
+		stale[i] = rooms.Interrupted{RoomID: ac.RoomID, UserID: ac.UserID, RecordingID: string(ac.RecordingID)}
+	}
+	app.Rooms.ClearInterrupted(stale)
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
 			return fmt.Errorf("%w: config key api.listen: %w", ErrStartup, err)

@@ -19,8 +19,10 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
@@ -28,6 +30,7 @@ import (
 	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/rooms"
 	"github.com/matrix-recorder/recorder/storage"
 )
 
@@ -325,6 +328,18 @@ func TestKillDuringRecording(t *testing.T) {
 	require.Equal(t, 0, partBytes(spool), "parts left after repair")
 	_, err = os.Stat(storedPath(s, rec, recording.ManifestFileName))
 	require.NoError(t, err)
+	require.Equal(t, string(callbot.StopInterrupted), rec.StopReason)
+
+	// The room no longer shows the killed recording as running.
+	s.WaitNotice(t, alice, roomID, "the recorder was interrupted. The recording `"+string(rec.ID)+"` was saved")
+	require.Eventually(t, func() bool {
+		var marker map[string]any
+		if alice.StateEvent(ctx, roomID, rooms.StateRecording, string(recorder), &marker) != nil || len(marker) != 0 {
+			return false
+		}
+		var m event.MemberEventContent
+		return alice.StateEvent(ctx, roomID, event.StateMember, string(recorder), &m) == nil && !strings.HasSuffix(m.Displayname, rooms.RecSuffix)
+	}, stack.Deadline, 50*time.Millisecond, "the interrupted recording's indicator is still up")
 }
 
 func partBytes(dir string) int {
