@@ -38,14 +38,21 @@ type Recording struct {
 	StartedAt   time.Time      `json:"started_at"`
 	EndedAt     time.Time      `json:"ended_at,omitzero"`
 	Folder      string         `json:"folder"`
+	// StopReason says why the recording ended (e.g. StopRecorderRestarted);
+	// empty while recording or when it ended the ordinary way.
+	StopReason string `json:"stop_reason,omitempty"`
 }
+
+// StopRecorderRestarted is the stop reason of a recording whose call ended
+// while the recorder was not running.
+const StopRecorderRestarted = "recorder_restarted"
 
 func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recording{qh: qh} }
 
 // Scan implements dbutil.DataStruct.
 func (r *Recording) Scan(row dbutil.Scannable) (*Recording, error) {
 	var started, ended int64
-	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder)
+	err := row.Scan(&r.ID, &r.RoomID, &r.ConfID, &r.VirtualUser, &r.State, &r.Error, &started, &ended, &r.Folder, &r.StopReason)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +66,7 @@ type RecordingQuery struct {
 }
 
 const (
-	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder`
+	recordingColumns  = `id, room_id, conf_id, virtual_user, state, error, started_at, ended_at, folder, stop_reason`
 	getRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording WHERE id=$1`
 	// Keyset pagination in (started_at DESC, id) order: rows after the cursor.
 	listRecordingQuery = `SELECT ` + recordingColumns + ` FROM recording
@@ -68,8 +75,9 @@ const (
 		ORDER BY started_at DESC, id LIMIT $3`
 	getByStateQuery      = `SELECT ` + recordingColumns + ` FROM recording WHERE state=$1 ORDER BY started_at`
 	upsertRecordingQuery = `
-		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at`
+		INSERT INTO recording (` + recordingColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		ON CONFLICT (id) DO UPDATE SET state=excluded.state, error=excluded.error, ended_at=excluded.ended_at,
+			stop_reason=excluded.stop_reason`
 	deleteRecordingQuery = `DELETE FROM recording WHERE id=$1`
 )
 
@@ -128,7 +136,7 @@ func (rq *RecordingQuery) GetByState(ctx context.Context, state RecordingState) 
 // Save inserts the recording or updates its state, error and end.
 func (r *Recording) Save(ctx context.Context) error {
 	return r.qh.Exec(ctx, upsertRecordingQuery, r.ID, r.RoomID, r.ConfID, r.VirtualUser, r.State, r.Error,
-		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder)
+		toUnixMilli(r.StartedAt), toUnixMilli(r.EndedAt), r.Folder, r.StopReason)
 }
 
 // Delete removes the recording and (by cascade) its file rows.

@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 -- Virtual recorder users: each has its own device, kept across restarts.
 CREATE TABLE virtual_user (
@@ -45,7 +45,9 @@ CREATE TABLE recording (
 	started_at   BIGINT NOT NULL,
 	ended_at     BIGINT NOT NULL DEFAULT 0,
 	-- folder of the recording's files in the file store
-	folder       TEXT   NOT NULL
+	folder       TEXT   NOT NULL,
+	-- why it ended, e.g. recorder_restarted; '' for the ordinary way
+	stop_reason  TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);
 CREATE INDEX recording_started_idx ON recording (started_at);

@@ -1,0 +1,48 @@
+package recording
+
+import (
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/internal/testutil"
+	"github.com/matrix-recorder/recorder/storage/naming"
+)
+
+// TestOnSegmentReportsEachFinishedFile: a segment finished by a resolution
+// change is reported while the writer is still open (so the archive can
+// store it at once), and the last one when Close finalizes it.
+func TestOnSegmentReportsEachFinishedFile(t *testing.T) {
+	t.Parallel()
+	vp8 := loadIVF(t, "vp8-320x240.ivf")
+	small := loadIVF(t, "vp8-160x120.ivf")
+	frames := append(append([][]byte(nil), vp8[:90]...), small[90:]...)
+	var lock sync.Mutex
+	var got []FileResult
+	cfg := StreamConfig{
+		Dir: t.TempDir(), BaseName: naming.Safe("@alice:example.org", "DEV", "hook"),
+		Video: &TrackParams{MimeType: MimeTypeVP8, ClockRate: 90000, SSRC: 2222},
+		OnSegment: func(res FileResult) {
+			lock.Lock()
+			defer lock.Unlock()
+			got = append(got, res)
+		},
+	}
+	w, err := NewStreamWriter(testutil.Ctx(t), cfg)
+	require.NoError(t, err)
+	require.NoError(t, feed(w, packetizeVideo(frames, srcOpts{ssrc: 2222, codec: MimeTypeVP8, fps: 30}, t0)))
+	lock.Lock()
+	require.Len(t, got, 1, "the first segment is reported when the resolution changes")
+	require.Equal(t, 0, got[0].Segment)
+	_, err = os.Stat(got[0].Path)
+	require.NoError(t, err, "a reported segment has its final name")
+	lock.Unlock()
+	res, err := w.Close(testutil.Ctx(t))
+	require.NoError(t, err)
+	lock.Lock()
+	defer lock.Unlock()
+	require.Len(t, got, 2)
+	require.Equal(t, res, got)
+}
