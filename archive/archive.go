@@ -58,8 +58,13 @@ type Recorder struct {
 	create recording.CreateFunc
 	met    *metrics.Metrics
 
-	lock  sync.Mutex
-	calls map[id.RoomID]*callRec
+	lock    sync.Mutex
+	calls   map[id.RoomID]*callRec
+	resumed map[storage.RecordingID]*callRec // recovered, waiting for the rejoin
+	stopped bool
+	// wg counts every goroutine the recorder starts (finishing streams,
+	// storing segments); Stop waits for them.
+	wg sync.WaitGroup
 }
 
 var _ callbot.Sink = (*Recorder)(nil)
@@ -70,7 +75,7 @@ func New(opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
-	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{}}, nil
+	return &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, calls: map[id.RoomID]*callRec{}, resumed: map[storage.RecordingID]*callRec{}}, nil
 }
 
 // callRec is one recording in progress.
@@ -83,6 +88,7 @@ type callRec struct {
 	lock    sync.Mutex
 	streams map[string]*streamRec // by call id + stream id
 	bases   map[string]bool       // base names given out in this recording
+	rows    []string              // file names recorded before a restart
 	mutes   map[string]callbot.StreamChange
 	closing sync.WaitGroup
 	failed  error
@@ -98,6 +104,8 @@ type streamRec struct {
 	log     zerolog.Logger
 	w       *recording.StreamWriter
 	open    int // tracks not yet closed
+	// stores counts the stream's segments being stored.
+	stores sync.WaitGroup
 	// keyframe asks the stream's video track for a key frame; set when
 	// the video track arrives (often after the audio track the writer
 	// was created for).
@@ -132,14 +140,19 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	if storage.CheckKey(call.ID) != nil {
 		recID = newRecordingID(call.JoinedAt)
 	}
-	folder := string(recID)
-	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
-	rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
-	c := &callRec{
-		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
-		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), ConfID: string(call.ConfID), Started: call.JoinedAt},
-		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
+	r.lock.Lock()
+	c := r.resumed[recID]
+	delete(r.resumed, recID)
+	r.lock.Unlock()
+	if c == nil {
+		folder := string(recID)
+		rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
+		rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
+		c = newCallRec(r, rec)
+	} else {
+		log.Info().Str("recording_id", string(recID)).Int("files", len(c.manifest.Tracks)).Msg("Continuing recording after a restart")
 	}
+	rec := c.rec
 	if err := os.MkdirAll(c.spoolDir, 0o700); err != nil {
 		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
 		return
@@ -156,6 +169,43 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	r.calls[call.RoomID] = c
 	r.lock.Unlock()
 	log.Info().Str("recording_id", string(recID)).Msg("Recording started")
+}
+
+func newCallRec(r *Recorder, rec *storage.Recording) *callRec {
+	return &callRec{
+		r: r, rec: rec, spoolDir: filepath.Join(r.spool, rec.Folder),
+		manifest: recording.Manifest{RecordingID: string(rec.ID), RoomID: string(rec.RoomID), ConfID: rec.ConfID, Started: rec.StartedAt},
+		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
+	}
+}
+
+// hold counts a goroutine (or a stream that will start some) for Stop;
+// false once the recorder stops.
+func (r *Recorder) hold() bool {
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	if r.stopped {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// Stop waits (bounded by ctx) for every stream being finished and every
+// file being stored; nothing new starts afterwards. Call it after the call
+// bot stopped and before the database closes.
+func (r *Recorder) Stop(ctx context.Context) error {
+	r.lock.Lock()
+	r.stopped = true
+	r.lock.Unlock()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("timed out waiting for recording files to be finalized: %w", ctx.Err())
+	}
 }
 
 func (r *Recorder) call(roomID id.RoomID) *callRec {
@@ -200,9 +250,12 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 	key := streamKey(t.Peer.CallID, t.StreamID)
 	s := c.streams[key]
 	if s == nil {
+		if !r.hold() {
+			return nil
+		}
 		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose))}
 		s.log = log.With().Str("stream", s.base).Logger()
-		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create}
+		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create, OnSegment: s.segmentDone}
 		if kind == recording.KindVideo {
 			s.keyframe.Store(&t.RequestKeyframe)
 			cfg.Video = &params
@@ -211,9 +264,11 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		}
 		w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
 		if err != nil {
+			r.wg.Done()
 			log.Err(err).Msg("Failed to start stream writer")
 			return nil
 		}
+		c.closing.Add(1) // until finishStream ends
 		s.w = w
 		c.streams[key] = s
 		c.writeStreamMeta(ctx, s)
@@ -294,12 +349,30 @@ func (ts *trackSink) Close() {
 	}
 	c.lock.Unlock()
 	if last {
-		c.closing.Add(1)
-		go func() {
-			defer c.closing.Done()
-			c.finishStream(ts.s)
-		}()
+		// The stream holds its counts (closing, the recorder's wg) from
+		// its creation until finishStream ends.
+		go c.finishStream(ts.s)
 	}
+}
+
+// segmentDone is the writer's OnSegment: each file is stored as soon as it
+// is finalized, so a crash later in the stream cannot lose it. It runs
+// under the writer's lock and only starts the storing.
+func (s *streamRec) segmentDone(f recording.FileResult) {
+	c := s.c
+	// The stream holds counts of its own until finishStream ends, so
+	// these Adds never race a Wait at zero.
+	c.closing.Add(1)
+	c.r.wg.Add(1)
+	s.stores.Add(1)
+	go func() {
+		defer c.r.wg.Done()
+		defer c.closing.Done()
+		defer s.stores.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		c.storeFile(s.log.WithContext(ctx), s.peer, s.purpose, f, storage.StateFinished)
+	}()
 }
 
 func (c *callRec) fail(err error) {
@@ -310,8 +383,10 @@ func (c *callRec) fail(err error) {
 	}
 }
 
-// finishStream closes a writer and stores its files.
+// finishStream closes a writer; its files are stored by segmentDone.
 func (c *callRec) finishStream(s *streamRec) {
+	defer c.r.wg.Done()
+	defer c.closing.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	log := s.log
@@ -330,9 +405,7 @@ func (c *callRec) finishStream(s *streamRec) {
 		log.Err(err).Msg("Stream writer failed")
 		c.fail(err)
 	}
-	for _, f := range files {
-		c.storeFile(log.WithContext(ctx), s.peer, s.purpose, f, storage.StateFinished)
-	}
+	s.stores.Wait()
 	_ = os.Remove(filepath.Join(c.spoolDir, s.base+".json"))
 }
 
@@ -356,7 +429,7 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	for _, iv := range f.MuteIntervals {
 		row.MuteIntervals = append(row.MuteIntervals, storage.Interval{Start: f.Start.Add(iv.Start), End: f.Start.Add(iv.End)})
 	}
-	if err := row.Save(ctx); err != nil {
+	if err := saveRow(ctx, row); err != nil {
 		log.Err(err).Str("file", name).Msg("Failed to record file")
 		c.fail(fmt.Errorf("file %s is stored but could not be recorded: %w", name, err))
 	}
@@ -366,6 +439,24 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	c.lock.Unlock()
 	if err == nil {
 		log.Info().Str("file", name).Dur("duration", f.Duration).Int64("bytes", f.Bytes).Msg("Stored recording file")
+	}
+}
+
+// saveRow saves a file row, retrying a failing database a few times: a
+// stored file without its row is invisible.
+func saveRow(ctx context.Context, row *storage.RecordingFile) error {
+	pause := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := row.Save(ctx)
+		if err == nil || attempt >= storeRetries {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause *= 2
 	}
 }
 
@@ -440,7 +531,13 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	c.lock.Lock()
 	failed := c.failed
 	c.lock.Unlock()
+	if failed != nil {
+		// A failed writer leaves its part behind: repair and store it now.
+		c.salvage(log.WithContext(ctx))
+	}
+	c.lock.Lock()
 	c.manifest.Ended = at
+	c.lock.Unlock()
 	c.rec.EndedAt = at
 	c.rec.State = storage.StateFinished
 	if failed != nil {
@@ -455,15 +552,23 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	if err := r.db.ActiveCall.Delete(ctx, call.RoomID); err != nil {
 		log.Warn().Err(err).Msg("Failed to remove active call")
 	}
-	if failed == nil {
-		_ = os.RemoveAll(c.spoolDir)
-	}
+	c.cleanSpool(ctx)
 	log.Info().Str("state", string(c.rec.State)).Int("files", len(c.manifest.Tracks)).Msg("Recording ended")
 }
 
+// writeManifest writes the manifest and stores it, replacing an older one
+// (a recording continued after a restart, or repaired again).
 func (c *callRec) writeManifest(ctx context.Context) error {
-	if err := recording.WriteManifest(c.spoolDir, c.manifest); err != nil {
+	c.lock.Lock()
+	m := c.manifest
+	m.Tracks = append([]recording.ManifestTrack(nil), c.manifest.Tracks...)
+	c.lock.Unlock()
+	if err := recording.WriteManifest(c.spoolDir, m); err != nil {
 		return err
 	}
-	return c.r.store.Put(ctx, c.rec.Folder, recording.ManifestFileName, filepath.Join(c.spoolDir, recording.ManifestFileName))
+	local := filepath.Join(c.spoolDir, recording.ManifestFileName)
+	if rp, ok := c.r.store.(storage.Replacer); ok {
+		return rp.Replace(ctx, c.rec.Folder, recording.ManifestFileName, local)
+	}
+	return c.r.store.Put(ctx, c.rec.Folder, recording.ManifestFileName, local)
 }

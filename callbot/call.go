@@ -323,7 +323,7 @@ func (c *Call) leave(ctx context.Context, reason string) {
 	}
 	content, err := signaling.RemoveMemberDevice(c.ownMember, c.conf.ConfID, c.dev.DeviceID(), now)
 	if err == nil {
-		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveStateTimeout)
+		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.m.leaveState)
 		err = c.dev.SetState(stateCtx, c.roomID, c.memberType, string(c.dev.UserID()), content)
 		cancel()
 	}

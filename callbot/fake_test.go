@@ -61,6 +61,9 @@ type fakeMatrix struct {
 	states   []json.RawMessage
 	// block, when set, makes SendToDevice wait for it to close.
 	block chan struct{}
+	// blockState, when set, makes SetState wait for it to close (or for
+	// its context).
+	blockState chan struct{}
 }
 
 func newFakeMatrix() *fakeMatrix {
@@ -234,7 +237,17 @@ func (fd *fakeDevice) RoomState(context.Context, id.RoomID) (mautrix.RoomStateMa
 	return out, nil
 }
 
-func (fd *fakeDevice) SetState(_ context.Context, _ id.RoomID, evtType event.Type, stateKey string, content any) error {
+func (fd *fakeDevice) SetState(ctx context.Context, _ id.RoomID, evtType event.Type, stateKey string, content any) error {
+	fd.fm.lock.Lock()
+	block := fd.fm.blockState
+	fd.fm.lock.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	raw, err := json.Marshal(content)
 	if err != nil {
 		return err

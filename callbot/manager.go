@@ -63,6 +63,7 @@ type Manager struct {
 	retryPeriod   time.Duration
 	slowHandler   time.Duration
 	leaveFlush    time.Duration
+	leaveState    time.Duration
 	api           *webrtc.API
 	closeAPI      func() error
 
@@ -128,7 +129,7 @@ func New(opts Options) (*Manager, error) {
 		m.signalHold = DefaultSignalHold
 	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
-	m.leaveFlush = leaveFlushTimeout
+	m.leaveFlush, m.leaveState = leaveFlushTimeout, leaveStateTimeout
 	return m, nil
 }
 
@@ -139,13 +140,19 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	// Join reads these under the lock: the appservice may already deliver
+	// commands.
+	m.lock.Lock()
+	defer m.lock.Unlock()
 	m.api, m.closeAPI = api, closer
-	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.bgCtx, m.bgCancel = bgCtx, bgCancel
 	return nil
 }
 
-// Stop leaves every call (hanging up and removing the member events). The
-// virtual users' devices stay up for that; the Matrix side stops them after.
+// Stop leaves every call, all at once (hanging up and removing the member
+// events). The virtual users' devices stay up for that; the Matrix side
+// stops them after.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.lock.Lock()
 	m.stopped = true
@@ -153,12 +160,19 @@ func (m *Manager) Stop(ctx context.Context) error {
 	for _, c := range m.calls {
 		calls = append(calls, c)
 	}
+	bgCancel, closeAPI := m.bgCancel, m.closeAPI
 	m.lock.Unlock()
 	for _, c := range calls {
-		_ = c.requestLeave(ctx, "recorder shutting down")
+		c.post(leaveMsg{reason: "recorder shutting down"})
 	}
-	if m.bgCancel != nil {
-		m.bgCancel()
+	for _, c := range calls {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+		}
+	}
+	if bgCancel != nil {
+		bgCancel()
 	}
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
@@ -168,7 +182,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("timed out waiting for calls to end: %w", ctx.Err())
 	}
-	return errors.Join(err, m.closeAPI())
+	return errors.Join(err, closeAPI())
 }
 
 // Calls returns a snapshot of every joined call.

@@ -175,6 +175,46 @@ func copyFile(src, dst string) error {
 	return err
 }
 
+// Replacer is a FileStore that can replace a stored file (the manifest of
+// a recording that goes on after a restart or was repaired again).
+type Replacer interface {
+	Replace(ctx context.Context, folder, name, localPath string) error
+}
+
+// Replace implements Replacer: the local file takes name's place
+// atomically (a rename; a copy when the spool is on another file system).
+func (ls *LocalStore) Replace(_ context.Context, folder, name, localPath string) error {
+	dst, err := ls.path(folder, name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(dst)
+	if err = os.MkdirAll(dir, dirMode); err != nil {
+		return fmt.Errorf("failed to create folder: %w", err)
+	}
+	if err = os.Chmod(localPath, fileMode); err != nil {
+		return fmt.Errorf("failed to make %s owner-only: %w", localPath, err)
+	}
+	err = os.Rename(localPath, dst)
+	if errors.Is(err, syscall.EXDEV) {
+		tmp := dst + ".new"
+		_ = os.Remove(tmp)
+		if err = copyFile(localPath, tmp); err == nil {
+			err = os.Rename(tmp, dst)
+		}
+		if err == nil {
+			err = os.Remove(localPath)
+		}
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to replace %s/%s: %w", folder, name, err)
+	}
+	return nil
+}
+
 // Open implements FileStore.
 func (ls *LocalStore) Open(_ context.Context, folder, name string) (*StoredFile, error) {
 	p, err := ls.path(folder, name)

@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/archive"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/metrics"
@@ -137,16 +138,19 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 // Start starts every component. The homeserver must be reachable: the bot is
 // registered here. (Dendrite has no appservice ping, so that is not a gate.)
 func (app *App) Start(ctx context.Context) error {
-	if err := app.Archive.Recover(ctx); err != nil {
+	resume, err := app.Archive.Recover(ctx)
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.cancel = cancel
-	if err := app.AS.Start(ctx); err != nil {
-		return fmt.Errorf("%w: %w", ErrStartup, err)
-	}
+	// The call bot first: the appservice delivers commands (a retried
+	// `!rec start`) as soon as it listens.
 	if err := app.Calls.Start(ctx); err != nil {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
+	}
+	if err := app.AS.Start(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
@@ -158,7 +162,53 @@ func (app *App) Start(ctx context.Context) error {
 		defer app.wg.Done()
 		app.pruneTransactions(bg)
 	}()
+	for _, ac := range resume {
+		app.wg.Add(1)
+		go func() {
+			defer app.wg.Done()
+			app.rejoin(bg, ac)
+		}()
+	}
 	return nil
+}
+
+// Rejoining a call after a restart is retried this long (the homeserver may
+// be starting too), with this pause between attempts.
+const (
+	rejoinFor   = 2 * time.Minute
+	rejoinPause = time.Second
+)
+
+// rejoin puts the recorder back into a call it was recording when it
+// stopped, continuing the same recording; a call that ended meanwhile has
+// its recording closed (stop reason recorder_restarted).
+func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
+	log := zerolog.Ctx(ctx).With().Stringer("room_id", ac.RoomID).Str("recording_id", string(ac.RecordingID)).Logger()
+	ctx = log.WithContext(ctx)
+	deadline := time.Now().Add(rejoinFor)
+	for {
+		st, err := app.Calls.Rejoin(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID), string(ac.RecordingID))
+		if err == nil {
+			log.Info().Str("session_id", string(st.SessionID)).Dur("down_for", time.Since(ac.JoinedAt)).Msg("Rejoined call after restart")
+			return
+		}
+		if errors.Is(err, callbot.ErrStopped) {
+			return // shutting down: the next start tries again
+		}
+		if errors.Is(err, callbot.ErrNoCall) || errors.Is(err, callbot.ErrAlreadyJoined) || time.Now().After(deadline) {
+			log.Info().Err(err).Msg("Not rejoining the call recorded before the restart; closing its recording")
+			if err = app.Archive.Abandon(ctx, ac.RecordingID); err != nil {
+				log.Err(err).Msg("Failed to close recording")
+			}
+			return
+		}
+		log.Warn().Err(err).Msg("Failed to rejoin call after restart; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(rejoinPause):
+		}
+	}
 }
 
 // pruneTransactions forgets processed transaction IDs after a week; homeservers
@@ -178,7 +228,11 @@ func (app *App) pruneTransactions(ctx context.Context) {
 	}
 }
 
-// Stop stops every component and closes the database.
+// archiveStopTimeout bounds waiting for the recording files to be
+// finalized and stored on shutdown, after the calls were left.
+const archiveStopTimeout = 10 * time.Second
+
+// Stop stops every component and closes the database, last.
 func (app *App) Stop(ctx context.Context) error {
 	var errs []error
 	if app.Web != nil {
@@ -198,6 +252,13 @@ func (app *App) Stop(ctx context.Context) error {
 		app.cancel()
 	}
 	app.wg.Wait()
+	// The writers get a deadline of their own: a shutdown that used up its
+	// time leaving calls still finalizes the files.
+	archCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), archiveStopTimeout)
+	defer cancel()
+	if err := app.Archive.Stop(archCtx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := app.DB.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("failed to close database: %w", err))
 	}
