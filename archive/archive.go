@@ -540,6 +540,13 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	c.lock.Unlock()
 	c.rec.EndedAt = at
 	c.rec.State = storage.StateFinished
+	c.lock.Lock()
+	if c.manifest.Repaired {
+		// It went on after a crash: some files were repaired, and there
+		// is a gap in the recording.
+		c.rec.State = storage.StateRepaired
+	}
+	c.lock.Unlock()
 	if failed != nil {
 		c.rec.State, c.rec.Error = storage.StateFailed, failed.Error()
 	}
