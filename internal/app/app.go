@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -49,8 +50,9 @@ type App struct {
 	Metrics *metrics.Metrics
 	Web     *web.Server
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopping atomic.Bool
 }
 
 // Options are optional parts of the app, mostly for tests.
@@ -228,25 +230,40 @@ func (app *App) pruneTransactions(ctx context.Context) {
 	}
 }
 
+var errShuttingDown = errors.New("shutting down")
+
 // archiveStopTimeout bounds waiting for the recording files to be
 // finalized and stored on shutdown, after the calls were left.
-const archiveStopTimeout = 10 * time.Second
+const archiveStopTimeout = 5 * time.Second
 
-// Stop stops every component and closes the database, last.
+// Stop stops every component and closes the database, last: it stops
+// taking work (/readyz answers unavailable, joins fail with
+// callbot.ErrStopped), leaves every call in parallel (peers get hangups,
+// member events lose the bot's device) within part of ctx's time, stops
+// the appservice and the API, waits for the writers to finalize and store
+// their files (with a deadline of their own) and closes the database.
 func (app *App) Stop(ctx context.Context) error {
+	app.stopping.Store(true)
 	var errs []error
-	if app.Web != nil {
-		if err := app.Web.Stop(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	// Calls first: leaving hangs up peers and rewrites member events, which
-	// needs the virtual users and the homeserver connection.
-	if err := app.Calls.Stop(ctx); err != nil {
+	// needs the virtual users and the homeserver connection. They get part
+	// of the time, so the rest of the shutdown still fits.
+	callsCtx, cancelCalls := ctx, context.CancelFunc(func() {})
+	if deadline, ok := ctx.Deadline(); ok {
+		callsCtx, cancelCalls = context.WithDeadline(ctx, deadline.Add(-time.Until(deadline)*3/10))
+	}
+	err := app.Calls.Stop(callsCtx)
+	cancelCalls()
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if err := app.AS.Stop(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if app.Web != nil {
+		if err := app.Web.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if app.cancel != nil {
 		app.cancel()
@@ -269,6 +286,12 @@ func (app *App) Stop(ctx context.Context) error {
 // homeserver is reachable.
 func (app *App) readyChecks() []web.ReadyCheck {
 	return []web.ReadyCheck{
+		{Name: "running", Check: func(context.Context) error {
+			if app.stopping.Load() {
+				return errShuttingDown
+			}
+			return nil
+		}},
 		{Name: "database", Check: func(ctx context.Context) error { return app.DB.RawDB.PingContext(ctx) }},
 		{Name: "homeserver", Check: func(ctx context.Context) error {
 			_, err := app.AS.Bot.Versions(ctx)
