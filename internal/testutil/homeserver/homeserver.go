@@ -243,6 +243,20 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// Stop stops Dendrite (SIGTERM) until Start: an outage of the homeserver.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	s.stop(t)
+}
+
+// Start starts Dendrite again after Stop, on the same port and state.
+func (s *Server) Start(t testing.TB) {
+	t.Helper()
+	if err := s.start(); err != nil {
+		t.Fatalf("homeserver: failed to start Dendrite again: %v", err)
+	}
+}
+
 // stop stops the current process, if any.
 func (s *Server) stop(t testing.TB) {
 	s.mu.Lock()
