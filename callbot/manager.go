@@ -80,6 +80,33 @@ type Manager struct {
 
 	statsLock sync.Mutex
 	ignored   map[IgnoreReason]int64
+
+	// kinds is how each device last signalled: true for Olm. It outlives
+	// calls and sessions: a page reloaded with another client keeps its
+	// device id.
+	kindLock sync.Mutex
+	kinds    map[signaling.DeviceKey]bool
+}
+
+// maxKinds bounds the devices whose signalling kind is remembered.
+const maxKinds = 4096
+
+// noteKind remembers whether a device's latest call event was encrypted.
+func (m *Manager) noteKind(key signaling.DeviceKey, olm bool) {
+	m.kindLock.Lock()
+	defer m.kindLock.Unlock()
+	if _, ok := m.kinds[key]; !ok && len(m.kinds) >= maxKinds {
+		clear(m.kinds)
+	}
+	m.kinds[key] = olm
+}
+
+// kindOf says how to send to a device: as it last signalled, if it did.
+func (m *Manager) kindOf(key signaling.DeviceKey) (olm, known bool) {
+	m.kindLock.Lock()
+	defer m.kindLock.Unlock()
+	olm, known = m.kinds[key]
+	return olm, known
 }
 
 // IgnoreReason says why a to-device call event was not acted on.
@@ -118,7 +145,7 @@ func New(opts Options) (*Manager, error) {
 		cfg: opts.Config, mx: opts.Matrix, sink: sink,
 		closeAPI: func() error { return nil }, signalHold: opts.SignalHold, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
-		inUse: map[id.UserID]bool{}, ignored: map[IgnoreReason]int64{},
+		inUse: map[id.UserID]bool{}, ignored: map[IgnoreReason]int64{}, kinds: map[signaling.DeviceKey]bool{},
 	}
 	for _, t := range []string{signaling.StateGroupCall.Type, signaling.StateGroupCallStable.Type,
 		signaling.StateCallMember.Type, signaling.StateCallMemberStable.Type} {
