@@ -33,8 +33,8 @@ type peer struct {
 	inviteExpires time.Time
 	// olmFirst is how to send to the device while it has not signalled
 	// anything (Manager.kindOf decides once it has).
-	olmFirst bool
-	connectedAt   time.Time
+	olmFirst    bool
+	connectedAt time.Time
 
 	localCands  signaling.CandidateQueue
 	candFlushAt time.Time // zero: nothing scheduled
