@@ -41,6 +41,7 @@ type VirtualUser struct {
 	*Device
 	intent *mautrixas.IntentAPI
 	bot    *mautrixas.IntentAPI
+	since  string // the stored sync position its sync starts from
 }
 
 // JoinRoom makes the user a member of the room, with the bot inviting it
@@ -81,8 +82,10 @@ type VirtualUsers struct {
 	svc  *Service
 	opts VirtualUsersOptions
 
-	lock  sync.Mutex
-	users map[id.UserID]*VirtualUser
+	lock     sync.Mutex
+	users    map[id.UserID]*VirtualUser
+	starting map[id.UserID]*startingUser
+	stopped  bool
 }
 
 func newVirtualUsers(s *Service, opts VirtualUsersOptions) *VirtualUsers {
@@ -92,7 +95,7 @@ func newVirtualUsers(s *Service, opts VirtualUsersOptions) *VirtualUsers {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
-	return &VirtualUsers{svc: s, opts: opts, users: make(map[id.UserID]*VirtualUser)}
+	return &VirtualUsers{svc: s, opts: opts, users: make(map[id.UserID]*VirtualUser), starting: make(map[id.UserID]*startingUser)}
 }
 
 // UserID builds a virtual user ID from a suffix: "1" → @<prefix>1:<domain>.
@@ -108,14 +111,65 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler ToDev
 	if !vm.svc.IsVirtualUser(userID) {
 		return nil, fmt.Errorf("%w: %s", ErrNotInNamespace, userID)
 	}
+	// The lock is never held across network or database I/O: every
+	// to-device event and transaction needs it. A user being set up is
+	// waited for by its other callers only.
 	vm.lock.Lock()
-	defer vm.lock.Unlock()
-	if vm.svc.bgCtx == nil || vm.svc.bgCtx.Err() != nil {
+	if vm.stopped || vm.svc.bgCtx == nil || vm.svc.bgCtx.Err() != nil {
+		vm.lock.Unlock()
 		return nil, ErrStopped
 	}
 	if vu, ok := vm.users[userID]; ok {
+		vm.lock.Unlock()
 		return vu, nil
 	}
+	if st := vm.starting[userID]; st != nil {
+		vm.lock.Unlock()
+		select {
+		case <-st.done:
+			return st.vu, st.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	st := &startingUser{done: make(chan struct{})}
+	vm.starting[userID] = st
+	vm.lock.Unlock()
+	defer close(st.done)
+	st.vu, st.err = vm.open(ctx, userID, handler)
+	vm.lock.Lock()
+	defer vm.lock.Unlock()
+	delete(vm.starting, userID)
+	if st.err != nil {
+		return nil, st.err
+	}
+	if vm.stopped || vm.svc.bgCtx.Err() != nil {
+		st.vu.stop(ctx) // never started: closes its crypto
+		st.vu, st.err = nil, ErrStopped
+		return nil, ErrStopped
+	}
+	vm.users[userID] = st.vu
+	// The sync loop outlives the request that created the user: log with
+	// the service's logger, not the caller's (e.g. a command's event
+	// fields). Started under the lock, so stopAll sees it.
+	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("virtual_user", userID).Logger()
+	st.vu.start(syncLog.WithContext(vm.svc.bgCtx), &vm.svc.wg, st.vu.since)
+	zerolog.Ctx(ctx).Info().Stringer("virtual_user", userID).Stringer("device_id", st.vu.deviceID).Msg("Virtual user ready")
+	return st.vu, nil
+}
+
+// startingUser is a virtual user being set up by one Get; others wait for
+// done.
+type startingUser struct {
+	done chan struct{}
+	vu   *VirtualUser
+	err  error
+}
+
+// open sets a virtual user up (registered, logged in with its stored
+// device or a new one, its Olm machine open with the keys on the server)
+// without starting its sync.
+func (vm *VirtualUsers) open(ctx context.Context, userID id.UserID, handler ToDeviceHandler) (*VirtualUser, error) {
 	log := zerolog.Ctx(ctx).With().Stringer("virtual_user", userID).Logger()
 	ctx = log.WithContext(ctx)
 	intent := vm.svc.AS.Intent(userID)
@@ -145,14 +199,7 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler ToDev
 			return relogged.AccessToken, nil
 		},
 	})
-	vu := &VirtualUser{Device: dev, intent: intent, bot: vm.svc.Bot}
-	vm.users[userID] = vu
-	// The sync loop outlives the request that created the user: log with the
-	// service's logger, not the caller's (e.g. a command's event fields).
-	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("virtual_user", userID).Logger()
-	dev.start(syncLog.WithContext(vm.svc.bgCtx), &vm.svc.wg, stored.NextBatch)
-	log.Info().Stringer("device_id", stored.DeviceID).Msg("Virtual user ready")
-	return vu, nil
+	return &VirtualUser{Device: dev, intent: intent, bot: vm.svc.Bot, since: stored.NextBatch}, nil
 }
 
 // ensureDevice reuses the stored access token when it still works, else logs
@@ -225,6 +272,7 @@ func (vm *VirtualUsers) Stop(ctx context.Context, userID id.UserID) {
 
 func (vm *VirtualUsers) stopAll(ctx context.Context) {
 	vm.lock.Lock()
+	vm.stopped = true
 	users := vm.users
 	vm.users = make(map[id.UserID]*VirtualUser)
 	vm.lock.Unlock()
