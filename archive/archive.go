@@ -102,8 +102,9 @@ type streamRec struct {
 	purpose signaling.Purpose
 	base    string
 	log     zerolog.Logger
-	w       *recording.StreamWriter
-	open    int // tracks not yet closed
+	w       *recording.StreamWriter // nil until ready is closed, and if it failed
+	ready   chan struct{}           // closed once the writer is made (or failed)
+	open    int                     // tracks not yet closed
 	// stores counts the stream's segments being stored.
 	stores sync.WaitGroup
 	// keyframe asks the stream's video track for a key frame; set when
@@ -245,50 +246,86 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 	}
 	log := zerolog.Ctx(ctx).With().Str("recording_id", string(c.rec.ID)).Str("stream_id", t.StreamID).Logger()
 	kind, params := trackParams(t)
-	c.lock.Lock()
-	defer c.lock.Unlock()
 	key := streamKey(t.Peer.CallID, t.StreamID)
+	// The lock guards the maps only: creating the writer (files, a key
+	// frame request that writes RTCP) and adding a track run without it.
+	c.lock.Lock()
 	s := c.streams[key]
-	if s == nil {
-		if !r.hold() {
-			return nil
-		}
-		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose))}
-		s.log = log.With().Str("stream", s.base).Logger()
-		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create, OnSegment: s.segmentDone}
+	if s != nil {
+		s.open++ // the stream stays until this track is added or released
+		c.lock.Unlock()
+		<-s.ready
 		if kind == recording.KindVideo {
 			s.keyframe.Store(&t.RequestKeyframe)
-			cfg.Video = &params
-		} else {
-			cfg.Audio = &params
 		}
-		w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
-		if err != nil {
-			r.wg.Done()
-			log.Err(err).Msg("Failed to start stream writer")
+		if s.w == nil {
+			c.release(s)
 			return nil
-		}
-		c.closing.Add(1) // until finishStream ends
-		s.w = w
-		c.streams[key] = s
-		c.writeStreamMeta(ctx, s)
-		if m, ok := c.mutes[key]; ok {
-			s.applyMute(m)
-		}
-	} else {
-		if kind == recording.KindVideo {
-			s.keyframe.Store(&t.RequestKeyframe)
 		}
 		if err := s.w.AddTrack(kind, params); err != nil {
 			log.Err(err).Str("kind", t.Kind.String()).Msg("Failed to add track to stream writer")
+			c.release(s)
 			return nil
 		}
+		return r.trackSink(s, kind, t)
 	}
-	s.open++
+	if !r.hold() {
+		c.lock.Unlock()
+		return nil
+	}
+	c.closing.Add(1) // until finishStream ends
+	s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose)),
+		open: 1, ready: make(chan struct{})}
+	c.streams[key] = s
+	c.lock.Unlock()
+	s.log = log.With().Str("stream", s.base).Logger()
+	cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create, OnSegment: s.segmentDone}
+	if kind == recording.KindVideo {
+		s.keyframe.Store(&t.RequestKeyframe)
+		cfg.Video = &params
+	} else {
+		cfg.Audio = &params
+	}
+	c.writeStreamMeta(ctx, s)
+	w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
+	c.lock.Lock()
+	s.w = w // nil on error: the tracks waiting for ready see that
+	m, muted := c.mutes[key]
+	c.lock.Unlock()
+	close(s.ready)
+	if err != nil {
+		log.Err(err).Msg("Failed to start stream writer")
+		c.release(s)
+		return nil
+	}
+	if muted {
+		s.applyMute(m)
+	}
+	return r.trackSink(s, kind, t)
+}
+
+func (r *Recorder) trackSink(s *streamRec, kind recording.Kind, t *callbot.RemoteTrack) callbot.TrackSink {
 	if r.met != nil {
 		r.met.TracksRecording.Inc()
 	}
 	return &trackSink{s: s, kind: kind, ssrc: uint32(t.SSRC)}
+}
+
+// release drops one track's hold on its stream; the last one finishes the
+// stream (closes the writer, waits for its files to be stored).
+func (c *callRec) release(s *streamRec) {
+	c.lock.Lock()
+	s.open--
+	last := s.open == 0
+	if last && c.streams[s.key] == s {
+		delete(c.streams, s.key)
+	}
+	c.lock.Unlock()
+	if last {
+		// The stream holds its counts (closing, the recorder's wg) from
+		// its creation until finishStream ends.
+		go c.finishStream(s)
+	}
 }
 
 // uniqueBase returns base, or base with a counter if another stream of
@@ -337,22 +374,10 @@ func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
 
 // Close ends the track; the last track of a stream finalizes its files.
 func (ts *trackSink) Close() {
-	c := ts.s.c
-	if c.r.met != nil {
-		c.r.met.TracksRecording.Dec()
+	if ts.s.c.r.met != nil {
+		ts.s.c.r.met.TracksRecording.Dec()
 	}
-	c.lock.Lock()
-	ts.s.open--
-	last := ts.s.open == 0
-	if last {
-		delete(c.streams, ts.s.key)
-	}
-	c.lock.Unlock()
-	if last {
-		// The stream holds its counts (closing, the recorder's wg) from
-		// its creation until finishStream ends.
-		go c.finishStream(ts.s)
-	}
+	ts.s.c.release(ts.s)
 }
 
 // segmentDone is the writer's OnSegment: each file is stored as soon as it
@@ -390,6 +415,10 @@ func (c *callRec) finishStream(s *streamRec) {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	log := s.log
+	if s.w == nil { // the writer could not be made: nothing was written
+		_ = os.Remove(filepath.Join(c.spoolDir, s.base+".json"))
+		return
+	}
 	files, err := s.w.Close(log.WithContext(ctx))
 	st := s.w.Stats()
 	log.Info().Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
@@ -499,9 +528,15 @@ func (r *Recorder) StreamChanged(_ context.Context, change callbot.StreamChange)
 	}
 	key := streamKey(change.Peer.CallID, change.StreamID)
 	c.lock.Lock()
-	defer c.lock.Unlock()
 	c.mutes[key] = change
-	if s := c.streams[key]; s != nil {
+	s := c.streams[key]
+	var w *recording.StreamWriter
+	if s != nil {
+		w = s.w
+	}
+	c.lock.Unlock()
+	// Outside the lock: a mute change may ask for a key frame.
+	if w != nil {
 		s.applyMute(change)
 	}
 }

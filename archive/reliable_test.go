@@ -208,3 +208,30 @@ func TestRejoinContinuesTheRecording(t *testing.T) {
 	require.Len(t, m.Tracks, 2, "the manifest lists the files from before the restart")
 	require.WithinDuration(t, t0, m.Started, time.Millisecond)
 }
+
+// TestKeyframeRequestNotUnderTheCallLock: the writer asks for a key frame
+// while it is created; that request (an RTCP write in a real call) runs
+// without the recording's lock, so it can neither stall nor deadlock the
+// call's other streams (here it reports a stream change, which takes the
+// lock).
+func TestKeyframeRequestNotUnderTheCallLock(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, _, _ := newTestRecorder(t)
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", JoinedAt: time.Now()}
+	r.CallJoined(ctx, call)
+	peer := callbot.PeerInfo{RoomID: call.RoomID, ConfID: call.ConfID, CallID: "c1", UserID: "@alice:localhost", DeviceID: "DEV"}
+	track := videoTrack(peer)
+	track.RequestKeyframe = func() {
+		r.StreamChanged(ctx, callbot.StreamChange{Peer: peer, StreamID: "other", At: time.Now()})
+	}
+	done := make(chan callbot.TrackSink, 1)
+	go func() { done <- r.TrackStarted(ctx, track) }()
+	select {
+	case ts := <-done:
+		require.NotNil(t, ts)
+		ts.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("TrackStarted deadlocked: the key frame request ran under the call's lock")
+	}
+	r.CallLeft(ctx, call, time.Now())
+}
