@@ -124,13 +124,6 @@ func baseOf(name string) string {
 func (c *callRec) salvage(ctx context.Context) time.Time {
 	log := zerolog.Ctx(ctx)
 	var last time.Time
-	entries, err := os.ReadDir(c.spoolDir)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			log.Warn().Err(err).Msg("Failed to list the spool folder")
-		}
-		return last
-	}
 	known := map[string]bool{}
 	c.lock.Lock()
 	for _, n := range c.rows {
@@ -140,6 +133,14 @@ func (c *callRec) salvage(ctx context.Context) time.Time {
 		known[t.File] = true
 	}
 	c.lock.Unlock()
+	c.reclaim(ctx, known)
+	entries, err := os.ReadDir(c.spoolDir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			log.Warn().Err(err).Msg("Failed to list the spool folder")
+		}
+		return last
+	}
 	for _, e := range entries {
 		name := e.Name()
 		if !e.Type().IsRegular() || known[name] || (filepath.Ext(name) != ".webm" && filepath.Ext(name) != ".ogg") {
@@ -182,6 +183,40 @@ func (c *callRec) salvage(ctx context.Context) time.Time {
 		log.Info().Str("file", filepath.Base(res.Path)).Dur("duration", res.Duration).Msg("Repaired recording file")
 	}
 	return last
+}
+
+// reclaim takes back stored media files that have no row (stored right
+// before a crash, the row never saved) into the spool, where salvage
+// records them like any unstored file: every stored file has its row.
+func (c *callRec) reclaim(ctx context.Context, known map[string]bool) {
+	rc, ok := c.r.store.(storage.Reclaimer)
+	if !ok {
+		return
+	}
+	log := zerolog.Ctx(ctx)
+	names, err := rc.List(ctx, c.rec.Folder)
+	if err != nil {
+		log.Warn().Err(err).Msg("Failed to list the recording's stored files")
+		return
+	}
+	for _, name := range names {
+		if known[name] || (filepath.Ext(name) != ".webm" && filepath.Ext(name) != ".ogg") {
+			continue
+		}
+		local := filepath.Join(c.spoolDir, name)
+		if _, err := os.Lstat(local); err == nil {
+			continue // a spooled file of that name: leave both to the operator
+		}
+		if err := os.MkdirAll(c.spoolDir, 0o700); err != nil {
+			log.Warn().Err(err).Msg("Failed to create the spool folder")
+			return
+		}
+		if err := rc.Reclaim(ctx, c.rec.Folder, name, local); err != nil {
+			log.Warn().Err(err).Str("file", name).Msg("Failed to take back a stored file without a row")
+			continue
+		}
+		log.Info().Str("file", name).Msg("Took back a stored file without a row")
+	}
 }
 
 // cleanSpool removes what recovery and CallLeft account for (stream

@@ -235,3 +235,22 @@ func TestKeyframeRequestNotUnderTheCallLock(t *testing.T) {
 	}
 	r.CallLeft(ctx, call, time.Now())
 }
+
+// TestRecoverRecordsStoredFilesWithoutRow: a crash between storing a file
+// and saving its row leaves a stored file nobody lists; recovery records
+// it.
+func TestRecoverRecordsStoredFilesWithoutRow(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, db, root := newTestRecorder(t)
+	rec, _ := crashedRecording(t, db, root, storage.StateRecording)
+	require.NoError(t, os.MkdirAll(filepath.Join(root, rec.Folder), 0o700))
+	copyMedia(t, filepath.Join(root, rec.Folder, "bob-000.ogg"))
+	_, err := r.Recover(ctx)
+	require.NoError(t, err)
+	files, err := db.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	require.Equal(t, "bob-000.ogg", files[0].Name)
+	_, err = os.Stat(filepath.Join(root, rec.Folder, "bob-000.ogg"))
+	require.NoError(t, err)
+}
