@@ -1,7 +1,9 @@
 package recording
 
 import (
+	"bytes"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -45,4 +47,31 @@ func TestOnSegmentReportsEachFinishedFile(t *testing.T) {
 	defer lock.Unlock()
 	require.Len(t, got, 2)
 	require.Equal(t, res, got)
+}
+
+// TestRepairRemovesWebMWithoutCluster: a WebM part cut off before its first
+// cluster (a kill right after a segment was opened, e.g. at a resolution
+// change) holds no media: it is removed like an Ogg with only its headers,
+// not kept in the spool for ever.
+func TestRepairRemovesWebMWithoutCluster(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := NewStreamWriter(testutil.Ctx(t), StreamConfig{Dir: dir, BaseName: "v",
+		Video: &TrackParams{MimeType: MimeTypeVP8, ClockRate: 90000, SSRC: 2222}})
+	require.NoError(t, err)
+	require.NoError(t, feed(w, packetizeVideo(loadIVF(t, "vp8-320x240.ivf")[:60], srcOpts{ssrc: 2222, codec: MimeTypeVP8, fps: 30}, t0)))
+	res, err := w.Close(testutil.Ctx(t))
+	require.NoError(t, err)
+	data, err := os.ReadFile(res[0].Path)
+	require.NoError(t, err)
+	cluster := bytes.Index(data, []byte{0x1F, 0x43, 0xB6, 0x75})
+	require.Positive(t, cluster)
+	part := filepath.Join(dir, "cut-000.webm.part")
+	require.NoError(t, os.WriteFile(part, data[:cluster], 0o600))
+
+	got, err := Repair(testutil.Ctx(t), dir)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.True(t, got[0].Removed)
+	require.NoFileExists(t, part)
 }
