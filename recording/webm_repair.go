@@ -210,7 +210,10 @@ func repairWebM(part, final string) (RepairResult, error) {
 
 		return res, err
 	}
-	if n == 0 {
+	if n == 0 || last <= 0 {
+		// No block, or blocks of a single instant (one frame: a kill
+		// right after a segment opened), which no player takes for a
+		// file: nothing to keep.
 		_ = os.Remove(tmp)
 
 		return removeEmptyPart(in, part, res)
