@@ -76,4 +76,3 @@ func TestHomeserverOutage(t *testing.T) {
 		mediacheck.Check(t, path, want, 0.5)
 	}
 }
-

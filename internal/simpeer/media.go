@@ -99,7 +99,7 @@ type source struct {
 	probes       bool
 	keyOnRequest bool
 	wantKey      atomic.Bool
-	replay       atomic.Bool // play the ramp again, then the camera from its key frame
+	replay       atomic.Bool   // play the ramp again, then the camera from its key frame
 	keyRequests  atomic.Uint64 // PLIs and FIRs received
 	padding      atomic.Uint64 // padding-only packets sent
 	framesSent   atomic.Uint64 // frames sent
