@@ -87,7 +87,10 @@ type Service struct {
 	commands     *commandSet
 
 	queuesLock sync.Mutex
-	queues     map[id.RoomID]chan *event.Event
+	queues     map[id.RoomID]*roomQueue
+	// roomIdle is how long a room's goroutine waits for its next event
+	// before it ends (defaultRoomIdle; tests shorten it).
+	roomIdle time.Duration
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -123,7 +126,7 @@ func New(opts Options) (*Service, error) {
 		AS:        as,
 		userRegex: regexp.MustCompile("^@" + regexp.QuoteMeta(cfg.Appservice.UserPrefix) + "[a-z0-9._=/+-]+:" + regexp.QuoteMeta(cfg.Homeserver.Domain) + "$"),
 		handlers:  make(map[event.Type][]EventHandler),
-		queues:    make(map[id.RoomID]chan *event.Event),
+		queues:    make(map[id.RoomID]*roomQueue), roomIdle: defaultRoomIdle,
 	}
 	s.Bot = as.Intent(s.BotUserID())
 	s.Users = newVirtualUsers(s, opts.VirtualUsers)
@@ -270,32 +273,59 @@ func (s *Service) enqueueRoomEvent(ctx context.Context, evt *event.Event) {
 		return
 	}
 	s.queuesLock.Lock()
-	queue, ok := s.queues[evt.RoomID]
+	q, ok := s.queues[evt.RoomID]
 	if !ok {
-		queue = make(chan *event.Event, roomQueueSize)
-		s.queues[evt.RoomID] = queue
+		q = &roomQueue{ch: make(chan *event.Event, roomQueueSize)}
+		s.queues[evt.RoomID] = q
 		s.wg.Add(1)
-		go s.runRoomQueue(ctx, evt.RoomID, queue)
+		go s.runRoomQueue(ctx, evt.RoomID, q)
 	}
+	q.pending++ // the goroutine stays until it has taken this event
 	s.queuesLock.Unlock()
 	select {
-	case queue <- evt:
+	case q.ch <- evt:
 	case <-ctx.Done():
 	}
 }
 
-// runRoomQueue handles one room's events strictly in arrival order. It lives
-// as long as the service.
-func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, queue <-chan *event.Event) {
+// defaultRoomIdle: a room's goroutine ends after this long without events.
+const defaultRoomIdle = time.Minute
+
+// roomQueue is one room's backlog; pending counts events handed to it
+// (under queuesLock) that its goroutine has not taken yet.
+type roomQueue struct {
+	ch      chan *event.Event
+	pending int
+}
+
+// runRoomQueue handles one room's events strictly in arrival order. It ends
+// with the service, or once the room has been quiet for roomIdle (the next
+// event starts a new one).
+func (s *Service) runRoomQueue(ctx context.Context, roomID id.RoomID, q *roomQueue) {
 	defer s.wg.Done()
 	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Logger()
 	ctx = log.WithContext(ctx)
+	idle := time.NewTimer(s.roomIdle)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case evt := <-queue:
+		case evt := <-q.ch:
+			s.queuesLock.Lock()
+			q.pending--
+			s.queuesLock.Unlock()
 			s.handleRoomEvent(ctx, evt)
+			idle.Reset(s.roomIdle)
+		case <-idle.C:
+			s.queuesLock.Lock()
+			if q.pending == 0 {
+				delete(s.queues, roomID)
+				s.queuesLock.Unlock()
+				return
+			}
+			s.queuesLock.Unlock()
+			idle.Reset(s.roomIdle)
 		}
 	}
 }
