@@ -101,3 +101,35 @@ func TestRejoinReplacesTheStaleSession(t *testing.T) {
 		return ok && len(call.Devices) == 1 && call.Devices[0].SessionID == st.SessionID
 	}, waitFor, 5*time.Millisecond, "the stale session is not replaced")
 }
+
+// TestMemberRenewalCatchesUp: while the homeserver refuses (or cannot
+// take) the member event, its renewal is retried, each attempt bounded in
+// time so the call loop goes on; once the homeserver is back the renewal
+// goes through.
+func TestMemberRenewalCatchesUp(t *testing.T) {
+	h := newHarness(t, func(m *Manager) {
+		m.memberRenew, m.memberRetry, m.stateTimeout = 100*time.Millisecond, 50*time.Millisecond, 200*time.Millisecond
+	})
+	h.join()
+	h.fm.lock.Lock()
+	h.fm.blockState = make(chan struct{}) // the homeserver hangs
+	before := len(h.fm.states)
+	h.fm.lock.Unlock()
+	// The loop still answers while renewals hang and time out.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(h.ctx, 500*time.Millisecond)
+		_, err := h.m.Status(ctx, testRoom)
+		cancel()
+		require.NoError(t, err, "the call loop is stuck in a member event renewal")
+	}
+	h.fm.lock.Lock()
+	close(h.fm.blockState)
+	h.fm.blockState = nil
+	h.fm.lock.Unlock()
+	require.Eventually(t, func() bool {
+		h.fm.lock.Lock()
+		defer h.fm.lock.Unlock()
+		return len(h.fm.states) > before
+	}, waitFor, 5*time.Millisecond, "the renewal did not catch up")
+}

@@ -64,6 +64,9 @@ type Manager struct {
 	slowHandler   time.Duration
 	leaveFlush    time.Duration
 	leaveState    time.Duration
+	// memberRenew, memberRetry: when the member event is renewed, and
+	// retried after a failure; stateTimeout bounds one attempt.
+	memberRenew, memberRetry, stateTimeout time.Duration
 	api           *webrtc.API
 	closeAPI      func() error
 
@@ -157,6 +160,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
 	m.leaveFlush, m.leaveState = leaveFlushTimeout, leaveStateTimeout
+	m.memberRenew, m.memberRetry, m.stateTimeout = signaling.MemberRenewAfter, memberRetryDelay, memberStateTimeout
 	return m, nil
 }
 
