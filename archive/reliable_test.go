@@ -254,3 +254,32 @@ func TestRecoverRecordsStoredFilesWithoutRow(t *testing.T) {
 	_, err = os.Stat(filepath.Join(root, rec.Folder, "bob-000.ogg"))
 	require.NoError(t, err)
 }
+
+// TestAbandonClosesWithStopReason: a recording whose call ended while the
+// recorder was down is closed with stop reason recorder_restarted, its
+// files kept and its active call forgotten.
+func TestAbandonClosesWithStopReason(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, db, root := newTestRecorder(t)
+	rec, spool := crashedRecording(t, db, root, storage.StateRecording)
+	copyMedia(t, filepath.Join(spool, "bob-000.ogg.part"))
+	require.NoError(t, db.ActiveCall.Put(ctx, &storage.ActiveCall{RoomID: rec.RoomID, RecordingID: rec.ID, ConfID: "conf",
+		UserID: "@recorder_1:localhost", DeviceID: "REC", SessionID: "old", JoinedAt: rec.StartedAt}))
+	resume, err := r.Recover(ctx)
+	require.NoError(t, err)
+	require.Len(t, resume, 1)
+	require.NoError(t, r.Abandon(ctx, rec.ID))
+	got, err := db.Recording.Get(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Equal(t, storage.StateRepaired, got.State)
+	require.Equal(t, storage.StopRecorderRestarted, got.StopReason)
+	require.False(t, got.EndedAt.IsZero())
+	files, err := db.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	calls, err := db.ActiveCall.GetAll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, calls)
+	_, err = os.Stat(filepath.Join(root, rec.Folder, recording.ManifestFileName))
+	require.NoError(t, err)
+}
