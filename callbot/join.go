@@ -40,6 +40,42 @@ func (m *Manager) Rejoin(ctx context.Context, roomID id.RoomID, userID id.UserID
 	return m.join(ctx, roomID, userID, &rejoin{confID: confID, callID: callID})
 }
 
+// Unlist takes the virtual user's device out of its call member event in
+// the room: the ghost entry a crashed process left for a call the recorder
+// does not rejoin (it ended meanwhile). The user must not be in a call.
+func (m *Manager) Unlist(ctx context.Context, roomID id.RoomID, userID id.UserID, confID signaling.ConfID) error {
+	m.lock.Lock()
+	busy := m.inUse[userID]
+	m.lock.Unlock()
+	if busy {
+		return fmt.Errorf("%w: %s is in a call", ErrAlreadyJoined, userID)
+	}
+	dev, err := m.mx.Device(ctx, userID, func(ctx context.Context, received []e2ee.Received) {
+		m.handleDeviceEvents(ctx, userID, received)
+	})
+	if err != nil {
+		return fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	state, err := dev.RoomState(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to read room state: %w", err)
+	}
+	for _, t := range []event.Type{signaling.StateCallMember, signaling.StateCallMemberStable} {
+		evt := state[t][string(userID)]
+		if evt == nil {
+			continue
+		}
+		content, err := signaling.RemoveMemberDevice(evt.Content.VeryRaw, confID, dev.DeviceID(), time.Now())
+		if err == nil {
+			err = dev.SetState(ctx, roomID, t, string(userID), content)
+		}
+		if err != nil {
+			return fmt.Errorf("failed to update %s: %w", t.Type, err)
+		}
+	}
+	return nil
+}
+
 // rejoin is what Rejoin continues.
 type rejoin struct {
 	confID signaling.ConfID

@@ -202,6 +202,10 @@ func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
 			if err = app.Archive.Abandon(ctx, ac.RecordingID); err != nil {
 				log.Err(err).Msg("Failed to close recording")
 			}
+			// No ghost participant: the killed process's entry goes.
+			if err = app.Calls.Unlist(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID)); err != nil {
+				log.Warn().Err(err).Msg("Failed to remove the recorder from the call member event")
+			}
 			return
 		}
 		log.Warn().Err(err).Msg("Failed to rejoin call after restart; retrying")

@@ -198,3 +198,48 @@ func TestSigtermMidCall(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// TestRestartAfterCallEnded: the recorder is killed, the participants
+// leave while it is down; at the next start its recording is repaired and
+// closed with stop reason recorder_restarted, and it does not rejoin.
+func TestRestartAfterCallEnded(t *testing.T) {
+	bin := buildRecorder(t)
+	s := stack.Start(t, stack.Options{})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	zoe := s.HS.RegisterUser(ctx, t, "zoe")
+	roomID := s.CallRoom(t, alice, zoe.UserID)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
+	s.StopApp(t)
+	proc := startRecorder(t, s, bin, s.WriteConfig(t))
+	s.Command(t, alice, roomID, "!rec start")
+	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
+	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
+	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
+	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+	require.NoError(t, proc.cmd.Process.Signal(syscall.SIGKILL))
+	_ = proc.wait(t, stack.Deadline)
+	require.NoError(t, pa.Leave(ctx))
+	require.NoError(t, pz.Leave(ctx))
+
+	s.StartApp(t)
+	var rec *storage.Recording
+	require.Eventually(t, func() bool {
+		rec = onlyRecording(t, s, roomID)
+		return rec.State != storage.StateRecording
+	}, stack.Deadline, 50*time.Millisecond, "the recording is not closed")
+	require.Equal(t, storage.StateRepaired, rec.State, rec.Error)
+	require.Equal(t, storage.StopRecorderRestarted, rec.StopReason)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 2)
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		mediacheck.Check(t, path, mediacheck.Duration(t, path), 0.01)
+	}
+	require.Equal(t, 0, partBytes(spool))
+	_, err = s.App.Calls.Status(ctx, roomID)
+	require.ErrorIs(t, err, callbot.ErrNotJoined)
+	require.Empty(t, memberDevices(t, s, alice, roomID, recorder), "a stale member entry of the recorder is left")
+}
