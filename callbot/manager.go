@@ -67,8 +67,8 @@ type Manager struct {
 	// memberRenew, memberRetry: when the member event is renewed, and
 	// retried after a failure; stateTimeout bounds one attempt.
 	memberRenew, memberRetry, stateTimeout time.Duration
-	api           *webrtc.API
-	closeAPI      func() error
+	api                                    *webrtc.API
+	closeAPI                               func() error
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
