@@ -327,3 +327,25 @@ func readStreamMeta(dir, fileName string) streamMeta {
 	}
 	return meta
 }
+
+// Files is the file store as the operator API deletes from it: deleting a
+// recording's folder also deletes what its spool folder still holds (a
+// file the store refused, an unrepairable part), so no file outlives its
+// rows.
+func (r *Recorder) Files() storage.FileStore { return spoolDeleter{FileStore: r.store, spool: r.spool} }
+
+type spoolDeleter struct {
+	storage.FileStore
+	spool string
+}
+
+// DeleteFolder implements storage.FileStore.
+func (sd spoolDeleter) DeleteFolder(ctx context.Context, folder string) error {
+	if err := storage.CheckKey(folder); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(sd.spool, folder)); err != nil {
+		return fmt.Errorf("failed to delete the spooled files of %s: %w", folder, err)
+	}
+	return sd.FileStore.DeleteFolder(ctx, folder)
+}

@@ -283,3 +283,17 @@ func TestAbandonClosesWithStopReason(t *testing.T) {
 	_, err = os.Stat(filepath.Join(root, rec.Folder, recording.ManifestFileName))
 	require.NoError(t, err)
 }
+
+// TestDeleteRemovesSpooledFiles: deleting a recording through the API also
+// deletes what its spool folder still holds (a file the store refused keeps
+// a row until then).
+func TestDeleteRemovesSpooledFiles(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, db, root := newTestRecorder(t)
+	rec, spool := crashedRecording(t, db, root, storage.StateFailed)
+	copyMedia(t, filepath.Join(spool, "refused-000.ogg"))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, rec.Folder), 0o700))
+	require.NoError(t, r.Files().DeleteFolder(ctx, rec.Folder))
+	require.NoDirExists(t, spool)
+	require.NoDirExists(t, filepath.Join(root, rec.Folder))
+}

@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
-			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Recordings: web.StorageRecordings(db), Files: arch.Files(), Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 		}))
 	}
