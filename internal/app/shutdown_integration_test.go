@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -242,4 +243,44 @@ func TestRestartAfterCallEnded(t *testing.T) {
 	_, err = s.App.Calls.Status(ctx, roomID)
 	require.ErrorIs(t, err, callbot.ErrNotJoined)
 	require.Empty(t, memberDevices(t, s, alice, roomID, recorder), "a stale member entry of the recorder is left")
+}
+
+// TestSecondSignalExitsAtOnce: a shutdown stuck on a homeserver that does
+// not answer (hangups and the member event cannot go out) is cut short by
+// a second signal: the process exits at once with 130.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	bin := buildRecorder(t)
+	s := stack.Start(t, stack.Options{})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	zoe := s.HS.RegisterUser(ctx, t, "zoe")
+	roomID := s.CallRoom(t, alice, zoe.UserID)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
+	s.StopApp(t)
+	proc := startRecorder(t, s, bin, s.WriteConfig(t))
+	s.Command(t, alice, roomID, "!rec start")
+	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
+	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
+
+	s.HS.Pause(t)
+	defer s.HS.Resume(t)
+	require.NoError(t, proc.cmd.Process.Signal(syscall.SIGTERM))
+	require.Eventually(t, func() bool {
+		data, _ := os.ReadFile(filepath.Join(s.Dir, "recorder.log"))
+		return strings.Contains(string(data), "Shutting down")
+	}, stack.Deadline, 10*time.Millisecond, "the recorder does not shut down")
+	select {
+	case err := <-proc.exited:
+		proc.exited <- err
+		t.Fatalf("the shutdown did not wait for the homeserver: %v", err)
+	default:
+	}
+	second := time.Now()
+	require.NoError(t, proc.cmd.Process.Signal(syscall.SIGTERM))
+	err := proc.wait(t, 2*time.Second)
+	t.Logf("exited %.3fs after the second signal: %v", time.Since(second).Seconds(), err)
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr)
+	require.Equal(t, 130, exitErr.ExitCode())
 }
