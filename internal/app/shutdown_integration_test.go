@@ -284,3 +284,35 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	require.ErrorAs(t, err, &exitErr)
 	require.Equal(t, 130, exitErr.ExitCode())
 }
+
+// TestSigtermWithFrozenHomeserver: the homeserver answers nothing while the
+// recorder shuts down: the leave cannot tell anyone, but the shutdown still
+// ends within the shutdown timeout (plus the writers' own deadline at
+// most) and every file is finalized.
+func TestSigtermWithFrozenHomeserver(t *testing.T) {
+	bin := buildRecorder(t)
+	s := stack.Start(t, stack.Options{})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	zoe := s.HS.RegisterUser(ctx, t, "zoe")
+	roomID := s.CallRoom(t, alice, zoe.UserID)
+	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
+	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
+	s.StopApp(t)
+	proc := startRecorder(t, s, bin, s.WriteConfig(t))
+	s.Command(t, alice, roomID, "!rec start")
+	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
+	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
+	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
+	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+
+	s.HS.Pause(t)
+	termAt := time.Now()
+	require.NoError(t, proc.cmd.Process.Signal(syscall.SIGTERM))
+	err := proc.wait(t, 2*config.ShutdownTimeout)
+	took := time.Since(termAt)
+	t.Logf("exited %.2fs after SIGTERM with the homeserver frozen: %v", took.Seconds(), err)
+	require.LessOrEqual(t, took, config.ShutdownTimeout+time.Second)
+	require.Equal(t, 0, partBytes(spool), "parts left")
+	s.HS.Resume(t)
+}
