@@ -169,7 +169,9 @@ func (d *Device) syncLoop(ctx context.Context, since string) {
 				if token, relogErr := d.opts.relogin(ctx); relogErr != nil {
 					log.Err(relogErr).Msg("Failed to log in again")
 				} else {
-					d.client.AccessToken = token
+					// Under the client's own token lock: the call's sender and
+					// room actions use this client at the same time.
+					d.client.OAuthSetTokens("", "", token, time.Time{})
 				}
 			}
 			wait := backoff(failures, d.opts.maxBackoff)

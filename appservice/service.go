@@ -255,13 +255,6 @@ func (s *Service) Stop(ctx context.Context) error {
 		}
 	}
 	s.Users.stopAll(ctx)
-	select {
-	case <-s.botReady:
-		if s.botDev != nil {
-			s.botDev.stop(ctx)
-		}
-	default:
-	}
 	if s.bgCancel != nil {
 		s.bgCancel()
 	}
@@ -269,10 +262,19 @@ func (s *Service) Stop(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("timed out waiting for appservice goroutines: %w", ctx.Err())
 	}
+	// The bot's device last: the room queues and key waiters that use it
+	// have ended, and so has its sync loop (the background context's).
+	select {
+	case <-s.botReady:
+		if s.botDev != nil {
+			s.botDev.stop(ctx)
+		}
+	default:
+	}
+	return nil
 }
 
 // consumeEvents reads mautrix's event channels and routes each room event to
@@ -393,6 +395,9 @@ func (s *Service) handleRoomEvent(ctx context.Context, evt *event.Event, keyRetr
 	}
 	switch evt.Type {
 	case event.StateMember:
+		if s.botDev != nil && s.botDev.olm != nil {
+			s.botDev.olm.HandleMemberEvent(ctx, evt)
+		}
 		s.handleMember(ctx, evt)
 	case event.EventMessage:
 		s.handleMessage(ctx, evt)

@@ -42,6 +42,7 @@ type VirtualUser struct {
 	*Device
 	intent *mautrixas.IntentAPI
 	bot    *mautrixas.IntentAPI
+	since  string // the stored sync position its sync starts from
 }
 
 // JoinRoom makes the user a member of the room, with the bot inviting it
@@ -82,8 +83,10 @@ type VirtualUsers struct {
 	svc  *Service
 	opts VirtualUsersOptions
 
-	lock  sync.Mutex
-	users map[id.UserID]*VirtualUser
+	lock     sync.Mutex
+	users    map[id.UserID]*VirtualUser
+	starting map[id.UserID]*startingUser
+	stopped  bool
 }
 
 func newVirtualUsers(s *Service, opts VirtualUsersOptions) *VirtualUsers {
@@ -93,7 +96,7 @@ func newVirtualUsers(s *Service, opts VirtualUsersOptions) *VirtualUsers {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
-	return &VirtualUsers{svc: s, opts: opts, users: make(map[id.UserID]*VirtualUser)}
+	return &VirtualUsers{svc: s, opts: opts, users: make(map[id.UserID]*VirtualUser), starting: make(map[id.UserID]*startingUser)}
 }
 
 // UserID builds a virtual user ID from a suffix: "1" → @<prefix>1:<domain>.
@@ -109,42 +112,105 @@ func (vm *VirtualUsers) Get(ctx context.Context, userID id.UserID, handler ToDev
 	if !vm.svc.IsVirtualUser(userID) {
 		return nil, fmt.Errorf("%w: %s", ErrNotInNamespace, userID)
 	}
+	// The lock is never held across network or database I/O: every
+	// to-device event and transaction needs it. A user being set up is
+	// waited for by its other callers only.
 	vm.lock.Lock()
-	defer vm.lock.Unlock()
-	if vm.svc.bgCtx == nil || vm.svc.bgCtx.Err() != nil {
+	if vm.stopped || vm.svc.bgCtx == nil || vm.svc.bgCtx.Err() != nil {
+		vm.lock.Unlock()
 		return nil, ErrStopped
 	}
 	if vu, ok := vm.users[userID]; ok {
+		vm.lock.Unlock()
 		return vu, nil
 	}
+	if st := vm.starting[userID]; st != nil {
+		vm.lock.Unlock()
+		select {
+		case <-st.done:
+			return st.vu, st.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	st := &startingUser{done: make(chan struct{})}
+	vm.starting[userID] = st
+	vm.lock.Unlock()
+	defer close(st.done)
+	st.vu, st.err = vm.open(ctx, userID, handler)
+	vm.lock.Lock()
+	defer vm.lock.Unlock()
+	delete(vm.starting, userID)
+	if st.err != nil {
+		return nil, st.err
+	}
+	if vm.stopped || vm.svc.bgCtx.Err() != nil {
+		st.vu.stop(ctx) // never started: closes its crypto
+		st.vu, st.err = nil, ErrStopped
+		return nil, ErrStopped
+	}
+	vm.users[userID] = st.vu
+	// The sync loop outlives the request that created the user: log with
+	// the service's logger, not the caller's (e.g. a command's event
+	// fields). Started under the lock, so stopAll sees it.
+	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("virtual_user", userID).Logger()
+	st.vu.start(syncLog.WithContext(vm.svc.bgCtx), &vm.svc.wg, st.vu.since)
+	zerolog.Ctx(ctx).Info().Stringer("virtual_user", userID).Stringer("device_id", st.vu.deviceID).Msg("Virtual user ready")
+	return st.vu, nil
+}
+
+// startingUser is a virtual user being set up by one Get; others wait for
+// done.
+type startingUser struct {
+	done chan struct{}
+	vu   *VirtualUser
+	err  error
+}
+
+// open sets a virtual user up (registered, logged in with its stored
+// device or a new one, its Olm machine open with the keys on the server)
+// without starting its sync.
+func (vm *VirtualUsers) open(ctx context.Context, userID id.UserID, handler ToDeviceHandler) (*VirtualUser, error) {
 	log := zerolog.Ctx(ctx).With().Stringer("virtual_user", userID).Logger()
 	ctx = log.WithContext(ctx)
-	dev, err := vm.startDevice(ctx, userID, handler, nil)
+	dev, since, err := vm.openDevice(ctx, userID, handler, nil)
 	if err != nil {
 		return nil, err
 	}
-	vu := &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot}
-	vm.users[userID] = vu
-	log.Info().Stringer("device_id", dev.DeviceID()).Msg("Virtual user ready")
-	return vu, nil
+	return &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot, since: since}, nil
 }
 
-// startDevice registers userID (a namespaced user: a virtual user or the
-// bot), logs in its stored device (or a new one), opens its Olm machine
-// with the keys on the server and starts its sync, owned by the service.
-// stateStore, when set, lets the device handle Megolm room events.
+// startDevice opens userID's device (see openDevice) and starts its sync,
+// owned by the service (the bot's device).
 func (vm *VirtualUsers) startDevice(ctx context.Context, userID id.UserID, handler ToDeviceHandler, stateStore mautrixcrypto.StateStore) (*Device, error) {
+	dev, since, err := vm.openDevice(ctx, userID, handler, stateStore)
+	if err != nil {
+		return nil, err
+	}
+	// The sync loop outlives the request that created the device: log with
+	// the service's logger, not the caller's (e.g. a command's event fields).
+	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("user_id", userID).Logger()
+	dev.start(syncLog.WithContext(vm.svc.bgCtx), &vm.svc.wg, since)
+	return dev, nil
+}
+
+// openDevice registers userID (a namespaced user: a virtual user or the
+// bot), logs in its stored device (or a new one) and opens its Olm machine
+// with the keys on the server; it returns the device, not yet syncing, and
+// the stored sync position. stateStore, when set, lets the device handle
+// Megolm room events.
+func (vm *VirtualUsers) openDevice(ctx context.Context, userID id.UserID, handler ToDeviceHandler, stateStore mautrixcrypto.StateStore) (*Device, string, error) {
 	intent := vm.svc.AS.Intent(userID)
 	if err := intent.EnsureRegistered(ctx); err != nil {
-		return nil, fmt.Errorf("failed to register %s: %w", userID, err)
+		return nil, "", fmt.Errorf("failed to register %s: %w", userID, err)
 	}
 	stored, err := vm.opts.Store.GetDevice(ctx, userID)
 	if err != nil {
-		return nil, fmt.Errorf("failed to load device of %s: %w", userID, err)
+		return nil, "", fmt.Errorf("failed to load device of %s: %w", userID, err)
 	}
 	cli, stored, err := vm.ensureDevice(ctx, userID, stored)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var olm *e2ee.Device
 	if stateStore != nil {
@@ -153,7 +219,7 @@ func (vm *VirtualUsers) startDevice(ctx context.Context, userID id.UserID, handl
 		olm, err = e2ee.Open(ctx, cli, vm.opts.CryptoDB, vm.opts.PickleKey)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to set up encryption for %s: %w", userID, err)
+		return nil, "", fmt.Errorf("failed to set up encryption for %s: %w", userID, err)
 	}
 	dev := newDevice(cli, olm, deviceOptions{
 		store: vm.opts.Store, handler: handler, syncTimeout: vm.opts.SyncTimeout, maxBackoff: vm.opts.MaxBackoff,
@@ -167,11 +233,7 @@ func (vm *VirtualUsers) startDevice(ctx context.Context, userID id.UserID, handl
 		},
 	})
 	dev.olm = olm
-	// The sync loop outlives the request that created the device: log with
-	// the service's logger, not the caller's (e.g. a command's event fields).
-	syncLog := zerolog.Ctx(vm.svc.bgCtx).With().Stringer("user_id", userID).Logger()
-	dev.start(syncLog.WithContext(vm.svc.bgCtx), &vm.svc.wg, stored.NextBatch)
-	return dev, nil
+	return dev, stored.NextBatch, nil
 }
 
 // ensureDevice reuses the stored access token when it still works, else logs
@@ -244,6 +306,7 @@ func (vm *VirtualUsers) Stop(ctx context.Context, userID id.UserID) {
 
 func (vm *VirtualUsers) stopAll(ctx context.Context) {
 	vm.lock.Lock()
+	vm.stopped = true
 	users := vm.users
 	vm.users = make(map[id.UserID]*VirtualUser)
 	vm.lock.Unlock()

@@ -88,8 +88,13 @@ type Recorder struct {
 	events Events
 	names  Profiles
 
-	lock  sync.Mutex
-	calls map[id.RoomID]*callRec
+	lock    sync.Mutex
+	calls   map[id.RoomID]*callRec
+	resumed map[storage.RecordingID]*callRec // recovered, waiting for the rejoin
+	stopped bool
+	// wg counts every goroutine the recorder starts (finishing streams,
+	// storing segments); Stop waits for them.
+	wg sync.WaitGroup
 
 	limits Limits
 	disk   *diskUsage
@@ -106,7 +111,7 @@ func New(opts Options) (*Recorder, error) {
 		return nil, fmt.Errorf("failed to create spool directory: %w", err)
 	}
 	r := &Recorder{db: opts.DB, store: opts.Store, spool: spool, create: opts.Create, met: opts.Metrics, gate: opts.Consent,
-		events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{},
+		events: opts.Events, names: opts.Profiles, calls: map[id.RoomID]*callRec{}, resumed: map[storage.RecordingID]*callRec{},
 		limits: opts.Limits, bgCtx: opts.Log.WithContext(context.Background())}
 	if opts.Limits.MaxDiskBytes > 0 {
 		r.disk = newDiskUsage(opts.Dir)
@@ -129,6 +134,7 @@ type callRec struct {
 	lock    sync.Mutex
 	streams map[string]*streamRec // by call id + stream id
 	bases   map[string]bool       // base names given out in this recording
+	rows    []string              // file names recorded before a restart
 	mutes   map[string]callbot.StreamChange
 	closing sync.WaitGroup
 	failed  error
@@ -148,8 +154,11 @@ type streamRec struct {
 	purpose signaling.Purpose
 	base    string
 	log     zerolog.Logger
-	w       *recording.StreamWriter
-	open    int // tracks not yet closed
+	w       *recording.StreamWriter // nil until ready is closed, and if it failed
+	ready   chan struct{}           // closed once the writer is made (or failed)
+	open    int                     // tracks not yet closed
+	// stores counts the stream's segments being stored.
+	stores sync.WaitGroup
 	// reported is what was last added to the live metrics (see report).
 	reportLock sync.Mutex
 	reported   recording.Stats
@@ -192,22 +201,28 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 		log.Err(err).Msg("Call has no usable recording ID (mint it with archive.NewRecordingID); it is not recorded")
 		return
 	}
-	folder := string(recID)
-	rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
-	rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
-	if r.names != nil {
-		rec.RoomName = r.names.RoomName(ctx, call.RoomID)
-	}
-	c := &callRec{
-		r: r, rec: rec, spoolDir: filepath.Join(r.spool, folder),
-		manifest: recording.Manifest{RecordingID: string(recID), RoomID: string(call.RoomID), RoomName: rec.RoomName, ConfID: string(call.ConfID), Started: call.JoinedAt},
-		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
-	}
 	if r.disk.full(r.limits.MaxDiskBytes) {
 		log.Error().Int64("max_disk_usage_bytes", r.limits.MaxDiskBytes).Msg("The recordings use all the disk space they may; this call is not recorded")
 		r.requestStop(call.RoomID, StopReasonDiskFull)
 		return
 	}
+	r.lock.Lock()
+	c := r.resumed[recID]
+	delete(r.resumed, recID)
+	r.lock.Unlock()
+	if c == nil {
+		folder := string(recID)
+		rec := r.db.Recording.New(recID, call.RoomID, folder, call.JoinedAt)
+		rec.ConfID, rec.VirtualUser = string(call.ConfID), call.UserID
+		if r.names != nil {
+			rec.RoomName = r.names.RoomName(ctx, call.RoomID)
+		}
+		c = newCallRec(r, rec)
+		c.manifest.RoomName = rec.RoomName
+	} else {
+		log.Info().Str("recording_id", string(recID)).Int("files", len(c.manifest.Tracks)).Msg("Continuing recording after a restart")
+	}
+	rec := c.rec
 	if err := os.MkdirAll(c.spoolDir, 0o700); err != nil {
 		log.Err(err).Msg("Failed to create spool folder; this call is not recorded")
 		return
@@ -226,6 +241,43 @@ func (r *Recorder) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	log.Info().Str("recording_id", string(recID)).Msg("Recording started")
 	if r.events != nil {
 		r.events.RecordingStarted(ctx, rec)
+	}
+}
+
+func newCallRec(r *Recorder, rec *storage.Recording) *callRec {
+	return &callRec{
+		r: r, rec: rec, spoolDir: filepath.Join(r.spool, rec.Folder),
+		manifest: recording.Manifest{RecordingID: string(rec.ID), RoomID: string(rec.RoomID), ConfID: rec.ConfID, Started: rec.StartedAt},
+		streams:  map[string]*streamRec{}, bases: map[string]bool{}, mutes: map[string]callbot.StreamChange{},
+	}
+}
+
+// hold counts a goroutine (or a stream that will start some) for Stop;
+// false once the recorder stops.
+func (r *Recorder) hold() bool {
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	if r.stopped {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// Stop waits (bounded by ctx) for every stream being finished and every
+// file being stored; nothing new starts afterwards. Call it after the call
+// bot stopped and before the database closes.
+func (r *Recorder) Stop(ctx context.Context) error {
+	r.lock.Lock()
+	r.stopped = true
+	r.lock.Unlock()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("timed out waiting for recording files to be finalized: %w", ctx.Err())
 	}
 }
 
@@ -270,45 +322,89 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		return c.exclude(t, log)
 	}
 	kind, params := trackParams(t)
-	c.lock.Lock()
-	defer c.lock.Unlock()
 	key := streamKey(t.Peer.CallID, t.StreamID)
+	// The lock guards the maps only: creating the writer (files, a key
+	// frame request that writes RTCP) and adding a track run without it.
+	c.lock.Lock()
 	s := c.streams[key]
-	if s == nil {
-		s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose))}
-		s.log = log.With().Str("stream", s.base).Logger()
-		cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create}
+	if s != nil {
+		s.open++ // the stream stays until this track is added or released
+		c.lock.Unlock()
+		<-s.ready
 		if kind == recording.KindVideo {
 			s.keyframe.Store(&t.RequestKeyframe)
-			cfg.Video = &params
-		} else {
-			cfg.Audio = &params
 		}
-		w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
-		if err != nil {
-			log.Err(err).Msg("Failed to start stream writer")
+		if s.w == nil {
+			c.release(s)
 			return nil
-		}
-		s.w = w
-		c.streams[key] = s
-		c.writeStreamMeta(ctx, s)
-		if m, ok := c.mutes[key]; ok {
-			s.applyMute(m)
-		}
-	} else {
-		if kind == recording.KindVideo {
-			s.keyframe.Store(&t.RequestKeyframe)
 		}
 		if err := s.w.AddTrack(kind, params); err != nil {
 			log.Err(err).Str("kind", t.Kind.String()).Msg("Failed to add track to stream writer")
+			c.release(s)
 			return nil
 		}
+		return r.trackSink(s, kind, t)
 	}
-	s.open++
+	if !r.hold() {
+		c.lock.Unlock()
+		return nil
+	}
+	c.closing.Add(1) // until finishStream ends
+	s = &streamRec{c: c, key: key, peer: t.Peer, purpose: t.Purpose, base: c.uniqueBase(streamBaseName(t.Peer, t.Purpose)),
+		open: 1, ready: make(chan struct{})}
+	c.streams[key] = s
+	c.lock.Unlock()
+	s.log = log.With().Str("stream", s.base).Logger()
+	cfg := recording.StreamConfig{Dir: c.spoolDir, BaseName: s.base, RequestKeyframe: s.requestKeyframe, Create: r.create, OnSegment: s.segmentDone}
+	if kind == recording.KindVideo {
+		s.keyframe.Store(&t.RequestKeyframe)
+		cfg.Video = &params
+	} else {
+		cfg.Audio = &params
+	}
+	c.writeStreamMeta(ctx, s)
+	w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
+	c.lock.Lock()
+	s.w = w // nil on error: the tracks waiting for ready see that
+	m, muted := c.mutes[key]
+	c.lock.Unlock()
+	close(s.ready)
+	if err != nil {
+		log.Err(err).Msg("Failed to start stream writer")
+		c.release(s)
+		return nil
+	}
+	if muted {
+		s.applyMute(m)
+	}
+	return r.trackSink(s, kind, t)
+}
+
+func (r *Recorder) trackSink(s *streamRec, kind recording.Kind, t *callbot.RemoteTrack) callbot.TrackSink {
 	if r.met != nil {
 		r.met.TracksRecording.Inc()
 	}
 	return &trackSink{s: s, kind: kind, ssrc: uint32(t.SSRC)}
+}
+
+// release drops one track's hold on its stream; the last one finishes the
+// stream (closes the writer, waits for its files to be stored).
+func (c *callRec) release(s *streamRec) {
+	c.lock.Lock()
+	s.open--
+	last := s.open == 0
+	if last && c.streams[s.key] == s {
+		delete(c.streams, s.key)
+	}
+	c.lock.Unlock()
+	if last {
+		// The stream holds its counts (closing, the recorder's wg) from
+		// its creation until finishStream ends.
+		go func() {
+			defer c.recoverStream(s)
+			c.finishStream(s)
+		}()
+	}
 }
 
 // uniqueBase returns base, or base with a counter if another stream of
@@ -393,25 +489,30 @@ func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
 
 // Close ends the track; the last track of a stream finalizes its files.
 func (ts *trackSink) Close() {
-	c := ts.s.c
-	if c.r.met != nil {
-		c.r.met.TracksRecording.Dec()
+	if ts.s.c.r.met != nil {
+		ts.s.c.r.met.TracksRecording.Dec()
 	}
-	c.lock.Lock()
-	ts.s.open--
-	last := ts.s.open == 0
-	if last {
-		delete(c.streams, ts.s.key)
-	}
-	c.lock.Unlock()
-	if last {
-		c.closing.Add(1)
-		go func() {
-			defer c.closing.Done()
-			defer c.recoverStream(ts.s)
-			c.finishStream(ts.s)
-		}()
-	}
+	ts.s.c.release(ts.s)
+}
+
+// segmentDone is the writer's OnSegment: each file is stored as soon as it
+// is finalized, so a crash later in the stream cannot lose it. It runs
+// under the writer's lock and only starts the storing.
+func (s *streamRec) segmentDone(f recording.FileResult) {
+	c := s.c
+	// The stream holds counts of its own until finishStream ends, so
+	// these Adds never race a Wait at zero.
+	c.closing.Add(1)
+	c.r.wg.Add(1)
+	s.stores.Add(1)
+	go func() {
+		defer c.r.wg.Done()
+		defer c.closing.Done()
+		defer s.stores.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		c.storeFile(s.log.WithContext(ctx), s.peer, s.purpose, f, storage.StateFinished)
+	}()
 }
 
 func (c *callRec) fail(err error) {
@@ -438,12 +539,18 @@ func (c *callRec) recoverStream(s *streamRec) {
 	c.fail(fmt.Errorf("finishing %s failed: %v", s.base, v))
 }
 
-// finishStream closes a writer and stores its files.
+// finishStream closes a writer; its files are stored by segmentDone.
 func (c *callRec) finishStream(s *streamRec) {
+	defer c.r.wg.Done()
+	defer c.closing.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	log := s.log
-	files, err := s.w.Close(log.WithContext(ctx))
+	if s.w == nil { // the writer could not be made: nothing was written
+		_ = os.Remove(filepath.Join(c.spoolDir, s.base+".json"))
+		return
+	}
+	_, err := s.w.Close(log.WithContext(ctx)) // its files are stored by segmentDone
 	s.report()
 	st := s.w.Stats()
 	log.Info().Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
@@ -454,9 +561,7 @@ func (c *callRec) finishStream(s *streamRec) {
 		log.Err(err).Msg("Stream writer failed")
 		c.fail(err)
 	}
-	for _, f := range files {
-		c.storeFile(log.WithContext(ctx), s.peer, s.purpose, f, storage.StateFinished)
-	}
+	s.stores.Wait()
 	_ = os.Remove(filepath.Join(c.spoolDir, s.base+".json"))
 }
 
@@ -483,7 +588,7 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	for _, iv := range f.MuteIntervals {
 		row.MuteIntervals = append(row.MuteIntervals, storage.Interval{Start: f.Start.Add(iv.Start), End: f.Start.Add(iv.End)})
 	}
-	if err := row.Save(ctx); err != nil {
+	if err := saveRow(ctx, row); err != nil {
 		log.Err(err).Str("file", name).Msg("Failed to record file")
 		c.fail(fmt.Errorf("file %s is stored but could not be recorded: %w", name, err))
 	}
@@ -495,6 +600,24 @@ func (c *callRec) storeFile(ctx context.Context, peer callbot.PeerInfo, purpose 
 	c.lock.Unlock()
 	if err == nil {
 		log.Info().Str("file", name).Dur("duration", f.Duration).Int64("bytes", f.Bytes).Msg("Stored recording file")
+	}
+}
+
+// saveRow saves a file row, retrying a failing database a few times: a
+// stored file without its row is invisible.
+func saveRow(ctx context.Context, row *storage.RecordingFile) error {
+	pause := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := row.Save(ctx)
+		if err == nil || attempt >= storeRetries {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause *= 2
 	}
 }
 
@@ -537,9 +660,15 @@ func (r *Recorder) StreamChanged(_ context.Context, change callbot.StreamChange)
 	}
 	key := streamKey(change.Peer.CallID, change.StreamID)
 	c.lock.Lock()
-	defer c.lock.Unlock()
 	c.mutes[key] = change
-	if s := c.streams[key]; s != nil {
+	s := c.streams[key]
+	var w *recording.StreamWriter
+	if s != nil {
+		w = s.w
+	}
+	c.lock.Unlock()
+	// Outside the lock: a mute change may ask for a key frame.
+	if w != nil {
 		s.applyMute(change)
 	}
 }
@@ -584,11 +713,24 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	c.lock.Lock()
 	failed := c.failed
 	c.lock.Unlock()
+	if failed != nil {
+		// A failed writer leaves its part behind: repair and store it now.
+		c.salvage(log.WithContext(ctx))
+	}
+	c.lock.Lock()
 	c.manifest.Ended = at
 	c.manifest.StopReason = string(call.StopReason)
 	c.rec.StopReason = string(call.StopReason)
+	c.lock.Unlock()
 	c.rec.EndedAt = at
 	c.rec.State = storage.StateFinished
+	c.lock.Lock()
+	if c.manifest.Repaired {
+		// It went on after a crash: some files were repaired, and there
+		// is a gap in the recording.
+		c.rec.State = storage.StateRepaired
+	}
+	c.lock.Unlock()
 	if failed != nil {
 		c.rec.State, c.rec.Error = storage.StateFailed, failed.Error()
 	}
@@ -601,18 +743,26 @@ func (r *Recorder) CallLeft(ctx context.Context, call callbot.CallInfo, at time.
 	if err := r.db.ActiveCall.Delete(ctx, call.RoomID); err != nil {
 		log.Warn().Err(err).Msg("Failed to remove active call")
 	}
-	if failed == nil {
-		_ = os.RemoveAll(c.spoolDir)
-	}
+	c.cleanSpool(ctx)
 	log.Info().Str("state", string(c.rec.State)).Int("files", len(c.manifest.Tracks)).Msg("Recording ended")
 	if r.events != nil {
 		r.events.RecordingEnded(ctx, c.rec)
 	}
 }
 
+// writeManifest writes the manifest and stores it, replacing an older one
+// (a recording continued after a restart, or repaired again).
 func (c *callRec) writeManifest(ctx context.Context) error {
-	if err := recording.WriteManifest(c.spoolDir, c.manifest); err != nil {
+	c.lock.Lock()
+	m := c.manifest
+	m.Tracks = append([]recording.ManifestTrack(nil), c.manifest.Tracks...)
+	c.lock.Unlock()
+	if err := recording.WriteManifest(c.spoolDir, m); err != nil {
 		return err
 	}
-	return c.r.store.Put(ctx, c.rec.Folder, recording.ManifestFileName, filepath.Join(c.spoolDir, recording.ManifestFileName))
+	local := filepath.Join(c.spoolDir, recording.ManifestFileName)
+	if rp, ok := c.r.store.(storage.Replacer); ok {
+		return rp.Replace(ctx, c.rec.Folder, recording.ManifestFileName, local)
+	}
+	return c.r.store.Put(ctx, c.rec.Folder, recording.ManifestFileName, local)
 }

@@ -34,8 +34,11 @@ const (
 	// leaveSinkTimeout is the context deadline of the sink's CallLeft.
 	leaveSinkTimeout = 30 * time.Second
 	// memberRetryDelay is the wait before retrying a failed member event.
-	memberRetryDelay  = 10 * time.Second
-	maxPendingSignals = 256
+	memberRetryDelay = 10 * time.Second
+	// memberStateTimeout bounds one publication of the member event: the
+	// call loop must not hang on a homeserver that does not answer.
+	memberStateTimeout = 10 * time.Second
+	maxPendingSignals  = 256
 	// slowHandlerAfter: a loop handler running longer is logged (and again
 	// every slowHandlerAfter while it runs).
 	slowHandlerAfter = 2 * time.Second
@@ -288,7 +291,7 @@ func (c *Call) runTimers(ctx context.Context, now time.Time) {
 	if !c.memberRenewAt.IsZero() && !now.Before(c.memberRenewAt) {
 		if err := c.publishMember(ctx, now); err != nil {
 			zerolog.Ctx(ctx).Err(err).Msg("Failed to renew call member event")
-			c.memberRenewAt = now.Add(memberRetryDelay)
+			c.memberRenewAt = now.Add(c.m.memberRetry)
 		}
 	}
 	if at, ok := c.unverifiedDeadline(); ok && !now.Before(at) {
@@ -348,7 +351,7 @@ func (c *Call) leave(ctx context.Context, reason StopReason) {
 	}
 	content, err := signaling.RemoveMemberDevice(c.ownMember, c.conf.ConfID, c.dev.DeviceID(), now)
 	if err == nil {
-		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveStateTimeout)
+		stateCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.m.leaveState)
 		err = c.dev.SetState(stateCtx, c.roomID, c.memberType, string(c.dev.UserID()), content)
 		cancel()
 	}

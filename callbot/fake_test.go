@@ -42,6 +42,8 @@ type sent struct {
 	from id.UserID
 	to   signaling.DeviceKey
 	msg  signaling.Message
+	// encrypt is what the bot asked for: Olm where the keys can be had.
+	encrypt bool
 }
 
 // fakeMatrix is the Matrix side in memory (like livekit's servicefakes):
@@ -61,6 +63,9 @@ type fakeMatrix struct {
 	states   []json.RawMessage
 	// block, when set, makes SendToDevice wait for it to close.
 	block chan struct{}
+	// blockState, when set, makes SetState wait for it to close (or for
+	// its context).
+	blockState chan struct{}
 }
 
 func newFakeMatrix() *fakeMatrix {
@@ -155,6 +160,12 @@ func (fm *fakeMatrix) record(s sent) {
 // take waits for the first message not taken yet that matches, and takes it.
 func (fm *fakeMatrix) take(t *testing.T, to signaling.DeviceKey, evtType string) signaling.Message {
 	t.Helper()
+	return fm.takeSent(t, to, evtType).msg
+}
+
+// takeSent is take with how the message was sent.
+func (fm *fakeMatrix) takeSent(t *testing.T, to signaling.DeviceKey, evtType string) sent {
+	t.Helper()
 	deadline := time.After(waitFor)
 	for {
 		fm.lock.Lock()
@@ -162,7 +173,7 @@ func (fm *fakeMatrix) take(t *testing.T, to signaling.DeviceKey, evtType string)
 			if !fm.taken[i] && s.to == to && s.msg.Type().Type == evtType {
 				fm.taken[i] = true
 				fm.lock.Unlock()
-				return s.msg
+				return s
 			}
 		}
 		changed := fm.changed
@@ -171,6 +182,7 @@ func (fm *fakeMatrix) take(t *testing.T, to signaling.DeviceKey, evtType string)
 		case <-changed:
 		case <-deadline:
 			t.Fatalf("no %s sent to %s within %s", evtType, to, waitFor)
+			return sent{}
 		}
 	}
 }
@@ -234,7 +246,17 @@ func (fd *fakeDevice) RoomState(context.Context, id.RoomID) (mautrix.RoomStateMa
 	return out, nil
 }
 
-func (fd *fakeDevice) SetState(_ context.Context, _ id.RoomID, evtType event.Type, stateKey string, content any) error {
+func (fd *fakeDevice) SetState(ctx context.Context, _ id.RoomID, evtType event.Type, stateKey string, content any) error {
+	fd.fm.lock.Lock()
+	block := fd.fm.blockState
+	fd.fm.lock.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	raw, err := json.Marshal(content)
 	if err != nil {
 		return err
@@ -247,7 +269,7 @@ func (fd *fakeDevice) SetState(_ context.Context, _ id.RoomID, evtType event.Typ
 	return nil
 }
 
-func (fd *fakeDevice) SendToDevice(_ context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, _ bool) error {
+func (fd *fakeDevice) SendToDevice(_ context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, encrypt bool) error {
 	fd.fm.lock.Lock()
 	block := fd.fm.block
 	fd.fm.lock.Unlock()
@@ -260,7 +282,7 @@ func (fd *fakeDevice) SendToDevice(_ context.Context, evtType event.Type, msgs m
 			if err != nil {
 				return fmt.Errorf("bot sent an invalid %s: %w", evtType.Type, err)
 			}
-			fd.fm.record(sent{from: fd.userID, to: signaling.DeviceKey{UserID: user, DeviceID: device}, msg: msg})
+			fd.fm.record(sent{from: fd.userID, to: signaling.DeviceKey{UserID: user, DeviceID: device}, msg: msg, encrypt: encrypt})
 		}
 	}
 	return nil
@@ -274,6 +296,8 @@ type remote struct {
 	key     signaling.DeviceKey
 	session signaling.SessionID
 	outbox  *signaling.Outbox
+	// olm makes its messages arrive Olm-encrypted from its device.
+	olm bool
 
 	lock      sync.Mutex
 	pc        *webrtc.PeerConnection
@@ -333,7 +357,11 @@ func (r *remote) send(msg signaling.Message, callID signaling.CallID) {
 	r.outbox.Stamp(msg, testConf, callID, r.h.botSession())
 	content, err := signaling.Marshal(msg)
 	require.NoError(r.t, err)
-	r.h.device().handler(r.h.ctx, []e2ee.Received{{Type: msg.Type(), Content: content, Sender: r.key.UserID}})
+	rcv := e2ee.Received{Type: msg.Type(), Content: content, Sender: r.key.UserID}
+	if r.olm {
+		rcv.Encrypted, rcv.SenderDevice = true, r.key.DeviceID
+	}
+	r.h.device().handler(r.h.ctx, []e2ee.Received{rcv})
 }
 
 func (r *remote) newPC() *webrtc.PeerConnection {

@@ -19,11 +19,74 @@ import (
 // Join puts a virtual recorder user into the room's group call. It returns
 // once the member event is being published; peer calls follow in the loop.
 func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error) {
-	userID, err := m.reserve(roomID)
+	userID, err := m.reserve(roomID, "")
 	if err != nil {
 		return CallStatus{}, err
 	}
+	return m.join(ctx, roomID, userID, nil)
+}
+
+// Rejoin puts the recorder back into a call it was in before a restart or
+// crash: as the same virtual user (whose device, and so whose stale entry
+// in the member event, is replaced by one with a new session), with callID
+// as the call's ID so the sink continues the same recording. It fails with
+// ErrNoCall when the call has ended meanwhile: the room's call is another
+// one than confID, or no other device is in it any more.
+func (m *Manager) Rejoin(ctx context.Context, roomID id.RoomID, userID id.UserID, confID signaling.ConfID, callID string) (CallStatus, error) {
+	if _, err := m.reserve(roomID, userID); err != nil {
+		return CallStatus{}, err
+	}
+	return m.join(ctx, roomID, userID, &rejoin{confID: confID, callID: callID})
+}
+
+// Unlist takes the virtual user's device out of its call member event in
+// the room: the ghost entry a crashed process left for a call the recorder
+// does not rejoin (it ended meanwhile). The user must not be in a call.
+func (m *Manager) Unlist(ctx context.Context, roomID id.RoomID, userID id.UserID, confID signaling.ConfID) error {
+	m.lock.Lock()
+	busy := m.inUse[userID]
+	m.lock.Unlock()
+	if busy {
+		return fmt.Errorf("%w: %s is in a call", ErrAlreadyJoined, userID)
+	}
+	dev, err := m.mx.Device(ctx, userID, func(ctx context.Context, received []e2ee.Received) {
+		m.handleDeviceEvents(ctx, userID, received)
+	})
+	if err != nil {
+		return fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	state, err := dev.RoomState(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to read room state: %w", err)
+	}
+	for _, t := range []event.Type{signaling.StateCallMember, signaling.StateCallMemberStable} {
+		evt := state[t][string(userID)]
+		if evt == nil {
+			continue
+		}
+		content, err := signaling.RemoveMemberDevice(evt.Content.VeryRaw, confID, dev.DeviceID(), time.Now())
+		if err == nil {
+			err = dev.SetState(ctx, roomID, t, string(userID), content)
+		}
+		if err != nil {
+			return fmt.Errorf("failed to update %s: %w", t.Type, err)
+		}
+	}
+	return nil
+}
+
+// rejoin is what Rejoin continues.
+type rejoin struct {
+	confID signaling.ConfID
+	callID string
+}
+
+func (m *Manager) join(ctx context.Context, roomID id.RoomID, userID id.UserID, again *rejoin) (CallStatus, error) {
 	c, err := m.prepare(ctx, roomID, userID)
+	if err == nil && again != nil {
+		c.id = again.callID
+		err = c.stillLive(again.confID, time.Now())
+	}
 	m.lock.Lock()
 	delete(m.joining, roomID)
 	if err != nil || m.stopped {
@@ -36,18 +99,20 @@ func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (CallStatus, error
 	}
 	m.calls[roomID] = c
 	m.byUser[userID] = c
+	bgCtx := m.bgCtx
+	m.wg.Add(1) // under the lock: Stop's Wait starts after stopped is set
 	m.lock.Unlock()
-	log := zerolog.Ctx(m.bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
-	m.wg.Add(1)
+	log := zerolog.Ctx(bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
 	go func() {
 		defer m.wg.Done()
-		c.run(log.WithContext(m.bgCtx))
+		c.run(log.WithContext(bgCtx))
 	}()
 	return CallStatus{ID: c.id, RoomID: roomID, ConfID: c.conf.ConfID, UserID: userID, DeviceID: c.dev.DeviceID(), SessionID: c.session, JoinedAt: c.joinedAt}, nil
 }
 
-// reserve picks the lowest-numbered free virtual user for the room.
-func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
+// reserve picks the lowest-numbered free virtual user for the room, or
+// the given one.
+func (m *Manager) reserve(roomID id.RoomID, want id.UserID) (id.UserID, error) {
 	m.lock.Lock()
 	defer m.lock.Unlock()
 	if m.stopped || m.bgCtx == nil {
@@ -58,6 +123,14 @@ func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
 	}
 	if maxCalls := m.cfg.Limits.MaxCalls; maxCalls > 0 && len(m.calls)+len(m.joining) >= maxCalls {
 		return "", ErrTooManyCalls
+	}
+	if want != "" {
+		if m.inUse[want] {
+			return "", fmt.Errorf("%w: %s is in another call", ErrAlreadyJoined, want)
+		}
+		m.inUse[want] = true
+		m.joining[roomID] = true
+		return want, nil
 	}
 	for n := 1; ; n++ {
 		userID := m.mx.VirtualUserID(n)
@@ -144,6 +217,22 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 		}
 	}
 	return c, nil
+}
+
+// stillLive tells whether the call the recorder was in before a restart
+// goes on: the same conference, with another device in it.
+func (c *Call) stillLive(confID signaling.ConfID, now time.Time) error {
+	if c.conf.ConfID != confID {
+		return fmt.Errorf("%w: the room's call is now %s, not %s", ErrNoCall, c.conf.ConfID, confID)
+	}
+	events := make([]*event.Event, 0, len(c.memberEvents))
+	for _, evt := range c.memberEvents {
+		events = append(events, evt)
+	}
+	if len(signaling.Members(events, confID, now)) == 0 {
+		return fmt.Errorf("%w: nobody else is in call %s any more", ErrNoCall, confID)
+	}
+	return nil
 }
 
 // checkPowerLevel refuses to join when the member event would be rejected,

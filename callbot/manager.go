@@ -78,8 +78,12 @@ type Manager struct {
 	retryPeriod   time.Duration
 	slowHandler   time.Duration
 	leaveFlush    time.Duration
-	api           *webrtc.API
-	closeAPI      func() error
+	leaveState    time.Duration
+	// memberRenew, memberRetry: when the member event is renewed, and
+	// retried after a failure; stateTimeout bounds one attempt.
+	memberRenew, memberRetry, stateTimeout time.Duration
+	api                                    *webrtc.API
+	closeAPI                               func() error
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
@@ -94,6 +98,33 @@ type Manager struct {
 
 	statsLock sync.Mutex
 	ignored   map[IgnoreReason]int64
+
+	// kinds is how each device last signalled: true for Olm. It outlives
+	// calls and sessions: a page reloaded with another client keeps its
+	// device id.
+	kindLock sync.Mutex
+	kinds    map[signaling.DeviceKey]bool
+}
+
+// maxKinds bounds the devices whose signalling kind is remembered.
+const maxKinds = 4096
+
+// noteKind remembers whether a device's latest call event was encrypted.
+func (m *Manager) noteKind(key signaling.DeviceKey, olm bool) {
+	m.kindLock.Lock()
+	defer m.kindLock.Unlock()
+	if _, ok := m.kinds[key]; !ok && len(m.kinds) >= maxKinds {
+		clear(m.kinds)
+	}
+	m.kinds[key] = olm
+}
+
+// kindOf says how to send to a device: as it last signalled, if it did.
+func (m *Manager) kindOf(key signaling.DeviceKey) (olm, known bool) {
+	m.kindLock.Lock()
+	defer m.kindLock.Unlock()
+	olm, known = m.kinds[key]
+	return olm, known
 }
 
 // IgnoreReason says why a to-device call event was not acted on.
@@ -132,7 +163,7 @@ func New(opts Options) (*Manager, error) {
 		cfg: opts.Config, mx: opts.Matrix, sink: sink,
 		closeAPI: func() error { return nil }, signalHold: opts.SignalHold, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, byUser: map[id.UserID]*Call{},
-		inUse: map[id.UserID]bool{}, ignored: map[IgnoreReason]int64{},
+		inUse: map[id.UserID]bool{}, ignored: map[IgnoreReason]int64{}, kinds: map[signaling.DeviceKey]bool{},
 	}
 	for _, t := range []string{signaling.StateGroupCall.Type, signaling.StateGroupCallStable.Type,
 		signaling.StateCallMember.Type, signaling.StateCallMemberStable.Type} {
@@ -147,7 +178,8 @@ func New(opts Options) (*Manager, error) {
 		m.newID = func(time.Time) string { return strings.ToLower(random.String(16)) }
 	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
-	m.leaveFlush = leaveFlushTimeout
+	m.leaveFlush, m.leaveState = leaveFlushTimeout, leaveStateTimeout
+	m.memberRenew, m.memberRetry, m.stateTimeout = signaling.MemberRenewAfter, memberRetryDelay, memberStateTimeout
 	return m, nil
 }
 
@@ -158,13 +190,19 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	// Join reads these under the lock: the appservice may already deliver
+	// commands.
+	m.lock.Lock()
+	defer m.lock.Unlock()
 	m.api, m.closeAPI = api, closer
-	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.bgCtx, m.bgCancel = bgCtx, bgCancel
 	return nil
 }
 
-// Stop leaves every call (hanging up and removing the member events). The
-// virtual users' devices stay up for that; the Matrix side stops them after.
+// Stop leaves every call, all at once (hanging up and removing the member
+// events). The virtual users' devices stay up for that; the Matrix side
+// stops them after.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.lock.Lock()
 	m.stopped = true
@@ -172,12 +210,19 @@ func (m *Manager) Stop(ctx context.Context) error {
 	for _, c := range m.calls {
 		calls = append(calls, c)
 	}
+	bgCancel, closeAPI := m.bgCancel, m.closeAPI
 	m.lock.Unlock()
 	for _, c := range calls {
-		_ = c.requestLeave(ctx, StopShutdown)
+		c.post(leaveMsg{reason: StopShutdown}) // all at once; waited for below
 	}
-	if m.bgCancel != nil {
-		m.bgCancel()
+	for _, c := range calls {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+		}
+	}
+	if bgCancel != nil {
+		bgCancel()
 	}
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
@@ -187,7 +232,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("timed out waiting for calls to end: %w", ctx.Err())
 	}
-	return errors.Join(err, m.closeAPI())
+	return errors.Join(err, closeAPI())
 }
 
 // Calls returns a snapshot of every joined call.

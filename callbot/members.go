@@ -20,11 +20,14 @@ func (c *Call) publishMember(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("failed to build member event: %w", err)
 	}
-	if err = c.dev.SetState(ctx, c.roomID, c.memberType, string(c.dev.UserID()), content); err != nil {
+	stateCtx, cancel := context.WithTimeout(ctx, c.m.stateTimeout)
+	err = c.dev.SetState(stateCtx, c.roomID, c.memberType, string(c.dev.UserID()), content)
+	cancel()
+	if err != nil {
 		return fmt.Errorf("failed to send %s: %w", c.memberType.Type, err)
 	}
 	c.ownMember = content
-	c.memberRenewAt = now.Add(signaling.MemberRenewAfter)
+	c.memberRenewAt = now.Add(c.m.memberRenew)
 	return nil
 }
 

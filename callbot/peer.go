@@ -31,7 +31,10 @@ type peer struct {
 	createdAt time.Time
 	// inviteExpires is when an unanswered outgoing invite times out.
 	inviteExpires time.Time
-	connectedAt   time.Time
+	// olmFirst is how to send to the device while it has not signalled
+	// anything (Manager.kindOf decides once it has).
+	olmFirst    bool
+	connectedAt time.Time
 
 	localCands  signaling.CandidateQueue
 	candFlushAt time.Time // zero: nothing scheduled

@@ -18,6 +18,8 @@ type outgoing struct {
 	user    id.UserID
 	device  id.DeviceID
 	content json.RawMessage
+	// olm: Olm-encrypt if the device's keys can be had; else plaintext.
+	olm bool
 	// flushed, when set, is closed once everything queued before it was sent.
 	flushed chan struct{}
 }
@@ -50,7 +52,7 @@ func sendLoop(ctx context.Context, dev toDeviceSender, queue *mailbox.Box[outgoi
 			n := 1
 			for ; n < len(items); n++ {
 				next := items[n]
-				if next.flushed != nil || next.evtType != first.evtType || batch[next.user][next.device] != nil {
+				if next.flushed != nil || next.evtType != first.evtType || next.olm != first.olm || batch[next.user][next.device] != nil {
 					break
 				}
 				if batch[next.user] == nil {
@@ -60,7 +62,7 @@ func sendLoop(ctx context.Context, dev toDeviceSender, queue *mailbox.Box[outgoi
 			}
 			items = items[n:]
 			sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if err := dev.SendToDevice(sendCtx, first.evtType, batch, true); err != nil {
+			if err := dev.SendToDevice(sendCtx, first.evtType, batch, first.olm); err != nil {
 				log.Err(err).Str("event_type", first.evtType.Type).Int("messages", n).Msg("Failed to send to-device messages")
 			}
 			cancel()

@@ -43,6 +43,9 @@ func (c *Call) handleSignal(ctx context.Context, rcv e2ee.Received, now time.Tim
 		log.Debug().Str("conf_id", string(base.ConfID)).Msg("Ignored call event for another conference")
 		return
 	}
+	// Answer in kind: the device gets what it sends. The sender is the
+	// homeserver's word; its device id is (for plaintext) its own.
+	c.m.noteKind(base.Sender(rcv.Sender), rcv.Encrypted)
 	c.admit(ctx, pendingSignal{rcv: rcv, msg: msg, at: now}, now)
 }
 
@@ -203,7 +206,11 @@ func (c *Call) send(p *peer, msg signaling.Message) {
 		zerolog.Ctx(c.m.bgCtx).Err(err).Str("event_type", msg.Type().Type).Msg("Refusing to send invalid message")
 		return
 	}
-	c.sendQ.Push(outgoing{evtType: msg.Type(), user: p.key.UserID, device: p.key.DeviceID, content: content})
+	olm, known := c.m.kindOf(p.key)
+	if !known {
+		olm = p.olmFirst
+	}
+	c.sendQ.Push(outgoing{evtType: msg.Type(), user: p.key.UserID, device: p.key.DeviceID, content: content, olm: olm})
 }
 
 // ownMetadata announces the bot's one silent, muted audio stream.

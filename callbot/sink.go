@@ -58,6 +58,9 @@ const (
 	StopShutdown    StopReason = "shutdown"     // the recorder shut down
 	StopSizeLimit   StopReason = "size_limit"   // the recording reached recordings.max_recording_size_mb
 	StopDiskFull    StopReason = "disk_full"    // the recordings reached recordings.max_disk_usage_mb
+	// StopInterrupted marks a recording the recorder never left (it was
+	// killed); the next start repairs it.
+	StopInterrupted StopReason = "interrupted"
 )
 
 // PeerInfo identifies one peer call: a remote device in one session.

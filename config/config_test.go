@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -293,4 +294,33 @@ webhooks:
 	require.Equal(t, MixdownConfig{Enabled: false, Concurrency: 2}, cfg.Mixdown)
 	require.Equal(t, []WebhookConfig{{URL: "https://hooks.example.test/rec", Secret: "0123456789abcdef0123"}}, cfg.Webhooks)
 	require.Equal(t, "https://rec.example.test", cfg.API.PublicURL)
+}
+
+func TestRecordingDefaultsAndDurations(t *testing.T) {
+	cfg, err := Load(writeConfig(t, validYAML), nil)
+	require.NoError(t, err)
+	require.Equal(t, RecordingConfig{Announce: true, EmptyTimeout: 30 * time.Second, NoMediaTimeout: 5 * time.Minute, MaxDuration: 4 * time.Hour},
+		cfg.Recording, "defaults of the recording section")
+	require.Zero(t, cfg.Commands.MinPowerLevel)
+
+	cfg, err = Load(writeConfig(t, validYAML+"\nrecording:\n  empty_timeout: 45s\n  require_consent: true\n"), []string{
+		"RECORDER_RECORDING__MAX_DURATION=90m",
+		"RECORDER_COMMANDS__MIN_POWER_LEVEL=50",
+		"RECORDER_API__PUBLIC_URL=https://recorder.example.org",
+	})
+	require.NoError(t, err)
+	require.Equal(t, 45*time.Second, cfg.Recording.EmptyTimeout)
+	require.True(t, cfg.Recording.RequireConsent)
+	require.True(t, cfg.Recording.Announce, "keys not in the file keep their defaults")
+	require.Equal(t, 90*time.Minute, cfg.Recording.MaxDuration)
+	require.Equal(t, 50, cfg.Commands.MinPowerLevel)
+	require.NoError(t, cfg.Validate(true))
+
+	_, err = Load(writeConfig(t, validYAML), []string{"RECORDER_RECORDING__NO_MEDIA_TIMEOUT=five minutes"})
+	require.ErrorContains(t, err, "not a duration")
+	cfg.API.PublicURL = "recorder.example.org"
+	cfg.Recording.EmptyTimeout = -time.Second
+	err = cfg.Validate(true)
+	require.ErrorContains(t, err, "api.public_url")
+	require.ErrorContains(t, err, "recording.empty_timeout")
 }

@@ -329,6 +329,9 @@ func (s *StreamWriter) finish() {
 	}
 	res.MuteIntervals = s.muteIntervals(seg.start, dur)
 	s.results = append(s.results, res)
+	if s.cfg.OnSegment != nil {
+		s.cfg.OnSegment(res)
+	}
 	s.log.Info().Str("path", res.Path).Dur("duration", dur).Int64("bytes", res.Bytes).Msg("recording file finished")
 }
 

@@ -64,6 +64,13 @@ type StreamConfig struct {
 	Clock func() time.Time
 	// Create creates a file; defaults to CreateFile.
 	Create CreateFunc
+	// OnSegment, if set, is called with each file as soon as it is
+	// finalized under its final name: on a rotation (resolution change,
+	// audio-only to WebM) while the writer keeps running, and for the last
+	// file in Close. It runs on the goroutine that finished the file with
+	// the writer's lock held: it must not block and must not call the
+	// writer. Close still returns every file.
+	OnSegment func(FileResult)
 	// FirstSegment is the index of the first file (for a writer that
 	// continues a stream after a rejoin).
 	FirstSegment int

@@ -164,6 +164,12 @@ func repairWebM(part, final string) (RepairResult, error) {
 	}
 	for {
 		id, size, err = e.header()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// A valid header and Segment that end before the first
+			// Cluster: the writer was stopped before any media was
+			// written (a kill right after a new segment opened).
+			return removeEmptyPart(in, part, res)
+		}
 		if err != nil {
 			return res, fmt.Errorf("%w: no Cluster: %w", ErrNotRepairable, err)
 		}
@@ -204,15 +210,13 @@ func repairWebM(part, final string) (RepairResult, error) {
 
 		return res, err
 	}
-	if n == 0 {
+	if n == 0 || last <= 0 {
+		// No block, or blocks of a single instant (one frame: a kill
+		// right after a segment opened), which no player takes for a
+		// file: nothing to keep.
 		_ = os.Remove(tmp)
-		_ = in.Close()
-		if err := os.Remove(part); err != nil {
-			return res, fmt.Errorf("failed to remove empty part: %w", err)
-		}
-		res.Removed = true
 
-		return res, nil
+		return removeEmptyPart(in, part, res)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return res, fmt.Errorf("failed to rename: %w", err)
@@ -227,6 +231,17 @@ func repairWebM(part, final string) (RepairResult, error) {
 	}
 	res.Path = final
 	res.Duration = last
+
+	return res, nil
+}
+
+// removeEmptyPart removes a part that holds no media.
+func removeEmptyPart(in *os.File, part string, res RepairResult) (RepairResult, error) {
+	_ = in.Close()
+	if err := os.Remove(part); err != nil {
+		return res, fmt.Errorf("failed to remove empty part: %w", err)
+	}
+	res.Removed = true
 
 	return res, nil
 }

@@ -161,6 +161,8 @@ func ReasonText(reason callbot.StopReason, by id.UserID, cfg config.RecordingCon
 		return "the recording reached the size limit the operator set"
 	case callbot.StopDiskFull:
 		return "the recorder has no disk space left for recordings (an operator has to free some)"
+	case callbot.StopInterrupted:
+		return "the recorder was interrupted (its files were repaired at the next start)"
 	case "":
 		return "stopped"
 	default:
@@ -192,4 +194,36 @@ func joinUsers(users []id.UserID) string {
 	}
 	slices.Sort(s)
 	return strings.Join(s, ", ")
+}
+
+// Interrupted is a recording the recorder never left (it was killed): its
+// room still shows it as recording.
+type Interrupted struct {
+	RoomID      id.RoomID
+	UserID      id.UserID // the recorder user
+	RecordingID string
+}
+
+// ClearInterrupted takes the recording indicator (state event, display
+// name) of interrupted recordings down and tells their rooms. Call it after
+// Start; the work runs on the controller's worker.
+func (c *Controller) ClearInterrupted(recs []Interrupted) {
+	for _, ir := range recs {
+		c.jobs.Push(func(ctx context.Context) {
+			ctx = zerolog.Ctx(ctx).With().Stringer("room_id", ir.RoomID).Str("recording_id", ir.RecordingID).Logger().WithContext(ctx)
+			log := zerolog.Ctx(ctx)
+			if err := c.mx.SendStateAs(ctx, ir.RoomID, ir.UserID, StateRecording, string(ir.UserID), struct{}{}); err != nil {
+				log.Warn().Err(err).Msg("Failed to clear the recording state event of an interrupted recording")
+			}
+			if name := c.mx.MemberDisplayName(ctx, ir.RoomID, ir.UserID); strings.HasSuffix(name, RecSuffix) {
+				if err := c.mx.SetMemberDisplayName(ctx, ir.RoomID, ir.UserID, strings.TrimSuffix(name, RecSuffix)); err != nil {
+					log.Warn().Err(err).Msg("Failed to restore the recorder's display name after an interruption")
+				}
+			}
+			if c.cfg.Announce {
+				c.mx.SendNotice(ctx, ir.RoomID, fmt.Sprintf("⏹️ **Recording stopped**: the recorder was interrupted. "+
+					"The recording `%s` was saved as far as it got.", ir.RecordingID), "")
+			}
+		})
+	}
 }

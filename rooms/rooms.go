@@ -242,7 +242,13 @@ func (c *Controller) StopRecording(ctx context.Context, roomID id.RoomID, by id.
 	c.lock.Lock()
 	c.stoppers[roomID] = by
 	c.lock.Unlock()
-	return c.calls.LeaveFor(ctx, roomID, callbot.StopAsked)
+	err := c.calls.LeaveFor(ctx, roomID, callbot.StopAsked)
+	if err != nil {
+		c.lock.Lock()
+		delete(c.stoppers, roomID)
+		c.lock.Unlock()
+	}
+	return err
 }
 
 // Status is the controller's view of a room's recording.

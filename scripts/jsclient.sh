@@ -7,7 +7,10 @@
 #   - Debian chromium (through scripts/deps.sh, which waits for apt locks), plus
 #     nodejs/npm only if `node`/`npm` are missing from PATH;
 #   - `npm ci` in internal/testutil/jsclient/js when node_modules is missing or was
-#     installed from another package-lock.json (a sha256 stamp in node_modules).
+#     installed from another package-lock.json (a sha256 stamp in node_modules):
+#     matrix-js-sdk 43, matrix-js-sdk 36 as the npm alias matrix-js-sdk-36 (the
+#     last release with the legacy Olm/Megolm crypto) and libolm
+#     (@matrix-org/olm) for it, esbuild and puppeteer-core.
 # No browser is ever downloaded: the harness drives /usr/bin/chromium through
 # puppeteer-core.
 set -euo pipefail

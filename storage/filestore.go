@@ -175,6 +175,99 @@ func copyFile(src, dst string) error {
 	return err
 }
 
+// Replacer is a FileStore that can replace a stored file (the manifest of
+// a recording that goes on after a restart or was repaired again).
+type Replacer interface {
+	Replace(ctx context.Context, folder, name, localPath string) error
+}
+
+// Replace implements Replacer: the local file takes name's place
+// atomically (a rename; a copy when the spool is on another file system).
+func (ls *LocalStore) Replace(_ context.Context, folder, name, localPath string) error {
+	dst, err := ls.path(folder, name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(dst)
+	if err = os.MkdirAll(dir, dirMode); err != nil {
+		return fmt.Errorf("failed to create folder: %w", err)
+	}
+	if err = os.Chmod(localPath, fileMode); err != nil {
+		return fmt.Errorf("failed to make %s owner-only: %w", localPath, err)
+	}
+	err = os.Rename(localPath, dst)
+	if errors.Is(err, syscall.EXDEV) {
+		tmp := dst + ".new"
+		_ = os.Remove(tmp)
+		if err = copyFile(localPath, tmp); err == nil {
+			err = os.Rename(tmp, dst)
+		}
+		if err == nil {
+			err = os.Remove(localPath)
+		}
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to replace %s/%s: %w", folder, name, err)
+	}
+	return nil
+}
+
+// Reclaimer is a FileStore that lists a folder and gives a stored file
+// back: recovery finds a file stored right before a crash, whose row was
+// never saved, and takes it back to record it like any unstored file.
+type Reclaimer interface {
+	List(ctx context.Context, folder string) ([]string, error)
+	Reclaim(ctx context.Context, folder, name, localPath string) error
+}
+
+// List implements Reclaimer: the regular files in folder (none if it does
+// not exist).
+func (ls *LocalStore) List(_ context.Context, folder string) ([]string, error) {
+	p, err := ls.path(folder, "")
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to list %s: %w", folder, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Reclaim implements Reclaimer: the stored file moves to localPath, which
+// must not exist.
+func (ls *LocalStore) Reclaim(_ context.Context, folder, name, localPath string) error {
+	src, err := ls.path(folder, name)
+	if err != nil {
+		return err
+	}
+	err = os.Link(src, localPath)
+	if errors.Is(err, syscall.EXDEV) {
+		err = copyFile(src, localPath)
+	}
+	if err == nil {
+		err = os.Remove(src)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(src))
+	}
+	if err != nil {
+		return fmt.Errorf("failed to take back %s/%s: %w", folder, name, err)
+	}
+	return nil
+}
+
 // Open implements FileStore.
 func (ls *LocalStore) Open(_ context.Context, folder, name string) (*StoredFile, error) {
 	p, err := ls.path(folder, name)

@@ -44,6 +44,10 @@ type Recording struct {
 	StopReason string `json:"stop_reason,omitempty"`
 }
 
+// StopRecorderRestarted is the stop reason of a recording whose call ended
+// while the recorder was not running.
+const StopRecorderRestarted = "recorder_restarted"
+
 func newRecording(qh *dbutil.QueryHelper[*Recording]) *Recording { return &Recording{qh: qh} }
 
 // Scan implements dbutil.DataStruct.

@@ -37,6 +37,8 @@ const (
 	ExitDatabase     = 14
 	ExitStartup      = 15
 	ExitRegistration = 20
+	// ExitSecondSignal: a second SIGTERM/SIGINT during the shutdown.
+	ExitSecondSignal = 130
 )
 
 type flags struct {
@@ -154,6 +156,20 @@ func serve(ctx context.Context, cfg *config.Config) int {
 	log.Info().Msg("Recorder started")
 	<-ctx.Done()
 	log.Info().Msg("Shutting down")
+	// A second signal exits at once, whatever the shutdown is doing.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-again:
+			log.Warn().Msg("Second signal: exiting without finishing the shutdown")
+			os.Exit(ExitSecondSignal)
+		case <-stopped:
+		}
+	}()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), config.ShutdownTimeout)
 	defer cancel()
 	if err = recorder.Stop(stopCtx); err != nil {

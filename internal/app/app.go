@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -18,6 +19,7 @@ import (
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/archive"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/metrics"
@@ -58,9 +60,10 @@ type App struct {
 	Webhooks  *webhooks.Sender
 	Retention *retention.Cleaner
 
-	outputs *outputs
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	outputs  *outputs
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopping atomic.Bool
 }
 
 // Options are optional parts of the app, mostly for tests.
@@ -181,7 +184,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry, outputs: out}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
-			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Recordings: web.StorageRecordings(db), Files: arch.Files(), Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
 			Mixdowns: webMixdowns{db: db, queue: out.mix}, RetentionDays: cfg.Recordings.Retention,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 			Pprof: cfg.API.Pprof,
@@ -197,19 +200,22 @@ func (app *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
-	if err := app.Archive.Recover(ctx); err != nil {
+	resume, err := app.Archive.Recover(ctx)
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	app.outputs.recovered(ctx, interrupted)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.cancel = cancel
-	if err := app.AS.Start(ctx); err != nil {
-		return fmt.Errorf("%w: %w", ErrStartup, err)
-	}
+	// The call bot first: the appservice delivers commands (a retried
+	// `!rec start`) as soon as it listens.
 	if err := app.Calls.Start(ctx); err != nil {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
 	}
 	app.Rooms.Start(ctx)
+	if err := app.AS.Start(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartup, err)
+	}
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
 			return fmt.Errorf("%w: config key api.listen: %w", ErrStartup, err)
@@ -225,7 +231,61 @@ func (app *App) Start(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	app.Retention.Start(bg)
+	for _, ac := range resume {
+		app.wg.Add(1)
+		go func() {
+			defer app.wg.Done()
+			app.rejoin(bg, ac)
+		}()
+	}
 	return nil
+}
+
+// Rejoining a call after a restart is retried this long (the homeserver may
+// be starting too), with this pause between attempts.
+const (
+	rejoinFor   = 2 * time.Minute
+	rejoinPause = time.Second
+)
+
+// rejoin puts the recorder back into a call it was recording when it
+// stopped, continuing the same recording; a call that ended meanwhile has
+// its recording closed (stop reason recorder_restarted).
+func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
+	log := zerolog.Ctx(ctx).With().Stringer("room_id", ac.RoomID).Str("recording_id", string(ac.RecordingID)).Logger()
+	ctx = log.WithContext(ctx)
+	deadline := time.Now().Add(rejoinFor)
+	for {
+		st, err := app.Calls.Rejoin(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID), string(ac.RecordingID))
+		if err == nil {
+			log.Info().Str("session_id", string(st.SessionID)).Dur("down_for", time.Since(ac.JoinedAt)).Msg("Rejoined call after restart")
+			return
+		}
+		if errors.Is(err, callbot.ErrStopped) {
+			return // shutting down: the next start tries again
+		}
+		if errors.Is(err, callbot.ErrNoCall) || errors.Is(err, callbot.ErrAlreadyJoined) || time.Now().After(deadline) {
+			log.Info().Err(err).Msg("Not rejoining the call recorded before the restart; closing its recording")
+			if err = app.Archive.Abandon(ctx, ac.RecordingID); err != nil {
+				log.Err(err).Msg("Failed to close recording")
+			} else if rec, err := app.DB.Recording.Get(ctx, ac.RecordingID); err == nil && rec != nil {
+				app.outputs.RecordingEnded(ctx, rec)
+			}
+			// The room still shows it recording: take the indicator down.
+			app.Rooms.ClearInterrupted([]rooms.Interrupted{{RoomID: ac.RoomID, UserID: ac.UserID, RecordingID: string(ac.RecordingID)}})
+			// No ghost participant: the killed process's entry goes.
+			if err = app.Calls.Unlist(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID)); err != nil {
+				log.Warn().Err(err).Msg("Failed to remove the recorder from the call member event")
+			}
+			return
+		}
+		log.Warn().Err(err).Msg("Failed to rejoin call after restart; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(rejoinPause):
+		}
+	}
 }
 
 // pruneTransactions forgets processed transaction IDs after a week; homeservers
@@ -245,23 +305,42 @@ func (app *App) pruneTransactions(ctx context.Context) {
 	}
 }
 
-// Stop stops every component and closes the database.
+var errShuttingDown = errors.New("shutting down")
+
+// archiveStopTimeout bounds waiting for the recording files to be
+// finalized and stored on shutdown, after the calls were left.
+const archiveStopTimeout = 5 * time.Second
+
+// Stop stops every component and closes the database, last: it stops
+// taking work (/readyz answers unavailable, joins fail with
+// callbot.ErrStopped), leaves every call in parallel (peers get hangups,
+// member events lose the bot's device) within part of ctx's time, stops
+// the appservice and the API, waits for the writers to finalize and store
+// their files (with a deadline of their own) and closes the database.
 func (app *App) Stop(ctx context.Context) error {
+	app.stopping.Store(true)
 	var errs []error
-	if app.Web != nil {
-		if err := app.Web.Stop(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	// Calls first: leaving hangs up peers and rewrites member events, which
-	// needs the virtual users and the homeserver connection.
-	if err := app.Calls.Stop(ctx); err != nil {
+	// needs the virtual users and the homeserver connection. They get part
+	// of the time, so the rest of the shutdown still fits.
+	callsCtx, cancelCalls := ctx, context.CancelFunc(func() {})
+	if deadline, ok := ctx.Deadline(); ok {
+		callsCtx, cancelCalls = context.WithDeadline(ctx, deadline.Add(-time.Until(deadline)*3/10))
+	}
+	err := app.Calls.Stop(callsCtx)
+	cancelCalls()
+	if err != nil {
 		errs = append(errs, err)
 	}
 	// Then the room controller: it announces those stops.
 	app.Rooms.Stop(ctx)
 	if err := app.AS.Stop(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if app.Web != nil {
+		if err := app.Web.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// After the calls: their ends still queue events and mixdowns.
 	app.Retention.Stop()
@@ -271,6 +350,14 @@ func (app *App) Stop(ctx context.Context) error {
 		app.cancel()
 	}
 	app.wg.Wait()
+	app.Archive.WaitStops()
+	// The writers get a deadline of their own: a shutdown that used up its
+	// time leaving calls still finalizes the files.
+	archCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), archiveStopTimeout)
+	defer cancel()
+	if err := app.Archive.Stop(archCtx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := app.DB.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("failed to close database: %w", err))
 	}
@@ -281,6 +368,12 @@ func (app *App) Stop(ctx context.Context) error {
 // homeserver is reachable.
 func (app *App) readyChecks() []web.ReadyCheck {
 	return []web.ReadyCheck{
+		{Name: "running", Check: func(context.Context) error {
+			if app.stopping.Load() {
+				return errShuttingDown
+			}
+			return nil
+		}},
 		{Name: "database", Check: func(ctx context.Context) error { return app.DB.RawDB.PingContext(ctx) }},
 		{Name: "homeserver", Check: func(ctx context.Context) error {
 			_, err := app.AS.Bot.Versions(ctx)

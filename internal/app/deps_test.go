@@ -25,6 +25,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		"mixdown":    {"appservice", "callbot", "archive", "web", "commands", "internal/app"},
 		"webhooks":   {"appservice", "callbot", "archive", "recording", "web", "commands", "internal/app"},
 		"retention":  {"appservice", "callbot", "archive", "recording", "web", "commands", "internal/app"},
+		"rooms":      {"appservice", "archive", "recording", "web", "commands", "internal/app"},
 	}
 	root := testutil.ModuleRoot(t)
 	for pkg, bad := range forbidden {

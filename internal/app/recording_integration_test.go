@@ -19,8 +19,10 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 	"github.com/matrix-recorder/recorder/internal/testutil/observer"
@@ -28,6 +30,7 @@ import (
 	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/rooms"
 	"github.com/matrix-recorder/recorder/storage"
 )
 
@@ -222,8 +225,9 @@ func (fd *fullDisk) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // TestKillDuringRecording: the recorder binary is killed with SIGKILL while
-// recording; at the next start every file is repaired, plays to about where
-// it stopped and the recording is marked repaired.
+// recording; the next start repairs every file, rejoins the call that is
+// still going on within 10 s and continues the same recording with new
+// files; every file plays, the repaired ones to about where they stopped.
 func TestKillDuringRecording(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "recorder")
 	build := exec.Command("go", "build", "-tags", "goolm", "-o", bin, "../../cmd/recorder")
@@ -305,26 +309,66 @@ func TestKillDuringRecording(t *testing.T) {
 	require.True(t, errors.As(err, &exitErr), "recorder should die from SIGKILL: %v", err)
 	require.Positive(t, partBytes(spool), "parts must be left behind by the kill")
 
-	// The next start repairs what the killed process left.
+	// The next start repairs what the killed process left and rejoins.
+	restarted := time.Now()
 	s.StartApp(t)
+	var rejoinedAt time.Time
+	require.Eventually(t, func() bool {
+		for _, p := range []*simpeer.Participant{pa, pz} {
+			c, ok := p.Snapshot().Current(signaling.DeviceKey{UserID: recorder, DeviceID: s.BotKey(t, roomID).DeviceID})
+			if !ok || c.State != simpeer.StateConnected || c.ConnectedAt.Before(restarted) {
+				return false
+			}
+			if c.ConnectedAt.After(rejoinedAt) {
+				rejoinedAt = c.ConnectedAt
+			}
+		}
+		return true
+	}, 10*time.Second, 50*time.Millisecond, "participants are not connected to the restarted recorder within 10 s")
+	t.Logf("rejoined %.2fs after the restart", rejoinedAt.Sub(restarted).Seconds())
 	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateRecording, rec.State, "the same recording goes on")
+	sent = pa.Snapshot().SentPackets["audio"]
+	require.Eventually(t, func() bool { return pa.Snapshot().SentPackets["audio"] >= sent+100 }, stack.Deadline,
+		20*time.Millisecond, "alice stopped sending")
+	require.NoError(t, s.App.Calls.Leave(ctx, roomID))
+	require.Eventually(t, func() bool {
+		rec = onlyRecording(t, s, roomID)
+		return rec.State != storage.StateRecording
+	}, stack.Deadline, 50*time.Millisecond)
 	require.Equal(t, storage.StateRepaired, rec.State, rec.Error)
 	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
 	require.NoError(t, err)
-	require.Len(t, files, 2, "one file per participant")
+	require.Len(t, files, 4, "per participant: the repaired file and the one after the rejoin")
+	repaired := 0
 	for _, f := range files {
-		require.Equal(t, storage.StateRepaired, f.State)
 		path := storedPath(s, rec, f.Name)
 		got := mediacheck.Duration(t, path)
-		written := killedAt.Sub(started).Seconds()
-		t.Logf("%s: %s repaired, %.2fs (about %.2fs were written before the kill)", f.UserID, f.Name, got, written)
-		// Clusters and pages still in the writer's buffers at the kill are lost.
 		mediacheck.Check(t, path, got, 0.01)
-		require.InDelta(t, written, got, 1.5, "repaired file does not play to where it stopped")
+		t.Logf("%s: %s %s, %.2fs", f.UserID, f.Name, f.State, got)
+		if f.State == storage.StateRepaired {
+			repaired++
+			written := killedAt.Sub(started).Seconds()
+			// Clusters and pages still in the writer's buffers at the kill are lost.
+			require.InDelta(t, written, got, 1.5, "repaired file does not play to where it stopped")
+		}
 	}
-	require.Equal(t, 0, partBytes(spool), "parts left after repair")
+	require.Equal(t, 2, repaired)
+	require.Equal(t, 0, partBytes(spool), "parts left")
 	_, err = os.Stat(storedPath(s, rec, recording.ManifestFileName))
 	require.NoError(t, err)
+	require.Equal(t, string(callbot.StopInterrupted), rec.StopReason)
+
+	// The room no longer shows the killed recording as running.
+	s.WaitNotice(t, alice, roomID, "the recorder was interrupted. The recording `"+string(rec.ID)+"` was saved")
+	require.Eventually(t, func() bool {
+		var marker map[string]any
+		if alice.StateEvent(ctx, roomID, rooms.StateRecording, string(recorder), &marker) != nil || len(marker) != 0 {
+			return false
+		}
+		var m event.MemberEventContent
+		return alice.StateEvent(ctx, roomID, event.StateMember, string(recorder), &m) == nil && !strings.HasSuffix(m.Displayname, rooms.RecSuffix)
+	}, stack.Deadline, 50*time.Millisecond, "the interrupted recording's indicator is still up")
 }
 
 func partBytes(dir string) int {

@@ -155,6 +155,18 @@ func TestEncryptedRoomCommands(t *testing.T) {
 	// Events of a room are handled in order: both were handled before that reply.
 	require.Empty(t, bob.repliesTo(bot, noticeID), "the bot answered a notice")
 	require.Empty(t, bob.repliesTo(bot, bogus.EventID), "the bot answered an undecryptable event")
+
+	// Someone who joins later can read the bot's next reply: the bot's
+	// Megolm session is rotated on membership changes.
+	carol := newCryptoUser(t, s, "carol")
+	_, err = alice.cli.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: carol.cli.UserID})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		m, _ := membershipOf(ctx, alice.cli, roomID, carol.cli.UserID)
+		return m == event.MembershipJoin
+	}, stack.Deadline, 50*time.Millisecond, "carol did not join")
+	carolCmd := carol.send(t, ctx, roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "!rec version"})
+	require.True(t, carol.waitReply(t, bot, carolCmd, "recorder").Mautrix.WasEncrypted)
 }
 
 // sendWithKeyFor encrypts a command with a new outbound Megolm session of

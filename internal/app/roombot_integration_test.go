@@ -283,6 +283,9 @@ func TestPermissions(t *testing.T) {
 	require.Contains(t, s.WaitReply(t, carol, roomID, s.Command(t, carol, roomID, "!rec start")), "no group call")
 	require.Contains(t, s.WaitReply(t, carol, roomID, s.Command(t, carol, roomID, "!rec stop")), "not being recorded")
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec frobnicate")), "Unknown command")
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec list many")), "Usage: `!rec list [n]`")
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec auto maybe")), "Usage: `!rec auto on`")
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec auto off")), "Auto-record is off")
 
 	// A notice (another bot's) is never answered.
 	notice, err := bob.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgNotice, Body: "!rec start"})

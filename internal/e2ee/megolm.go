@@ -102,6 +102,16 @@ func (d *Device) WaitForRoomKey(ctx context.Context, evt *event.Event, timeout t
 	}
 }
 
+// HandleMemberEvent rotates the room's outbound Megolm session when its
+// membership changes (a new session is shared with the members at the next
+// EncryptRoomEvent), as mautrix bridges do.
+func (d *Device) HandleMemberEvent(ctx context.Context, evt *event.Event) {
+	if d.closed.Load() {
+		return
+	}
+	d.mach.HandleMemberEvent(ctx, evt)
+}
+
 // EncryptRoomEvent encrypts content for the room with the device's outbound
 // Megolm session, creating and sharing a new one with members' devices when
 // there is none, it expired or it was not shared yet (rotation as the room's

@@ -47,8 +47,8 @@ CREATE TABLE recording (
 	-- folder of the recording's files in the file store
 	folder       TEXT   NOT NULL,
 	room_name    TEXT   NOT NULL DEFAULT '', -- at recording time
-	-- why it stopped: stopped, empty, no_media, max_duration, call_ended,
-	-- shutdown, size_limit, disk_full, recorder_restarted
+	-- why it stopped: stopped, empty, no_media, max_duration, call_ended, removed,
+	-- shutdown, interrupted, size_limit, disk_full, recorder_restarted
 	stop_reason  TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX recording_room_idx ON recording (room_id, started_at);

@@ -729,5 +729,6 @@ function stopReasonText(reason) {
     size_limit: 'size limit reached',
     disk_full: 'no disk space left',
     recorder_restarted: 'the call ended while the recorder restarted',
+    interrupted: 'recorder interrupted (files repaired)',
   }[reason] || reason;
 }

@@ -243,6 +243,46 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// Stop stops Dendrite (SIGTERM) until Start: an outage of the homeserver.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	s.stop(t)
+}
+
+// Pause freezes Dendrite (SIGSTOP) until Resume: a homeserver that accepts
+// connections and answers nothing. The test's end resumes it.
+func (s *Server) Pause(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGSTOP)
+	t.Cleanup(func() { s.signal(t, syscall.SIGCONT) })
+}
+
+// Resume lets a paused Dendrite run again (SIGCONT).
+func (s *Server) Resume(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGCONT)
+}
+
+func (s *Server) signal(t testing.TB, sig syscall.Signal) {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("homeserver: failed to send %v to dendrite (pid %d): %v", sig, p.cmd.Process.Pid, err)
+	}
+}
+
+// Start starts Dendrite again after Stop, on the same port and state.
+func (s *Server) Start(t testing.TB) {
+	t.Helper()
+	if err := s.start(); err != nil {
+		t.Fatalf("homeserver: failed to start Dendrite again: %v", err)
+	}
+}
+
 // stop stops the current process, if any.
 func (s *Server) stop(t testing.TB) {
 	s.mu.Lock()

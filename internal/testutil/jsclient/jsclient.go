@@ -11,6 +11,13 @@
 // camera and microphone. It drops every non-loopback remote ICE candidate, so all
 // media stays on 127.0.0.1.
 //
+// With Options.SDK = SDK36 the page is bundled against matrix-js-sdk 36 (npm
+// alias matrix-js-sdk-36) instead, and Options.Crypto = CryptoLegacy gives it
+// the legacy Olm/Megolm crypto with libolm (@matrix-org/olm), so encrypted
+// rooms and Olm-encrypted call signalling can be tested against the client
+// most deployed Element versions used. SendText and Messages send and read
+// (decrypted) room messages.
+//
 // Setup: scripts/jsclient.sh (Debian chromium + `npm ci` in js/). Start fails the
 // test, never skips it, when that has not been run.
 //

@@ -103,6 +103,7 @@ type source struct {
 	probes       bool
 	keyOnRequest bool
 	wantKey      atomic.Bool
+	replay       atomic.Bool   // play the ramp again, then the camera from its key frame
 	keyRequests  atomic.Uint64 // PLIs and FIRs received
 	padding      atomic.Uint64 // padding-only packets sent
 	framesSent   atomic.Uint64 // frames sent
@@ -164,6 +165,8 @@ func (s *source) run(ctx context.Context) {
 		switch {
 		case !s.attached():
 			// Encoding starts with the first receiver, at the beginning.
+			ramp, i = s.ramp, 0
+		case s.replay.Swap(false) && len(s.ramp) > 0:
 			ramp, i = s.ramp, 0
 		case s.wantKey.Swap(false):
 			if len(ramp) > 0 {

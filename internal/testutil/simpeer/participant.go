@@ -371,6 +371,15 @@ func (p *Participant) SetMuted(ctx context.Context, audio, video bool) error {
 	return p.do(ctx, func(ctx context.Context) error { return p.setMuted(ctx, audio, video) })
 }
 
+// ReplayRamp makes a camera with Browser.RampUp change resolution twice
+// more: its ramp (160x120) again from a key frame, then the camera from its
+// key frame. A no-op without a ramp.
+func (p *Participant) ReplayRamp() {
+	if p.video != nil {
+		p.video.replay.Store(true)
+	}
+}
+
 // ShareScreen starts or stops a screen share: a new stream with purpose
 // m.screenshare is added to (removed from) every peer connection and
 // renegotiated with m.call.negotiate; the member feeds are updated.
