@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/storage"
 )
@@ -85,8 +86,11 @@ func start(ctx context.Context, calls Calls, roomID id.RoomID) string {
 		return "I'm already in this room's call."
 	case errors.Is(err, callbot.ErrNoCall):
 		return "There is no group call in this room to join. Start one, then try again."
-	case errors.Is(err, callbot.ErrPowerLevel):
+	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrEncrypted), errors.Is(err, livekit.ErrHostNotAllowed):
 		return "" // Join already explained it in the room.
+	case errors.Is(err, livekit.ErrFocus):
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to join MatrixRTC call")
+		return "I couldn't get into the call's LiveKit SFU; the recorder's logs have the details."
 	default:
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to join call")
 		return "I couldn't join the call; the recorder's logs have the details."
@@ -111,7 +115,7 @@ func status(ctx context.Context, calls Calls, roomID id.RoomID) string {
 		return "I'm not in this room's call."
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "In the call since %s as %s, with %d peer(s):\n\n", st.JoinedAt.UTC().Format("15:04:05 UTC"), st.UserID, len(st.Peers))
+	fmt.Fprintf(&b, "In the %s call since %s as %s, with %d peer(s):\n\n", callKind(st.Kind), st.JoinedAt.UTC().Format("15:04:05 UTC"), st.UserID, len(st.Peers))
 	for _, p := range st.Peers {
 		fmt.Fprintf(&b, "* %s (%s): %s", p.UserID, p.DeviceID, p.State)
 		if len(p.Tracks) > 0 {
@@ -120,6 +124,14 @@ func status(ctx context.Context, calls Calls, roomID id.RoomID) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// callKind names a kind of call for people.
+func callKind(kind string) string {
+	if kind == livekit.Kind {
+		return "MatrixRTC (LiveKit)"
+	}
+	return "mesh"
 }
 
 // list shows the room's newest recordings, with their files counted in one

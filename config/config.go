@@ -28,6 +28,7 @@ type Config struct {
 	Permissions Permissions      `yaml:"permissions"`
 	Commands    CommandsConfig   `yaml:"commands"`
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
+	MatrixRTC   MatrixRTCConfig  `yaml:"matrixrtc"`
 	Logging     LoggingConfig    `yaml:"logging"`
 }
 
@@ -114,6 +115,14 @@ type WebRTCConfig struct {
 	LoopbackOnly bool `yaml:"loopback_only"`
 	// TURN asks the homeserver for TURN servers (/voip/turnServer).
 	TURN bool `yaml:"turn"`
+}
+
+// MatrixRTCConfig configures recording MatrixRTC calls on LiveKit SFUs.
+type MatrixRTCConfig struct {
+	// AllowedHosts, when not empty, are the only hosts (name or name:port) of
+	// authorization services and SFUs the recorder connects to; empty = any
+	// focus a call's memberships name.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // LoggingConfig configures the zerolog logger.

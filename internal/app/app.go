@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/archive"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/metrics"
@@ -43,6 +44,7 @@ type App struct {
 	DB      *storage.DB
 	AS      *appservice.Service
 	Calls   *callbot.Manager
+	RTC     *livekit.Manager
 	Store   storage.FileStore
 	Archive *archive.Recorder
 	Metrics *metrics.Metrics
@@ -123,11 +125,15 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	commands.Register(svc, calls, db.Recording, db.File)
-	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Metrics: met}
+	rtc := livekit.New(livekit.Options{
+		Config: livekit.Config{AllowedHosts: cfg.MatrixRTC.AllowedHosts}, Matrix: rtcMatrix{svc}, Sink: sink,
+	})
+	router := callRouter{mesh: calls, rtc: rtc}
+	commands.Register(svc, router, db.Recording, db.File)
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, RTC: rtc, Store: store, Archive: arch, Metrics: met}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
-			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Recordings: web.StorageRecordings(db), Files: store, Calls: webCalls{router}, Tokens: cfg.API.Tokens,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 		}))
 	}
@@ -147,6 +153,9 @@ func (app *App) Start(ctx context.Context) error {
 	}
 	if err := app.Calls.Start(ctx); err != nil {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
+	}
+	if err := app.RTC.Start(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
@@ -189,6 +198,9 @@ func (app *App) Stop(ctx context.Context) error {
 	// Calls first: leaving hangs up peers and rewrites member events, which
 	// needs the virtual users and the homeserver connection.
 	if err := app.Calls.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := app.RTC.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := app.AS.Stop(ctx); err != nil {

@@ -13,7 +13,7 @@ import (
 )
 
 // webCalls gives the web package the call bot as the Calls interface it defines.
-type webCalls struct{ m *callbot.Manager }
+type webCalls struct{ m callRouter }
 
 func (wc webCalls) Join(ctx context.Context, roomID id.RoomID) (web.CallInfo, error) {
 	st, err := wc.m.Join(ctx, roomID)
@@ -48,7 +48,7 @@ func (wc webCalls) Active(ctx context.Context) []web.CallInfo {
 }
 
 func toWebCall(st callbot.CallStatus) web.CallInfo {
-	info := web.CallInfo{RoomID: st.RoomID, ConfID: string(st.ConfID), RecordingID: storage.RecordingID(st.ID), Since: st.JoinedAt,
+	info := web.CallInfo{RoomID: st.RoomID, Kind: st.Kind, ConfID: string(st.ConfID), RecordingID: storage.RecordingID(st.ID), Since: st.JoinedAt,
 		Participants: []web.Participant{}}
 	for _, p := range st.Peers {
 		info.Participants = append(info.Participants, web.Participant{UserID: p.UserID, DeviceID: p.DeviceID, State: string(p.State)})
