@@ -104,6 +104,8 @@ type track struct {
 	rp      *lksdk.RemoteParticipant
 	purpose signaling.Purpose
 	kind    webrtc.RTPCodecType
+	vp8     bool // drop the SFU's blank key frames
+	opus    bool // and its silence frames
 
 	lock    sync.Mutex
 	sink    callbot.TrackSink
@@ -569,7 +571,9 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 		}
 	}
 	t := &track{sid: msg.pub.SID(), p: p, remote: msg.remote, pub: msg.pub, rp: msg.rp,
-		purpose: purposeOf(msg.pub.Source()), kind: msg.remote.Kind()}
+		purpose: purposeOf(msg.pub.Source()), kind: msg.remote.Kind(),
+		vp8:  strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeVP8),
+		opus: strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeOpus)}
 	if msg.pub.Kind() == lksdk.TrackKindVideo {
 		if err := msg.pub.SetVideoQuality(lkp.VideoQuality_HIGH); err != nil {
 			log.Warn().Err(err).Msg("Failed to ask for the top simulcast layer")
@@ -704,6 +708,9 @@ func (c *Call) read(ctx context.Context, t *track) {
 		t.pending = nil
 		t.lock.Unlock()
 		if sink == nil {
+			continue
+		}
+		if (t.vp8 && isBlankVP8(pkt.Payload)) || (t.opus && isBlankOpus(pkt.Payload)) {
 			continue
 		}
 		for _, sr := range srs {

@@ -36,6 +36,9 @@ type Options struct {
 	Create recording.CreateFunc
 	// API enables the operator API on a free loopback port with APIToken.
 	API bool
+	// Federation turns Dendrite's federation API on (MatrixRTC tests: the
+	// authorization service checks OpenID tokens through it).
+	Federation bool
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -82,7 +85,7 @@ func Start(t *testing.T, opts Options) *Stack {
 	regPath := filepath.Join(dir, "registration.yaml")
 	require.NoError(t, reg.Save(regPath))
 
-	hs := homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}})
+	hs := homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}, Federation: opts.Federation})
 	cfg.Homeserver.Address = hs.URL
 	require.NoError(t, cfg.Validate(true))
 

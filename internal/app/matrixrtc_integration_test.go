@@ -1,0 +1,234 @@
+//go:build integration
+
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	lkp "github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
+	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot/livekit"
+	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	lktest "github.com/matrix-recorder/recorder/internal/testutil/livekit"
+	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
+	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/stack"
+	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// rtcSetup is a stack with a LiveKit SFU and an authorization service.
+type rtcSetup struct {
+	s    *stack.Stack
+	obs  *observer.Observer
+	lk   *lktest.Server
+	auth *lktest.AuthService
+	// parts are the latest participant of each user.
+	parts map[id.UserID]*lktest.Participant
+}
+
+func (r *rtcSetup) participant(cli *mautrix.Client) *lktest.Participant { return r.parts[cli.UserID] }
+
+func (r *rtcSetup) participantSID(cli *mautrix.Client) string { return r.parts[cli.UserID].SID() }
+
+func startRTC(t *testing.T) *rtcSetup {
+	t.Helper()
+	obs := observer.New()
+	s := stack.Start(t, stack.Options{Observer: obs, Federation: true, API: true})
+	lk := lktest.Start(t)
+	auth := lktest.StartAuthService(t, lk, map[string]string{homeserver.Domain: s.HS.URL})
+	return &rtcSetup{s: s, obs: obs, lk: lk, auth: auth, parts: map[id.UserID]*lktest.Participant{}}
+}
+
+func (r *rtcSetup) join(t *testing.T, cli *mautrix.Client, roomID id.RoomID, camera bool) *lktest.Participant {
+	t.Helper()
+	ctx := r.s.Ctx()
+	_, err := cli.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	p, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: cli, RoomID: roomID, ServiceURL: r.auth.URL,
+		MediaDir: stack.MediaDir(), Camera: camera})
+	require.NoError(t, err)
+	t.Cleanup(p.Disconnect)
+	r.parts[cli.UserID] = p
+	return p
+}
+
+// recorderMembership is the recorder's membership content in the room
+// state, nil when it has none (or it was removed).
+func recorderMembership(t *testing.T, cli *mautrix.Client, roomID id.RoomID, recorder id.UserID) map[string]any {
+	t.Helper()
+	state, err := cli.State(context.Background(), roomID)
+	require.NoError(t, err)
+	for key, evt := range state[matrixrtc.StateType] {
+		if strings.HasPrefix(key, "_"+string(recorder)+"_") && evt.Sender == recorder {
+			var content map[string]any
+			require.NoError(t, json.Unmarshal(evt.Content.VeryRaw, &content))
+			if len(content) == 0 {
+				return nil
+			}
+			return content
+		}
+	}
+	return nil
+}
+
+// trackOf is the observed track of a LiveKit participant session (SID) and kind.
+func trackOf(obs *observer.Observer, user id.UserID, sid string, kind webrtc.RTPCodecType, purpose signaling.Purpose) *observer.Track {
+	for _, tr := range obs.Tracks(user) {
+		if string(tr.Info.Peer.SessionID) == sid && tr.Info.Kind == kind && tr.Info.Purpose == purpose {
+			return &tr
+		}
+	}
+	return nil
+}
+
+// TestMatrixRTCRecord records a MatrixRTC call on a real LiveKit SFU:
+// alice (camera + microphone) and bob (audio only) are in the call, the
+// recorder joins on `!rec start` with its own membership; carol joins late,
+// bob mutes, alice shares her screen, carol leaves and rejoins; a LiveKit
+// participant without a membership is not recorded. After `!rec stop` the
+// recorder's membership is gone and every stream is in a file that the
+// media tools accept, as long as it was recorded, with audible audio.
+func TestMatrixRTCRecord(t *testing.T) {
+	r := startRTC(t)
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bob := s.HS.RegisterUser(ctx, t, "bob")
+	carol := s.HS.RegisterUser(ctx, t, "carol")
+	dave := s.HS.RegisterUser(ctx, t, "dave")
+	roomID := s.CallRoom(t, alice, bob.UserID, carol.UserID, dave.UserID)
+	pa := r.join(t, alice, roomID, true)
+	r.join(t, bob, roomID, false)
+
+	// dave is in the LiveKit room without a membership.
+	_, err := dave.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	pd, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: dave, RoomID: roomID, ServiceURL: r.auth.URL,
+		MediaDir: stack.MediaDir(), NoMembership: true})
+	require.NoError(t, err)
+	t.Cleanup(pd.Disconnect)
+
+	startAt := time.Now()
+	reply := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start"))
+	require.Contains(t, reply, "Joining the call")
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30) &&
+			obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 30) &&
+			obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no media from alice and bob")
+	first := obs.FirstPacket("")
+	t.Logf("join time (!rec start → first packet): %s", first.Sub(startAt).Round(time.Millisecond))
+
+	// The recorder is a call member, and says which kind of call it is in.
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	require.Equal(t, livekit.Kind, st.Kind)
+	own := recorderMembership(t, alice, roomID, st.UserID)
+	require.NotNil(t, own, "the recorder's membership is in the room state")
+	require.Equal(t, "m.call", own["application"])
+	require.Equal(t, string(st.DeviceID), own["device_id"])
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec status")), "MatrixRTC")
+
+	// carol joins late.
+	pc := r.join(t, carol, roomID, true)
+	carolSID1 := pc.SID()
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(carol.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no media from the late joiner")
+
+	// bob mutes for about 2 s; alice shares her screen meanwhile.
+	require.NoError(t, r.participant(bob).SetMuted(lkp.TrackSource_MICROPHONE, true))
+	require.NoError(t, pa.Publish(lkp.TrackSource_SCREEN_SHARE))
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeScreenshare, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no screen share")
+	require.Eventually(t, func() bool {
+		for _, c := range obs.Changes(bob.UserID) {
+			if c.AudioMuted {
+				return true
+			}
+		}
+		return false
+	}, stack.Deadline, 50*time.Millisecond, "bob's mute was not seen")
+	time.Sleep(2 * time.Second)
+	require.NoError(t, r.participant(bob).SetMuted(lkp.TrackSource_MICROPHONE, false))
+	require.NoError(t, pa.Unpublish(lkp.TrackSource_SCREEN_SHARE))
+	screenEnd := time.Now()
+
+	// carol leaves and rejoins.
+	require.NoError(t, pc.Leave(ctx))
+	carolLeft := time.Now()
+	time.Sleep(time.Second)
+	pc2 := r.join(t, carol, roomID, true)
+	require.NotEqual(t, carolSID1, pc2.SID())
+	require.Eventually(t, func() bool {
+		return trackOf(obs, carol.UserID, pc2.SID(), webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia) != nil &&
+			trackOf(obs, carol.UserID, pc2.SID(), webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia).Packets > 60
+	}, stack.Deadline, 50*time.Millisecond, "no media from carol after rejoining")
+	time.Sleep(time.Second)
+
+	stopAt := time.Now()
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return recorderMembership(t, alice, roomID, st.UserID) == nil },
+		stack.Deadline, 50*time.Millisecond, "the recorder's membership is removed on leave")
+	require.Empty(t, obs.Tracks(dave.UserID), "a LiveKit participant without membership is not recorded")
+
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	ended := map[string]time.Time{carolSID1 + "/" + string(signaling.PurposeUserMedia): carolLeft,
+		pa.SID() + "/" + string(signaling.PurposeScreenshare): screenEnd}
+	kinds := map[string]string{}
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		kind := webrtc.RTPCodecTypeAudio
+		if f.Kind == "webm" {
+			kind = webrtc.RTPCodecTypeVideo
+		}
+		tr := trackOf(obs, f.UserID, f.SessionID, kind, signaling.Purpose(f.Purpose))
+		require.NotNil(t, tr, "observed track for %s", f.Name)
+		end, ok := ended[f.SessionID+"/"+f.Purpose]
+		if !ok {
+			end = stopAt
+		}
+		want := end.Sub(tr.FirstRTP).Seconds()
+		got := mediacheck.Duration(t, path)
+		t.Logf("%s %s: %s %v %.2fs (recorded %.2fs), %d bytes, mutes %v", f.UserID, f.Purpose, f.Name, f.Codecs, got, want, f.Bytes, f.MuteIntervals)
+		mediacheck.Check(t, path, want, 1)
+		kinds[string(f.UserID)+"/"+f.Purpose+"/"+f.SessionID] = f.Kind
+		if f.Purpose == string(signaling.PurposeUserMedia) {
+			pcm := mediacheck.DecodeAudio(t, path)
+			decoded := float64(len(pcm)) / mediacheck.AudioRate
+			require.Greater(t, mediacheck.Peak(pcm, 0, decoded), 1000, "audio of %s must be audible", f.Name)
+		}
+		if f.UserID == bob.UserID {
+			require.NotEmpty(t, f.MuteIntervals, "bob's mute is in his file's mute intervals")
+		}
+	}
+	require.Equal(t, "ogg", kinds[string(bob.UserID)+"/m.usermedia/"+r.participantSID(bob)], "audio only → Ogg: %v", kinds)
+	require.Equal(t, "webm", kinds[string(alice.UserID)+"/m.usermedia/"+pa.SID()], "camera + microphone → WebM: %v", kinds)
+	require.Equal(t, "webm", kinds[string(alice.UserID)+"/m.screenshare/"+pa.SID()], "screen share → its own file: %v", kinds)
+	require.Equal(t, "webm", kinds[string(carol.UserID)+"/m.usermedia/"+carolSID1], "carol's first session: %v", kinds)
+	require.Equal(t, "webm", kinds[string(carol.UserID)+"/m.usermedia/"+pc2.SID()], "carol after rejoining: %v", kinds)
+	require.Len(t, files, 5)
+
+	data, err := os.ReadFile(storedPath(s, rec, recording.ManifestFileName))
+	require.NoError(t, err)
+	var manifest recording.Manifest
+	require.NoError(t, json.Unmarshal(data, &manifest))
+	require.Len(t, manifest.Tracks, len(files))
+}
