@@ -5,12 +5,17 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	lkp "github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix"
@@ -231,4 +236,94 @@ func TestMatrixRTCRecord(t *testing.T) {
 	var manifest recording.Manifest
 	require.NoError(t, json.Unmarshal(data, &manifest))
 	require.Len(t, manifest.Tracks, len(files))
+}
+
+func (r *rtcSetup) api(t *testing.T, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(r.s.Ctx(), method, r.s.APIURL()+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+stack.APIToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, data
+}
+
+// TestMatrixRTCEncryptedRoom: in an encrypted room the call's media is
+// end-to-end encrypted; the recorder says so in the room and records
+// nothing (no membership, no recording, no files).
+func TestMatrixRTCEncryptedRoom(t *testing.T) {
+	r := startRTC(t)
+	s := r.s
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bot := s.App.AS.BotUserID()
+	roomID := s.HS.CreateRoom(ctx, t, alice, homeserver.RoomOptions{Name: "E2EE call", Invite: []id.UserID{bot},
+		CallPowerLevelsZero: true, Encrypted: true})
+	require.Eventually(t, func() bool { return s.App.AS.IsInRoom(ctx, roomID, bot) }, stack.Deadline, 50*time.Millisecond)
+	r.join(t, alice, roomID, true)
+
+	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
+	require.Equal(t, http.StatusForbidden, status, string(body))
+	s.WaitNotice(t, alice, roomID, "can't record encrypted calls yet")
+	recs, err := s.App.DB.Recording.List(ctx, storage.ListFilter{RoomID: roomID})
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	state, err := alice.State(ctx, roomID)
+	require.NoError(t, err)
+	for key, evt := range state[matrixrtc.StateType] {
+		require.NotEqual(t, bot, evt.Sender, "no recorder membership %s", key)
+		require.False(t, s.App.AS.IsVirtualUser(evt.Sender), "no recorder membership %s", key)
+	}
+}
+
+// TestMatrixRTCReconnectAndAPI: started through the API (which says the
+// kind of call), the recorder is thrown out of the SFU and comes back with
+// a fresh token; the recording goes on and ends finished with good files.
+func TestMatrixRTCReconnectAndAPI(t *testing.T) {
+	r := startRTC(t)
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	r.join(t, alice, roomID, true)
+
+	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
+	require.Equal(t, http.StatusAccepted, status, string(body))
+	status, body = r.api(t, http.MethodGet, "/api/v1/calls", "")
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, string(body), `"kind":"matrixrtc"`)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond)
+
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	rooms := lksdk.NewRoomServiceClient(r.lk.HTTPURL, lktest.APIKey, lktest.APISecret)
+	_, err = rooms.RemoveParticipant(ctx, &lkp.RoomParticipantIdentity{Room: lktest.RoomName(roomID),
+		Identity: string(st.UserID) + ":" + string(st.DeviceID)})
+	require.NoError(t, err)
+	before := len(obs.Tracks(alice.UserID))
+	require.Eventually(t, func() bool {
+		tracks := obs.Tracks(alice.UserID)
+		return len(tracks) >= before+2 && tracks[len(tracks)-1].Packets > 30
+	}, stack.Deadline, 50*time.Millisecond, "the recorder did not come back after being removed from the SFU")
+	require.GreaterOrEqual(t, len(r.auth.Grants()), 3, "a fresh token for the reconnect")
+	time.Sleep(time.Second)
+
+	status, body = r.api(t, http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
+	require.Equal(t, http.StatusNoContent, status, string(body))
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 2, "one file before and one after the reconnect")
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		t.Logf("%s: %.2fs %v", f.Name, mediacheck.Duration(t, path), f.Codecs)
+		mediacheck.Check(t, path, f.Duration.Seconds(), 0.5)
+	}
 }

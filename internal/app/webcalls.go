@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/storage"
 	"github.com/matrix-recorder/recorder/web"
 )
@@ -22,7 +23,7 @@ func (wc webCalls) Join(ctx context.Context, roomID id.RoomID) (web.CallInfo, er
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrAlreadyRecording, err)
 	case errors.Is(err, callbot.ErrNoCall):
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrNoCall, err)
-	case errors.Is(err, callbot.ErrPowerLevel):
+	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrEncrypted), errors.Is(err, livekit.ErrHostNotAllowed):
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrForbidden, err)
 	case err != nil:
 		return web.CallInfo{}, err
