@@ -43,3 +43,15 @@ func isBlankOpus(payload []byte) bool {
 	}
 	return true
 }
+
+// vp8KeyFrameSize returns the size of a VP8 key frame starting in this RTP
+// payload (RFC 6386 §9.1), ok false for anything else.
+func vp8KeyFrameSize(payload []byte) (w, h int, ok bool) {
+	var pkt codecs.VP8Packet
+	frame, err := pkt.Unmarshal(payload)
+	if err != nil || pkt.S != 1 || pkt.PID != 0 || len(frame) < 10 || frame[0]&1 != 0 ||
+		frame[3] != 0x9d || frame[4] != 0x01 || frame[5] != 0x2a {
+		return 0, 0, false
+	}
+	return int(frame[6]) | int(frame[7]&0x3f)<<8, int(frame[8]) | int(frame[9]&0x3f)<<8, true
+}

@@ -30,3 +30,15 @@ func TestIsBlankOpus(t *testing.T) {
 	speech[40] = 1
 	require.False(t, isBlankOpus(speech))
 }
+
+func TestVP8KeyFrameSize(t *testing.T) {
+	desc := []byte{0x90, 0x80, 0x80, 0x01}
+	key := append(append([]byte{}, desc...), 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0x00)
+	w, h, ok := vp8KeyFrameSize(key)
+	require.True(t, ok)
+	require.Equal(t, 640, w)
+	require.Equal(t, 360, h)
+	delta := append(append([]byte{}, desc...), 0x11, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0x00)
+	_, _, ok = vp8KeyFrameSize(delta)
+	require.False(t, ok)
+}

@@ -31,8 +31,10 @@ const (
 	ConfID signaling.ConfID = "m.call#m.room"
 	// connectTimeout bounds getting a token and joining one SFU.
 	connectTimeout = 20 * time.Second
-	// reconnectDelay is the wait before reconnecting to an SFU that dropped us.
+	// reconnectDelay is the wait before the n-th reconnect in a row to an
+	// SFU that dropped us: n-1 times this, the first one almost at once.
 	reconnectDelay = 2 * time.Second
+	firstReconnect = 200 * time.Millisecond
 	// maxReconnects bounds reconnecting to one SFU in a row.
 	maxReconnects = 5
 	// leaveStateTimeout bounds removing the own membership.
@@ -41,6 +43,11 @@ const (
 	leaveReadersTimeout = 5 * time.Second
 	// leaveSinkTimeout is the context deadline of the sink's CallLeft.
 	leaveSinkTimeout = 30 * time.Second
+	// topLayerWait bounds how long a simulcast camera's frames are dropped
+	// while the SFU ramps up to the top layer (it starts low and switches
+	// with a key frame): files then start at full resolution instead of with
+	// a short low-resolution segment. After it, any layer is recorded.
+	topLayerWait = 2500 * time.Millisecond
 	// renewRetry is the wait before retrying a failed membership renewal.
 	renewRetry = 30 * time.Second
 )
@@ -106,6 +113,10 @@ type track struct {
 	kind    webrtc.RTPCodecType
 	vp8     bool // drop the SFU's blank key frames
 	opus    bool // and its silence frames
+	// topW×topH is the largest simulcast layer; until waitUntil, video is
+	// dropped until a key frame of that size (0: not simulcast).
+	topW, topH int
+	waitUntil  time.Time
 
 	lock    sync.Mutex
 	sink    callbot.TrackSink
@@ -448,9 +459,17 @@ func (c *Call) handle(ctx context.Context, msg any) {
 		if c.conns[msg.conn.serviceURL] != msg.conn {
 			return
 		}
-		log.Warn().Str("reason", string(msg.reason)).Str("sfu_url", msg.conn.sfuURL).Msg("Disconnected from SFU; reconnecting")
 		delete(c.conns, msg.conn.serviceURL)
 		msg.conn.close()
+		if msg.reason == lksdk.DuplicateIdentity {
+			// Another recorder joined as this device: it records now.
+			log.Error().Str("sfu_url", msg.conn.sfuURL).Msg("Another client joined the SFU with the recorder's identity; not reconnecting")
+			if len(c.conns) == 0 {
+				c.leaving, c.leaveReason = true, "identity taken over on the SFU"
+			}
+			return
+		}
+		log.Warn().Str("reason", string(msg.reason)).Str("sfu_url", msg.conn.sfuURL).Msg("Disconnected from SFU; reconnecting")
 		c.scheduleReconnect(ctx, msg.conn.serviceURL)
 	case reconnectMsg:
 		c.ensureConn(ctx, msg.serviceURL)
@@ -468,11 +487,12 @@ func (c *Call) scheduleReconnect(ctx context.Context, serviceURL string) {
 		return
 	}
 	c.connecting[serviceURL] = true
+	delay := max(firstReconnect, reconnectDelay*time.Duration(c.reconnects[serviceURL]-1))
 	c.readers.Add(1) // the timer goroutine is owned like a reader: leave waits for it
 	go func() {
 		defer c.readers.Done()
 		select {
-		case <-time.After(reconnectDelay):
+		case <-time.After(delay):
 			c.post(reconnectMsg{serviceURL: serviceURL})
 		case <-c.done:
 		case <-ctx.Done():
@@ -577,6 +597,15 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 	if msg.pub.Kind() == lksdk.TrackKindVideo {
 		if err := msg.pub.SetVideoQuality(lkp.VideoQuality_HIGH); err != nil {
 			log.Warn().Err(err).Msg("Failed to ask for the top simulcast layer")
+		}
+		if layers := msg.pub.TrackInfo().GetLayers(); len(layers) > 1 && t.vp8 {
+			for _, l := range layers {
+				if int(l.GetWidth())*int(l.GetHeight()) > t.topW*t.topH {
+					t.topW, t.topH = int(l.GetWidth()), int(l.GetHeight())
+				}
+			}
+			t.waitUntil = time.Now().Add(topLayerWait)
+			log.Debug().Int("width", t.topW).Int("height", t.topH).Msg("Simulcast track: waiting for the top layer")
 		}
 	}
 	msg.pub.OnRTCP(func(pkt rtcp.Packet) {
@@ -712,6 +741,14 @@ func (c *Call) read(ctx context.Context, t *track) {
 		}
 		if (t.vp8 && isBlankVP8(pkt.Payload)) || (t.opus && isBlankOpus(pkt.Payload)) {
 			continue
+		}
+		if t.topW > 0 {
+			if w, h, key := vp8KeyFrameSize(pkt.Payload); key && (w*h >= t.topW*t.topH || now.After(t.waitUntil)) {
+				log.Debug().Str("track_sid", t.sid).Int("width", w).Int("height", h).Msg("Recording simulcast track from this key frame")
+				t.topW = 0
+			} else {
+				continue
+			}
 		}
 		for _, sr := range srs {
 			sink.SenderReport(sr.NTPTime, sr.RTPTime, now)

@@ -98,6 +98,20 @@ func trackOf(obs *observer.Observer, user id.UserID, sid string, kind webrtc.RTP
 	return nil
 }
 
+// streamStart is when the first packet of any track of a participant
+// session's stream (camera and microphone, or screen share) arrived: the
+// file starts there.
+func streamStart(obs *observer.Observer, user id.UserID, sid string, purpose signaling.Purpose) time.Time {
+	var first time.Time
+	for _, tr := range obs.Tracks(user) {
+		if string(tr.Info.Peer.SessionID) == sid && tr.Info.Purpose == purpose && !tr.FirstRTP.IsZero() &&
+			(first.IsZero() || tr.FirstRTP.Before(first)) {
+			first = tr.FirstRTP
+		}
+	}
+	return first
+}
+
 // TestMatrixRTCRecord records a MatrixRTC call on a real LiveKit SFU:
 // alice (camera + microphone) and bob (audio only) are in the call, the
 // recorder joins on `!rec start` with its own membership; carol joins late,
@@ -210,7 +224,7 @@ func TestMatrixRTCRecord(t *testing.T) {
 		if !ok {
 			end = stopAt
 		}
-		want := end.Sub(tr.FirstRTP).Seconds()
+		want := end.Sub(streamStart(obs, f.UserID, f.SessionID, signaling.Purpose(f.Purpose))).Seconds()
 		got := mediacheck.Duration(t, path)
 		t.Logf("%s %s: %s %v %.2fs (recorded %.2fs), %d bytes, mutes %v", f.UserID, f.Purpose, f.Name, f.Codecs, got, want, f.Bytes, f.MuteIntervals)
 		mediacheck.Check(t, path, want, 1)

@@ -82,6 +82,12 @@ type Options struct {
 	// LogLevel is the js-sdk logger level ("trace", "debug", "info", "warn");
 	// default "info". The browser console goes to ConsoleLogPath.
 	LogLevel string
+	// MatrixRTCServiceURL, when set, runs the MatrixRTC page instead of the
+	// mesh one: the client joins the room's MatrixRTC session (m.call) with
+	// this authorization service as its LiveKit focus and publishes its
+	// microphone (and simulcast camera) with livekit-client. State() does not
+	// apply to it; use RTCState.
+	MatrixRTCServiceURL string
 }
 
 // Client is one running js-sdk client in one browser.
@@ -139,6 +145,7 @@ type startArgs struct {
 	Video         bool        `json:"video"`
 	TimeoutMs     int64       `json:"timeoutMs"`
 	LogLevel      string      `json:"logLevel,omitempty"`
+	ServiceURL    string      `json:"serviceUrl,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -183,6 +190,7 @@ func Start(t testing.TB, opts Options) *Client {
 		Video:         opts.Video,
 		TimeoutMs:     opts.StartTimeout.Milliseconds(),
 		LogLevel:      opts.LogLevel,
+		ServiceURL:    opts.MatrixRTCServiceURL,
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)
@@ -230,6 +238,9 @@ func (c *Client) launch(jsDir, chromium string) error {
 		"--console-log", c.consoleLogPath,
 		"--launch-timeout-ms", fmt.Sprint(LaunchTimeout.Milliseconds()),
 	)
+	if c.opts.MatrixRTCServiceURL != "" {
+		cmd.Args = append(cmd.Args, "--page", "rtc")
+	}
 	cmd.Dir = jsDir
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
@@ -375,6 +386,37 @@ func (c *Client) call(ctx context.Context, cmd string, args, out any) error {
 // State returns a snapshot of the client's view of the call.
 func (c *Client) State(ctx context.Context) (*State, error) {
 	var st State
+	if err := c.call(ctx, "state", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// RTCState is the MatrixRTC page's state: its membership, LiveKit
+// connection and publications.
+type RTCState struct {
+	StartError string         `json:"startError"`
+	Joined     bool           `json:"joined"`
+	Membership map[string]any `json:"membership"`
+	LiveKit    *struct {
+		State    string   `json:"state"`
+		SID      string   `json:"sid"`
+		Identity string   `json:"identity"`
+		Remotes  []string `json:"remotes"`
+	} `json:"livekit"`
+	Publications []struct {
+		Source    string `json:"source"`
+		Kind      string `json:"kind"`
+		Muted     bool   `json:"muted"`
+		SID       string `json:"sid"`
+		Simulcast bool   `json:"simulcast"`
+	} `json:"publications"`
+	Times map[string]int64 `json:"times"` // ms from start: membership, connected, published
+}
+
+// RTCState returns the MatrixRTC page's state.
+func (c *Client) RTCState(ctx context.Context) (*RTCState, error) {
+	var st RTCState
 	if err := c.call(ctx, "state", nil, &st); err != nil {
 		return nil, err
 	}

@@ -78,7 +78,7 @@ func StartAuthService(t testing.TB, lk *Server, homeservers map[string]string) *
 	mux.HandleFunc("POST /sfu/get", a.sfuGet)
 	mux.HandleFunc("POST /get_token", a.getToken)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: cors(mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -87,6 +87,21 @@ func StartAuthService(t testing.TB, lk *Server, homeservers map[string]string) *
 	})
 	a.URL = "http://" + ln.Addr().String()
 	return a
+}
+
+// cors lets browser clients (Element Call's origin) call the service, as
+// lk-jwt-service does.
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "Accept, Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token, Authorization")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Grants returns the tokens handed out so far.

@@ -10,10 +10,11 @@ import * as esbuild from "esbuild";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-// bundle returns the page script as a string.
-export async function bundle() {
+// bundle returns the page script as a string: page.js (mesh GroupCall) or,
+// for entry "rtc", rtcpage.js (MatrixRTC session + livekit-client).
+export async function bundle(entry = "page") {
 	const result = await esbuild.build({
-		entryPoints: [path.join(here, "page.js")],
+		entryPoints: [path.join(here, entry === "rtc" ? "rtcpage.js" : "page.js")],
 		bundle: true,
 		write: false,
 		format: "esm",

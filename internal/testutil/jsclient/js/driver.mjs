@@ -29,6 +29,8 @@ const { values: flags } = parseArgs({
 		"user-data-dir": { type: "string" },
 		"console-log": { type: "string" },
 		"launch-timeout-ms": { type: "string", default: "30000" },
+		// "rtc": the MatrixRTC page (rtcpage.js) instead of the mesh one.
+		page: { type: "string", default: "page" },
 	},
 });
 if (!flags["user-data-dir"] || !flags["console-log"]) {
@@ -105,7 +107,7 @@ async function serve(script) {
 }
 
 async function launch() {
-	const script = await bundle();
+	const script = await bundle(flags.page);
 	server = await serve(script);
 	const url = `http://127.0.0.1:${server.address().port}/`;
 
