@@ -71,6 +71,11 @@ rtc:
   stun_servers: []
   interfaces:
     includes: [lo]
+  # No bandwidth estimation: on a loaded test machine it makes the SFU switch
+  # simulcast layers mid-call (each switch starts a new file), which would make
+  # the tests' file counts depend on CPU load. Production SFUs keep it on.
+  congestion_control:
+    enabled: false
 logging:
   level: info
 YAML

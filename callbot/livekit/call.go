@@ -598,7 +598,7 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 		if err := msg.pub.SetVideoQuality(lkp.VideoQuality_HIGH); err != nil {
 			log.Warn().Err(err).Msg("Failed to ask for the top simulcast layer")
 		}
-		if layers := msg.pub.TrackInfo().GetLayers(); len(layers) > 1 && t.vp8 {
+		if layers := videoLayers(msg.pub.TrackInfo(), msg.remote.Codec().MimeType); len(layers) > 1 && t.vp8 {
 			for _, l := range layers {
 				if int(l.GetWidth())*int(l.GetHeight()) > t.topW*t.topH {
 					t.topW, t.topH = int(l.GetWidth()), int(l.GetHeight())
@@ -791,4 +791,18 @@ func (t *track) queueSR(sr *rtcp.SenderReport) {
 	if len(t.pending) < 16 {
 		t.pending = append(t.pending, sr)
 	}
+}
+
+// videoLayers are the simulcast layers of a track's codec (TrackInfo.codecs;
+// the top-level layers field is deprecated).
+func videoLayers(info *lkp.TrackInfo, mimeType string) []*lkp.VideoLayer {
+	for _, c := range info.GetCodecs() {
+		if strings.EqualFold(c.GetMimeType(), mimeType) {
+			return c.GetLayers()
+		}
+	}
+	if codecs := info.GetCodecs(); len(codecs) > 0 {
+		return codecs[0].GetLayers()
+	}
+	return nil
 }

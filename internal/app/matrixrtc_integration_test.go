@@ -341,3 +341,52 @@ func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 		mediacheck.Check(t, path, f.Duration.Seconds(), 0.5)
 	}
 }
+
+// TestMatrixRTCTwoSFUs: members publish on different SFUs (multi_sfu, each
+// member's own focus): the recorder connects to each, also to one a member
+// names after the recorder joined, and records everyone.
+func TestMatrixRTCTwoSFUs(t *testing.T) {
+	r := startRTC(t)
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	lk2 := lktest.Start(t)
+	auth2 := lktest.StartAuthService(t, lk2, map[string]string{homeserver.Domain: s.HS.URL})
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bob := s.HS.RegisterUser(ctx, t, "bob")
+	roomID := s.CallRoom(t, alice, bob.UserID)
+	r.join(t, alice, roomID, true)
+
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining the call")
+	_, err := bob.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	pb, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: bob, RoomID: roomID, ServiceURL: auth2.URL,
+		MediaDir: stack.MediaDir(), Camera: true})
+	require.NoError(t, err)
+	t.Cleanup(pb.Disconnect)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 60) &&
+			obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 60)
+	}, stack.Deadline, 50*time.Millisecond, "not recording both SFUs")
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	identity := string(st.UserID) + ":" + string(st.DeviceID)
+	var onSecond bool
+	for _, g := range auth2.Grants() {
+		onSecond = onSecond || g.Identity == identity
+	}
+	require.True(t, onSecond, "the recorder got a token from the second focus")
+	require.Len(t, st.Peers, 2)
+
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	users := map[id.UserID]bool{}
+	for _, f := range files {
+		users[f.UserID] = true
+		mediacheck.Check(t, storedPath(s, rec, f.Name), mediacheck.Duration(t, storedPath(s, rec, f.Name)), 0.01)
+	}
+	require.True(t, users[alice.UserID] && users[bob.UserID], "files of both: %v", users)
+}
