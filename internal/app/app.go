@@ -62,6 +62,9 @@ type Options struct {
 	Create recording.CreateFunc
 	// SignalHold overrides how long signals from unlisted devices wait.
 	SignalHold time.Duration
+	// MembershipExpiry overrides the expires of the recorder's MatrixRTC
+	// memberships (renewed after three quarters of it).
+	MembershipExpiry time.Duration
 }
 
 // New opens the database and builds every component; Start runs them. cfg
@@ -126,7 +129,8 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	rtc := livekit.New(livekit.Options{
-		Config: livekit.Config{AllowedHosts: cfg.MatrixRTC.AllowedHosts}, Matrix: rtcMatrix{svc}, Sink: sink,
+		Config: livekit.Config{AllowedHosts: cfg.MatrixRTC.AllowedHosts, MembershipExpiry: opts.MembershipExpiry},
+		Matrix: rtcMatrix{svc}, Sink: sink,
 	})
 	router := callRouter{mesh: calls, rtc: rtc}
 	commands.Register(svc, router, db.Recording, db.File)

@@ -47,10 +47,15 @@ func (r *rtcSetup) participant(cli *mautrix.Client) *lktest.Participant { return
 
 func (r *rtcSetup) participantSID(cli *mautrix.Client) string { return r.parts[cli.UserID].SID() }
 
-func startRTC(t *testing.T) *rtcSetup {
+func startRTC(t *testing.T, opts ...stack.Options) *rtcSetup {
 	t.Helper()
 	obs := observer.New()
-	s := stack.Start(t, stack.Options{Observer: obs, Federation: true, API: true})
+	o := stack.Options{}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Observer, o.Federation, o.API = obs, true, true
+	s := stack.Start(t, o)
 	lk := lktest.Start(t)
 	auth := lktest.StartAuthService(t, lk, map[string]string{homeserver.Domain: s.HS.URL})
 	return &rtcSetup{s: s, obs: obs, lk: lk, auth: auth, parts: map[id.UserID]*lktest.Participant{}}
@@ -389,4 +394,31 @@ func TestMatrixRTCTwoSFUs(t *testing.T) {
 		mediacheck.Check(t, storedPath(s, rec, f.Name), mediacheck.Duration(t, storedPath(s, rec, f.Name)), 0.01)
 	}
 	require.True(t, users[alice.UserID] && users[bob.UserID], "files of both: %v", users)
+}
+
+// TestMatrixRTCMembershipRenewed: the recorder re-sends its membership
+// before it expires (with created_ts of its first join, as js-sdk does), so
+// other clients keep seeing it as a participant.
+func TestMatrixRTCMembershipRenewed(t *testing.T) {
+	r := startRTC(t, stack.Options{MembershipExpiry: 4 * time.Second})
+	s := r.s
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	r.join(t, alice, roomID, false)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining the call")
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	first := recorderMembership(t, alice, roomID, st.UserID)
+	require.NotNil(t, first)
+	require.EqualValues(t, 4000, first["expires"])
+	require.NotContains(t, first, "created_ts", "no created_ts on the first join")
+	var renewed map[string]any
+	require.Eventually(t, func() bool {
+		renewed = recorderMembership(t, alice, roomID, st.UserID)
+		return renewed != nil && renewed["created_ts"] != nil
+	}, 6*time.Second, 100*time.Millisecond, "membership not renewed before it expired")
+	created := time.UnixMilli(int64(renewed["created_ts"].(float64)))
+	require.WithinDuration(t, time.Now(), created, 5*time.Second)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
 }

@@ -39,6 +39,8 @@ type Options struct {
 	// Federation turns Dendrite's federation API on (MatrixRTC tests: the
 	// authorization service checks OpenID tokens through it).
 	Federation bool
+	// MembershipExpiry overrides the recorder's MatrixRTC membership expiry.
+	MembershipExpiry time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -123,7 +125,8 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
-	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second})
+	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
+		MembershipExpiry: s.opts.MembershipExpiry})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder
