@@ -48,6 +48,8 @@ const (
 	// with a key frame): files then start at full resolution instead of with
 	// a short low-resolution segment. After it, any layer is recorded.
 	topLayerWait = 2500 * time.Millisecond
+	// emptyCheck is how often the loop looks whether anyone is left.
+	emptyCheck = time.Second
 	// renewRetry is the wait before retrying a failed membership renewal.
 	renewRetry = 30 * time.Second
 )
@@ -66,17 +68,20 @@ type Call struct {
 	firstPacket atomic.Bool
 	readers     sync.WaitGroup
 
-	serviceURL  string // the recorder's own focus
-	ownCreated  time.Time
-	renewAt     time.Time
-	members     map[string]matrixrtc.Membership // by LiveKit identity
-	identityOf  map[string]string               // state key → identity
-	conns       map[string]*conn                // by service URL
-	connecting  map[string]bool
-	reconnects  map[string]int
-	partsBySID  map[string]*participant
-	tracks      map[string]*track // by track SID
-	toldE2EE    bool
+	serviceURL string // the recorder's own focus
+	ownCreated time.Time
+	renewAt    time.Time
+	members    map[string]matrixrtc.Membership // by LiveKit identity
+	identityOf map[string]string               // state key → identity
+	conns      map[string]*conn                // by service URL
+	connecting map[string]bool
+	reconnects map[string]int
+	partsBySID map[string]*participant
+	tracks     map[string]*track // by track SID
+	toldE2EE   bool
+	// emptySince is when the call was first seen without any member present
+	// on an SFU (zero while someone is).
+	emptySince  time.Time
 	leaving     bool
 	leaveReason string
 }
@@ -325,10 +330,14 @@ func (c *Call) run(ctx context.Context) {
 	c.m.sink.CallJoined(ctx, c.info)
 	renew := time.NewTimer(time.Until(c.renewAt))
 	defer renew.Stop()
+	empty := time.NewTicker(emptyCheck)
+	defer empty.Stop()
 	for !c.leaving {
 		select {
 		case <-ctx.Done():
 			c.leaving, c.leaveReason = true, "recorder shutting down"
+		case <-empty.C:
+			c.checkEmpty(ctx)
 		case <-renew.C:
 			if err := c.publishMembership(ctx); err != nil {
 				zerolog.Ctx(ctx).Err(err).Msg("Failed to renew the recorder's call membership")
@@ -342,6 +351,30 @@ func (c *Call) run(ctx context.Context) {
 		}
 	}
 	c.shutdown(ctx)
+}
+
+// checkEmpty ends the recording once no call member has been on any SFU
+// for EmptyGrace: everyone left (or crashed: a membership left behind
+// without LiveKit presence does not keep the recorder in the call).
+func (c *Call) checkEmpty(ctx context.Context) {
+	present := false
+	for _, cn := range c.conns {
+		for _, rp := range cn.room.GetRemoteParticipants() {
+			if _, ok := c.members[rp.Identity()]; ok {
+				present = true
+			}
+		}
+	}
+	switch {
+	case present || len(c.connecting) > 0:
+		c.emptySince = time.Time{}
+	case c.emptySince.IsZero():
+		c.emptySince = time.Now()
+	case time.Since(c.emptySince) >= c.m.cfg.EmptyGrace:
+		zerolog.Ctx(ctx).Info().Msg("Everyone left the call")
+		c.m.mx.SendNotice(ctx, c.roomID, "Everyone left the call, so I stopped recording.", "")
+		c.leaving, c.leaveReason = true, "everyone left"
+	}
 }
 
 // shutdown leaves: membership removed, SFUs disconnected, readers and

@@ -77,6 +77,9 @@ type Config struct {
 	// MembershipExpiry is the expires of the recorder's own membership; it
 	// is re-sent after three quarters of it (default matrixrtc.DefaultExpires).
 	MembershipExpiry time.Duration
+	// EmptyGrace is how long the call may have no member on its SFUs before
+	// the recorder leaves (default 15 s: members joining or reconnecting).
+	EmptyGrace time.Duration
 }
 
 // Options configure a Manager.
@@ -110,6 +113,9 @@ type Manager struct {
 func New(opts Options) *Manager {
 	if opts.Config.MembershipExpiry <= 0 {
 		opts.Config.MembershipExpiry = matrixrtc.DefaultExpires
+	}
+	if opts.Config.EmptyGrace <= 0 {
+		opts.Config.EmptyGrace = 15 * time.Second
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}

@@ -398,7 +398,8 @@ func TestMatrixRTCTwoSFUs(t *testing.T) {
 
 // TestMatrixRTCMembershipRenewed: the recorder re-sends its membership
 // before it expires (with created_ts of its first join, as js-sdk does), so
-// other clients keep seeing it as a participant.
+// other clients keep seeing it as a participant; when the last member
+// leaves, it stops recording and leaves too.
 func TestMatrixRTCMembershipRenewed(t *testing.T) {
 	r := startRTC(t, stack.Options{MembershipExpiry: 4 * time.Second})
 	s := r.s
@@ -420,5 +421,12 @@ func TestMatrixRTCMembershipRenewed(t *testing.T) {
 	}, 6*time.Second, 100*time.Millisecond, "membership not renewed before it expired")
 	created := time.UnixMilli(int64(renewed["created_ts"].(float64)))
 	require.WithinDuration(t, time.Now(), created, 5*time.Second)
-	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+
+	// alice leaves: nobody is left, the recorder stops and leaves too.
+	require.NoError(t, r.participant(alice).Leave(ctx))
+	require.Eventually(t, func() bool { return len(r.obs.Ended()) == 1 }, 30*time.Second, 100*time.Millisecond,
+		"the recorder did not leave the empty call")
+	s.WaitNotice(t, alice, roomID, "Everyone left the call")
+	require.Nil(t, recorderMembership(t, alice, roomID, st.UserID))
+	require.Equal(t, storage.StateFinished, onlyRecording(t, s, roomID).State)
 }
