@@ -35,7 +35,7 @@ build:
 run: build
 	./bin/recorder -c config.yaml
 
-demo: deps dendrite build
+demo: deps dendrite livekit build
 	scripts/demo.sh
 
 deps:

@@ -9,6 +9,12 @@
 #       Write DIR/livekit.yaml: loopback only (HTTP/WebSocket on 127.0.0.1:PORT, ICE on
 #       127.0.0.1:UDP_PORT, no TCP, no STUN, no external IP). internal/testutil/livekit
 #       calls it too, so this is the one source of the config text.
+#   scripts/livekit.sh start DIR
+#       Configure DIR on free loopback ports, start livekit-server --dev, write
+#       DIR/livekit.pid, DIR/url (ws://) and DIR/http_url, wait until it answers
+#       and print the WebSocket URL.
+#   scripts/livekit.sh stop DIR
+#       Stop the server started by "start DIR" (SIGTERM, then SIGKILL).
 #
 # The server is started with --dev (API key "devkey", secret "secret"), single node, no Redis.
 set -euo pipefail
@@ -24,7 +30,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -81,6 +87,63 @@ logging:
 YAML
 }
 
+free_port() {
+	local i p
+	for ((i = 0; i < 100; i++)); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+is_ours() {
+	[[ -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q "livekit-server"
+}
+
+cmd_start() {
+	[[ $# -eq 1 ]] || usage
+	local dir="$1" port udp pid deadline
+	cmd_install
+	mkdir -p "$dir"
+	dir="$(cd "$dir" && pwd)"
+	if [[ -f "$dir/livekit.pid" ]] && is_ours "$(cat "$dir/livekit.pid")"; then
+		die "livekit-server already running in $dir; run: $0 stop $dir"
+	fi
+	port="$(free_port)"
+	udp="$(free_port)"
+	cmd_config "$dir" "$port" "$udp"
+	(cd "$dir" && exec setsid "$TOOLS_BIN/livekit-server" --dev --config "$dir/livekit.yaml" \
+		</dev/null >>"$dir/livekit.log" 2>&1) &
+	pid=$!
+	echo "$pid" >"$dir/livekit.pid"
+	echo "ws://127.0.0.1:$port" >"$dir/url"
+	echo "http://127.0.0.1:$port" >"$dir/http_url"
+	deadline=$((SECONDS + 30))
+	until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null; do
+		kill -0 "$pid" 2>/dev/null || { tail -n 30 "$dir/livekit.log" >&2; die "livekit-server exited during startup"; }
+		((SECONDS < deadline)) || { cmd_stop "$dir"; die "livekit-server did not answer within 30s"; }
+		sleep 0.1
+	done
+	echo "ws://127.0.0.1:$port"
+}
+
+cmd_stop() {
+	[[ $# -eq 1 ]] || usage
+	local dir="$1" pid deadline
+	[[ -f "$dir/livekit.pid" ]] || return 0
+	pid="$(cat "$dir/livekit.pid")"
+	if is_ours "$pid"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		deadline=$((SECONDS + 10))
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$dir/livekit.pid"
+}
+
 main() {
 	[[ $# -ge 1 ]] || usage
 	local cmd="$1"
@@ -88,6 +151,8 @@ main() {
 	case "$cmd" in
 	install) cmd_install "$@" ;;
 	config) cmd_config "$@" ;;
+	start) cmd_start "$@" ;;
+	stop) cmd_stop "$@" ;;
 	-h | --help | help) usage ;;
 	*) usage ;;
 	esac

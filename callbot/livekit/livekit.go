@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -129,8 +130,11 @@ func New(opts Options) *Manager {
 	return m
 }
 
-// Start gives the manager its background context (and logger).
+// Start gives the manager its background context (and logger). server-sdk-go
+// logs its pion stack through a process-wide logger only: that one is set
+// to ctx's logger here too.
 func (m *Manager) Start(ctx context.Context) error {
+	lksdk.SetLogger(newLogger(*zerolog.Ctx(ctx)))
 	m.lock.Lock()
 	defer m.lock.Unlock()
 	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))

@@ -29,7 +29,8 @@ import (
 type AuthService struct {
 	// URL is what memberships name as livekit_service_url.
 	URL string
-	lk  *Server
+	// lkHTTP and lkWS are the LiveKit server's API and client URLs.
+	lkHTTP, lkWS string
 	// homeservers maps a matrix_server_name to its base URL (no DNS here).
 	homeservers map[string]string
 	http        *http.Client
@@ -69,16 +70,12 @@ type TokenRequest struct {
 // test ends. homeservers maps server names to homeserver base URLs.
 func StartAuthService(t testing.TB, lk *Server, homeservers map[string]string) *AuthService {
 	t.Helper()
-	a := &AuthService{lk: lk, homeservers: homeservers, http: &http.Client{Timeout: 10 * time.Second}}
+	a := NewAuthService(lk.HTTPURL, lk.URL, homeservers)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("livekit: auth service: %v", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /sfu/get", a.sfuGet)
-	mux.HandleFunc("POST /get_token", a.getToken)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	srv := &http.Server{Handler: cors(mux), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -87,6 +84,21 @@ func StartAuthService(t testing.TB, lk *Server, homeservers map[string]string) *
 	})
 	a.URL = "http://" + ln.Addr().String()
 	return a
+}
+
+// NewAuthService builds the stand-in for the LiveKit server at lkHTTP
+// (API) / lkWS (what clients connect to); serve Handler and set URL.
+func NewAuthService(lkHTTP, lkWS string, homeservers map[string]string) *AuthService {
+	return &AuthService{lkHTTP: lkHTTP, lkWS: lkWS, homeservers: homeservers, http: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// Handler serves /sfu/get and /get_token (with CORS, for browsers).
+func (a *AuthService) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /sfu/get", a.sfuGet)
+	mux.HandleFunc("POST /get_token", a.getToken)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	return cors(mux)
 }
 
 // cors lets browser clients (Element Call's origin) call the service, as
@@ -160,7 +172,7 @@ func (a *AuthService) userInfo(ctx context.Context, tok mautrix.RespOpenIDToken)
 
 func (a *AuthService) grant(ctx context.Context, w http.ResponseWriter, path, identity string, roomID id.RoomID) {
 	room := RoomName(roomID)
-	rooms := lksdk.NewRoomServiceClient(a.lk.HTTPURL, APIKey, APISecret)
+	rooms := lksdk.NewRoomServiceClient(a.lkHTTP, APIKey, APISecret)
 	if _, err := rooms.CreateRoom(ctx, &lkp.CreateRoomRequest{Name: room, EmptyTimeout: 300, DepartureTimeout: 20}); err != nil {
 		writeError(w, http.StatusInternalServerError, "M_UNKNOWN", "failed to create the LiveKit room: "+err.Error())
 		return
@@ -178,7 +190,7 @@ func (a *AuthService) grant(ctx context.Context, w http.ResponseWriter, path, id
 	a.requests = append(a.requests, Grant{Path: path, Identity: identity, Room: room, MatrixRoom: roomID})
 	a.lock.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]string{"url": a.lk.URL, "jwt": jwt})
+	_ = json.NewEncoder(w).Encode(map[string]string{"url": a.lkWS, "jwt": jwt})
 }
 
 func (a *AuthService) sfuGet(w http.ResponseWriter, r *http.Request) {

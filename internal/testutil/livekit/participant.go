@@ -12,6 +12,7 @@ import (
 	"time"
 
 	lkp "github.com/livekit/protocol/livekit"
+	protolog "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
@@ -111,6 +112,7 @@ func (p *Participant) connect(ctx context.Context) error {
 		return fmt.Errorf("sfu/get: %w", err)
 	}
 	room := lksdk.NewRoom(lksdk.NewRoomCallback())
+	room.SetLogger(protolog.GetDiscardLogger())
 	if err = room.JoinWithContextAndToken(ctx, out.URL, out.JWT, lksdk.WithAutoSubscribe(false)); err != nil {
 		return fmt.Errorf("failed to join the SFU: %w", err)
 	}
