@@ -208,6 +208,15 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 			"(config `matrixrtc.allowed_hosts`).", "")
 		return nil, ErrHostNotAllowed
 	}
+	pl, err := m.mx.PowerLevels(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read power levels: %w", err)
+	}
+	if need, have := pl.GetEventLevel(matrixrtc.StateType), pl.GetUserLevel(userID); have < need {
+		m.mx.SendNotice(ctx, roomID, fmt.Sprintf("I can't join the call: this room's power levels require level %d to send `%s` events, "+
+			"and the recorder user %s has level %d. A room admin can lower the level for that event type.", need, matrixrtc.StateType.Type, userID, have), "")
+		return nil, fmt.Errorf("%w: %s needs level %d, %s has %d", callbot.ErrPowerLevel, matrixrtc.StateType.Type, need, userID, have)
+	}
 	dev, err := m.mx.Device(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("failed to start virtual user: %w", err)

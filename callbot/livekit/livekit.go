@@ -54,6 +54,8 @@ type Matrix interface {
 	RoomState(ctx context.Context, roomID id.RoomID) (mautrix.RoomStateMap, error)
 	// OnRoomEvent registers a handler for room events of a type.
 	OnRoomEvent(evtType event.Type, handler func(ctx context.Context, evt *event.Event))
+	// PowerLevels are the room's power levels.
+	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
 	// SendNotice posts markdown as the bot's m.notice.
 	SendNotice(ctx context.Context, roomID id.RoomID, markdown string, replyTo id.EventID)
 }

@@ -59,7 +59,10 @@ func (fm fakeRTCMatrix) RoomState(_ context.Context, roomID id.RoomID) (mautrix.
 	return fm.state[roomID], nil
 }
 func (fakeRTCMatrix) OnRoomEvent(event.Type, func(context.Context, *event.Event)) {}
-func (fakeRTCMatrix) SendNotice(context.Context, id.RoomID, string, id.EventID)   {}
+func (fakeRTCMatrix) PowerLevels(context.Context, id.RoomID) (*event.PowerLevelsEventContent, error) {
+	return &event.PowerLevelsEventContent{}, nil
+}
+func (fakeRTCMatrix) SendNotice(context.Context, id.RoomID, string, id.EventID) {}
 
 func membershipState(sender id.UserID, device id.DeviceID, ts time.Time) mautrix.RoomStateMap {
 	key := matrixrtc.StateKey(sender, device)
