@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lkp "github.com/livekit/protocol/livekit"
 	protolog "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"maunium.net/go/mautrix"
@@ -137,7 +139,14 @@ func (p *Participant) Publish(source lkp.TrackSource) error {
 	if err != nil {
 		return err
 	}
-	track, err := lksdk.NewLocalSampleTrack(capability)
+	// Like a browser, a key frame as soon as the SFU asks (PLI/FIR).
+	wantKey := &atomic.Bool{}
+	track, err := lksdk.NewLocalSampleTrack(capability, lksdk.WithRTCPHandler(func(pkt rtcp.Packet) {
+		switch pkt.(type) {
+		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+			wantKey.Store(true)
+		}
+	}))
 	if err != nil {
 		return fmt.Errorf("failed to create track: %w", err)
 	}
@@ -152,15 +161,24 @@ func (p *Participant) Publish(source lkp.TrackSource) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		send(p.ctx, pb.stop, track, frames)
+		send(p.ctx, pb.stop, track, frames, wantKey)
 	}()
 	return nil
 }
 
-// send loops frames into the track in real time until stop or ctx.
-func send(ctx context.Context, stop <-chan struct{}, track *lksdk.LocalTrack, frames []simpeer.Frame) {
+// send loops frames into the track in real time until stop or ctx; on a
+// key frame request (VP8) it jumps to the file's next key frame.
+func send(ctx context.Context, stop <-chan struct{}, track *lksdk.LocalTrack, frames []simpeer.Frame, wantKey *atomic.Bool) {
 	next := time.Now()
 	for i := 0; ; i = (i + 1) % len(frames) {
+		if wantKey.Swap(false) {
+			for j := 1; j <= len(frames); j++ {
+				if k := (i + j - 1) % len(frames); isVP8Key(frames[k].Data) {
+					i = k
+					break
+				}
+			}
+		}
 		f := frames[i]
 		_ = track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}, nil)
 		next = next.Add(f.Duration)
@@ -172,6 +190,12 @@ func send(ctx context.Context, stop <-chan struct{}, track *lksdk.LocalTrack, fr
 		case <-time.After(time.Until(next)):
 		}
 	}
+}
+
+// isVP8Key reports whether a VP8 frame is a key frame (false for Opus
+// frames, which are never asked for).
+func isVP8Key(frame []byte) bool {
+	return len(frame) >= 10 && frame[0]&1 == 0 && frame[3] == 0x9d && frame[4] == 0x01 && frame[5] == 0x2a
 }
 
 // Unpublish stops sending a source.
