@@ -19,6 +19,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/rooms"
@@ -138,8 +139,11 @@ func start(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) strin
 		return "This room's call is already being recorded."
 	case errors.Is(err, callbot.ErrNoCall):
 		return "There is no group call in this room to record. Start one, then try again."
-	case errors.Is(err, callbot.ErrPowerLevel):
-		return "" // the call bot told the room which level is needed
+	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrEncrypted), errors.Is(err, livekit.ErrHostNotAllowed):
+		return "" // the call layer told the room what is wrong
+	case errors.Is(err, livekit.ErrFocus):
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to join MatrixRTC call")
+		return "I couldn't get into the call's LiveKit SFU; the recorder's logs have the details."
 	default:
 		return failure(ctx, err, "I couldn't join the call")
 	}
@@ -166,7 +170,7 @@ func status(ctx context.Context, room Room, roomID id.RoomID, cfg config.Recordi
 		return "Not recording."
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "🔴 **Recording** since %s (%s)", st.Call.JoinedAt.UTC().Format("15:04:05 UTC"),
+	fmt.Fprintf(&b, "🔴 **Recording** the %s call since %s (%s)", callKind(st.Call.Kind), st.Call.JoinedAt.UTC().Format("15:04:05 UTC"),
 		time.Since(st.Call.JoinedAt).Round(time.Second))
 	if st.StartedBy != "" {
 		fmt.Fprintf(&b, ", started by %s", st.StartedBy)
@@ -229,6 +233,14 @@ func consent(ctx context.Context, room Room, roomID id.RoomID, userID id.UserID,
 		return fmt.Sprintf("Noted: %s agrees to be recorded in this room (this recorder records everyone in a call anyway).", userID)
 	}
 	return fmt.Sprintf("Noted: %s agrees to be recorded in this room; your audio and video are recorded from now on.", userID)
+}
+
+// callKind names a kind of call for people.
+func callKind(kind string) string {
+	if kind == livekit.Kind {
+		return "MatrixRTC (LiveKit)"
+	}
+	return "mesh"
 }
 
 // list shows the room's newest recordings, with their files counted in one

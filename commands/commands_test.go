@@ -104,7 +104,7 @@ func TestCommandReplies(t *testing.T) {
 		}}},
 		StartedBy: "@alice:test", Recorded: []id.UserID{"@alice:test"}, Bytes: 3 << 20,
 	}}, "!r:test", cfg)
-	require.Contains(t, st, "**Recording** since")
+	require.Contains(t, st, "**Recording** the mesh call since")
 	require.Contains(t, st, "started by @alice:test")
 	require.Contains(t, st, "3.0 MiB received so far")
 	require.Contains(t, st, "Recording: @alice:test")

@@ -30,6 +30,7 @@ type Config struct {
 	Commands    CommandsConfig   `yaml:"commands"`
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
 	Limits      LimitsConfig     `yaml:"limits"`
+	MatrixRTC   MatrixRTCConfig  `yaml:"matrixrtc"`
 	Logging     LoggingConfig    `yaml:"logging"`
 	Mixdown     MixdownConfig    `yaml:"mixdown"`
 	Webhooks    []WebhookConfig  `yaml:"webhooks"`
@@ -186,6 +187,14 @@ type LimitsConfig struct {
 	MaxCalls         int `yaml:"max_calls"`           // calls recorded at once
 	MaxPeersPerCall  int `yaml:"max_peers_per_call"`  // peer connections in one call
 	MaxTracksPerPeer int `yaml:"max_tracks_per_peer"` // tracks recorded from one peer
+}
+
+// MatrixRTCConfig configures recording MatrixRTC calls on LiveKit SFUs.
+type MatrixRTCConfig struct {
+	// AllowedHosts, when not empty, are the only hosts (name or name:port) of
+	// authorization services and SFUs the recorder connects to; empty = any
+	// focus a call's memberships name.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // LoggingConfig configures the zerolog logger.
