@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/appservice"
@@ -173,21 +174,23 @@ func status(ctx context.Context, room Room, roomID id.RoomID, cfg config.Recordi
 	fmt.Fprintf(&b, "🔴 **Recording** the %s call since %s (%s)", callKind(st.Call.Kind), st.Call.JoinedAt.UTC().Format("15:04:05 UTC"),
 		time.Since(st.Call.JoinedAt).Round(time.Second))
 	if st.StartedBy != "" {
-		fmt.Fprintf(&b, ", started by %s", st.StartedBy)
+		fmt.Fprintf(&b, ", started by %s", format.EscapeMarkdown(string(st.StartedBy)))
 	}
 	fmt.Fprintf(&b, ", as %s. %s received so far.\n\n", st.Call.UserID, humanBytes(st.Bytes))
 	recorded := make([]string, len(st.Recorded))
 	for i, u := range st.Recorded {
-		recorded[i] = string(u)
+		recorded[i] = format.EscapeMarkdown(string(u))
 	}
 	if len(recorded) > 0 {
 		fmt.Fprintf(&b, "Recording: %s\n\n", strings.Join(recorded, ", "))
 	}
 	fmt.Fprintf(&b, "Connections (%d):\n\n", len(st.Call.Peers))
 	for _, p := range st.Call.Peers {
-		fmt.Fprintf(&b, "* %s (%s): %s", p.UserID, p.DeviceID, p.State)
+		// Everything a participant chose (user and device IDs, stream
+		// purposes) is escaped: it must not format or link the notice.
+		fmt.Fprintf(&b, "* %s (%s): %s", format.EscapeMarkdown(string(p.UserID)), format.EscapeMarkdown(string(p.DeviceID)), p.State)
 		if len(p.Tracks) > 0 {
-			fmt.Fprintf(&b, ", tracks %s", strings.Join(p.Tracks, ", "))
+			fmt.Fprintf(&b, ", tracks %s", format.EscapeMarkdown(strings.Join(p.Tracks, ", ")))
 		}
 		b.WriteString("\n")
 	}
@@ -230,9 +233,9 @@ func consent(ctx context.Context, room Room, roomID id.RoomID, userID id.UserID,
 		return failure(ctx, err, "I couldn't store your consent")
 	}
 	if !required {
-		return fmt.Sprintf("Noted: %s agrees to be recorded in this room (this recorder records everyone in a call anyway).", userID)
+		return fmt.Sprintf("Noted: %s agrees to be recorded in this room (this recorder records everyone in a call anyway).", format.EscapeMarkdown(string(userID)))
 	}
-	return fmt.Sprintf("Noted: %s agrees to be recorded in this room; your audio and video are recorded from now on.", userID)
+	return fmt.Sprintf("Noted: %s agrees to be recorded in this room; your audio and video are recorded from now on.", format.EscapeMarkdown(string(userID)))
 }
 
 // callKind names a kind of call for people.
