@@ -62,6 +62,10 @@ type Options struct {
 	Recording  config.RecordingConfig
 	// PublicURL, when set, is the web page's address for links in `list`.
 	PublicURL string
+	// MembersStopOperatorRecordings (config
+	// commands.members_stop_operator_recordings) lets members stop a
+	// recording the operator started.
+	MembersStopOperatorRecordings bool
 	// RetentionDays (config recordings.retention) makes `list` say when
 	// each recording expires; 0: never.
 	RetentionDays int
@@ -84,7 +88,7 @@ func Register(svc *appservice.Service, opts Options) {
 		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
 		RequiresEventLevel: &callLevel, Action: "stop a recording",
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, stop(ctx, opts.Room, ce.RoomID, ce.Sender))
+			ce.Reply(ctx, stopAsked(ctx, opts, ce.RoomID, ce.Sender, ce.Level))
 		},
 	})
 	svc.RegisterCommand(&appservice.Command{
@@ -148,6 +152,18 @@ func start(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) strin
 	default:
 		return failure(ctx, err, "I couldn't join the call")
 	}
+}
+
+// stopAsked is `stop` from a member: the operator's recordings are the
+// operator's, stopped only by recorder admins (and the API) unless
+// configured otherwise.
+func stopAsked(ctx context.Context, opts Options, roomID id.RoomID, by id.UserID, level config.PermissionLevel) string {
+	if !opts.MembersStopOperatorRecordings && level != config.PermissionAdmin {
+		if st, _, ok := opts.Room.RoomStatus(ctx, roomID); ok && st.ByOperator {
+			return "This recording was started by the recorder's operator; only they or a recorder admin can stop it."
+		}
+	}
+	return stop(ctx, opts.Room, roomID, by)
 }
 
 func stop(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) string {

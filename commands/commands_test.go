@@ -159,3 +159,18 @@ func TestOutsideTextIsEscaped(t *testing.T) {
 	require.NotContains(t, rendered.FormattedBody, "<em>evil", "no emphasis from '_' in user IDs")
 	require.Contains(t, rendered.Body, "@_evil_:test")
 }
+
+// TestOperatorRecordingsAreTheOperators: a recording started through the
+// API is stopped by recorder admins (or the API), not by any member who
+// may stop recordings, unless configured.
+func TestOperatorRecordingsAreTheOperators(t *testing.T) {
+	ctx := context.Background()
+	room := fakeRoom{active: true, status: rooms.Status{ByOperator: true}}
+	opts := Options{Room: room}
+	require.Contains(t, stopAsked(ctx, opts, "!r:test", "@a:test", config.PermissionUser), "started by the recorder's operator")
+	require.Contains(t, stopAsked(ctx, opts, "!r:test", "@admin:test", config.PermissionAdmin), "recording is stopped")
+	opts.MembersStopOperatorRecordings = true
+	require.Contains(t, stopAsked(ctx, opts, "!r:test", "@a:test", config.PermissionUser), "recording is stopped")
+	member := Options{Room: fakeRoom{active: true, status: rooms.Status{StartedBy: "@a:test"}}}
+	require.Contains(t, stopAsked(ctx, member, "!r:test", "@b:test", config.PermissionUser), "recording is stopped")
+}

@@ -160,6 +160,10 @@ type CommandsConfig struct {
 	// requires to start a call (org.matrix.msc3401.call); config admins
 	// need neither.
 	MinPowerLevel int `yaml:"min_power_level"`
+	// MembersStopOperatorRecordings lets room members who may stop
+	// recordings also stop one the operator started through the API; by
+	// default only config admins (and the API) may.
+	MembersStopOperatorRecordings bool `yaml:"members_stop_operator_recordings"`
 }
 
 // WebRTCConfig configures the call bot's peer connections.

@@ -188,13 +188,13 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	ctl.SetCalls(router)
 	commands.Register(svc, commands.Options{
 		Room: ctl, Recordings: db.Recording, Files: db.File, Recording: cfg.Recording, PublicURL: cfg.API.PublicURL,
-		RetentionDays: cfg.Recordings.Retention,
+		RetentionDays: cfg.Recordings.Retention, MembersStopOperatorRecordings: cfg.Commands.MembersStopOperatorRecordings,
 	})
 	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, RTC: rtc, Store: store, Archive: arch, Rooms: ctl, Metrics: met,
 		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry, outputs: out}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
-			Recordings: web.StorageRecordings(db), Files: arch.Files(), Calls: webCalls{router}, Tokens: cfg.API.Tokens,
+			Recordings: web.StorageRecordings(db), Files: arch.Files(), Calls: webCalls{m: router, ctl: ctl}, Tokens: cfg.API.Tokens,
 			Mixdowns: webMixdowns{db: db, queue: out.mix}, RetentionDays: cfg.Recordings.Retention,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 			Pprof: cfg.API.Pprof,

@@ -9,15 +9,21 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/livekit"
+	"github.com/matrix-recorder/recorder/rooms"
 	"github.com/matrix-recorder/recorder/storage"
 	"github.com/matrix-recorder/recorder/web"
 )
 
 // webCalls gives the web package the call bot as the Calls interface it defines.
-type webCalls struct{ m callRouter }
+// webCalls serves the API's calls: starts go through the room controller
+// as the operator's; the rest asks the call router.
+type webCalls struct {
+	m   callRouter
+	ctl *rooms.Controller
+}
 
 func (wc webCalls) Join(ctx context.Context, roomID id.RoomID) (web.CallInfo, error) {
-	st, err := wc.m.Join(ctx, roomID)
+	st, err := wc.ctl.StartForOperator(ctx, roomID)
 	switch {
 	case errors.Is(err, callbot.ErrAlreadyJoined):
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrAlreadyRecording, err)
