@@ -25,7 +25,7 @@ LDFLAGS := -X main.Tag=$(VERSION) -X main.Commit=$(COMMIT) -X main.BuildTime=$(B
 # The suite must stay well under CI's limit on 2 cores.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run demo test tools deps dendrite staticcheck govulncheck vulncheck fuzz jsclient lint vet fmt-check unit clean
+.PHONY: all build run demo test tools deps dendrite livekit staticcheck govulncheck vulncheck fuzz jsclient lint vet fmt-check unit clean
 
 all: build
 
@@ -35,7 +35,7 @@ build:
 run: build
 	./bin/recorder -c config.yaml
 
-demo: deps dendrite build
+demo: deps dendrite livekit build
 	scripts/demo.sh
 
 deps:
@@ -43,6 +43,10 @@ deps:
 
 dendrite:
 	scripts/homeserver.sh install
+
+# The LiveKit SFU of the MatrixRTC tests and demo.
+livekit:
+	scripts/livekit.sh install
 
 staticcheck:
 	@if [[ "$$($(TOOLS_BIN)/staticcheck -version 2>/dev/null)" != *"$(STATICCHECK_VERSION:v%=%)"* ]]; then \
@@ -76,7 +80,7 @@ fuzz:
 jsclient:
 	scripts/jsclient.sh
 
-tools: deps dendrite staticcheck govulncheck jsclient
+tools: deps dendrite livekit staticcheck govulncheck jsclient
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

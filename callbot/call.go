@@ -121,6 +121,8 @@ func (c *Call) post(msg any) { c.msgs.Push(msg) }
 
 // CallStatus is a snapshot of a joined call.
 type CallStatus struct {
+	// Kind is the kind of call: "mesh" (empty from the mesh Manager) or "matrixrtc".
+	Kind      string              `json:"kind,omitempty"`
 	ID        string              `json:"id"`
 	RoomID    id.RoomID           `json:"room_id"`
 	ConfID    signaling.ConfID    `json:"conf_id"`

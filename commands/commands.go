@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/rooms"
@@ -60,6 +62,10 @@ type Options struct {
 	Recording  config.RecordingConfig
 	// PublicURL, when set, is the web page's address for links in `list`.
 	PublicURL string
+	// MembersStopOperatorRecordings (config
+	// commands.members_stop_operator_recordings) lets members stop a
+	// recording the operator started.
+	MembersStopOperatorRecordings bool
 	// RetentionDays (config recordings.retention) makes `list` say when
 	// each recording expires; 0: never.
 	RetentionDays int
@@ -82,7 +88,7 @@ func Register(svc *appservice.Service, opts Options) {
 		Name: "stop", Aliases: []string{"leave"}, Help: "Stop recording and leave the call.",
 		RequiresEventLevel: &callLevel, Action: "stop a recording",
 		Func: func(ctx context.Context, ce *appservice.CommandEvent) {
-			ce.Reply(ctx, stop(ctx, opts.Room, ce.RoomID, ce.Sender))
+			ce.Reply(ctx, stopAsked(ctx, opts, ce.RoomID, ce.Sender, ce.Level))
 		},
 	})
 	svc.RegisterCommand(&appservice.Command{
@@ -138,11 +144,26 @@ func start(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) strin
 		return "This room's call is already being recorded."
 	case errors.Is(err, callbot.ErrNoCall):
 		return "There is no group call in this room to record. Start one, then try again."
-	case errors.Is(err, callbot.ErrPowerLevel):
-		return "" // the call bot told the room which level is needed
+	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrEncrypted), errors.Is(err, livekit.ErrHostNotAllowed):
+		return "" // the call layer told the room what is wrong
+	case errors.Is(err, livekit.ErrFocus):
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to join MatrixRTC call")
+		return "I couldn't get into the call's LiveKit SFU; the recorder's logs have the details."
 	default:
 		return failure(ctx, err, "I couldn't join the call")
 	}
+}
+
+// stopAsked is `stop` from a member: the operator's recordings are the
+// operator's, stopped only by recorder admins (and the API) unless
+// configured otherwise.
+func stopAsked(ctx context.Context, opts Options, roomID id.RoomID, by id.UserID, level config.PermissionLevel) string {
+	if !opts.MembersStopOperatorRecordings && level != config.PermissionAdmin {
+		if st, _, ok := opts.Room.RoomStatus(ctx, roomID); ok && st.ByOperator {
+			return "This recording was started by the recorder's operator; only they or a recorder admin can stop it."
+		}
+	}
+	return stop(ctx, opts.Room, roomID, by)
 }
 
 func stop(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) string {
@@ -166,24 +187,26 @@ func status(ctx context.Context, room Room, roomID id.RoomID, cfg config.Recordi
 		return "Not recording."
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "🔴 **Recording** since %s (%s)", st.Call.JoinedAt.UTC().Format("15:04:05 UTC"),
+	fmt.Fprintf(&b, "🔴 **Recording** the %s call since %s (%s)", callKind(st.Call.Kind), st.Call.JoinedAt.UTC().Format("15:04:05 UTC"),
 		time.Since(st.Call.JoinedAt).Round(time.Second))
 	if st.StartedBy != "" {
-		fmt.Fprintf(&b, ", started by %s", st.StartedBy)
+		fmt.Fprintf(&b, ", started by %s", format.EscapeMarkdown(string(st.StartedBy)))
 	}
 	fmt.Fprintf(&b, ", as %s. %s received so far.\n\n", st.Call.UserID, humanBytes(st.Bytes))
 	recorded := make([]string, len(st.Recorded))
 	for i, u := range st.Recorded {
-		recorded[i] = string(u)
+		recorded[i] = format.EscapeMarkdown(string(u))
 	}
 	if len(recorded) > 0 {
 		fmt.Fprintf(&b, "Recording: %s\n\n", strings.Join(recorded, ", "))
 	}
 	fmt.Fprintf(&b, "Connections (%d):\n\n", len(st.Call.Peers))
 	for _, p := range st.Call.Peers {
-		fmt.Fprintf(&b, "* %s (%s): %s", p.UserID, p.DeviceID, p.State)
+		// Everything a participant chose (user and device IDs, stream
+		// purposes) is escaped: it must not format or link the notice.
+		fmt.Fprintf(&b, "* %s (%s): %s", format.EscapeMarkdown(string(p.UserID)), format.EscapeMarkdown(string(p.DeviceID)), p.State)
 		if len(p.Tracks) > 0 {
-			fmt.Fprintf(&b, ", tracks %s", strings.Join(p.Tracks, ", "))
+			fmt.Fprintf(&b, ", tracks %s", format.EscapeMarkdown(strings.Join(p.Tracks, ", ")))
 		}
 		b.WriteString("\n")
 	}
@@ -226,9 +249,17 @@ func consent(ctx context.Context, room Room, roomID id.RoomID, userID id.UserID,
 		return failure(ctx, err, "I couldn't store your consent")
 	}
 	if !required {
-		return fmt.Sprintf("Noted: %s agrees to be recorded in this room (this recorder records everyone in a call anyway).", userID)
+		return fmt.Sprintf("Noted: %s agrees to be recorded in this room (this recorder records everyone in a call anyway).", format.EscapeMarkdown(string(userID)))
 	}
-	return fmt.Sprintf("Noted: %s agrees to be recorded in this room; your audio and video are recorded from now on.", userID)
+	return fmt.Sprintf("Noted: %s agrees to be recorded in this room; your audio and video are recorded from now on.", format.EscapeMarkdown(string(userID)))
+}
+
+// callKind names a kind of call for people.
+func callKind(kind string) string {
+	if kind == livekit.Kind {
+		return "MatrixRTC (LiveKit)"
+	}
+	return "mesh"
 }
 
 // list shows the room's newest recordings, with their files counted in one

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot"
@@ -104,7 +105,7 @@ func TestCommandReplies(t *testing.T) {
 		}}},
 		StartedBy: "@alice:test", Recorded: []id.UserID{"@alice:test"}, Bytes: 3 << 20,
 	}}, "!r:test", cfg)
-	require.Contains(t, st, "**Recording** since")
+	require.Contains(t, st, "**Recording** the mesh call since")
 	require.Contains(t, st, "started by @alice:test")
 	require.Contains(t, st, "3.0 MiB received so far")
 	require.Contains(t, st, "Recording: @alice:test")
@@ -137,4 +138,39 @@ func TestOutputsInReplies(t *testing.T) {
 	require.Contains(t, reply, "* `r2` 2026-01-02 03:04 UTC, in progress, recording, 1 file(s)\n", "a recording in progress does not expire")
 	require.Contains(t, reply, "* `r1` 2026-01-02 02:04 UTC, 1m30s, finished, 1 file(s), mixed down, expires 2026-02-01 02:04 UTC")
 
+}
+
+// TestOutsideTextIsEscaped: what participants choose (device IDs, stream
+// purposes, user IDs with '_') cannot format the bot's notices or put
+// links in them.
+func TestOutsideTextIsEscaped(t *testing.T) {
+	ctx := context.Background()
+	cfg := config.Default().Recording
+	st := status(ctx, fakeRoom{active: true, status: rooms.Status{
+		Call: callbot.CallStatus{UserID: "@recorder_1:test", JoinedAt: time.Now(), Peers: []callbot.PeerStatus{{
+			PeerInfo: callbot.PeerInfo{UserID: "@_evil_:test", DeviceID: "**[click](https://evil.example)**"}, State: callbot.PeerConnected,
+			Tracks: []string{"[x](https://evil.example)/video/VP8"},
+		}}},
+		StartedBy: "@_evil_:test",
+	}}, "!r:test", cfg)
+	rendered := format.RenderMarkdown(st, true, false)
+	require.NotContains(t, rendered.FormattedBody, "<a ", "no links from participants")
+	require.NotContains(t, rendered.FormattedBody, "<strong>click", "no formatting from participants")
+	require.NotContains(t, rendered.FormattedBody, "<em>evil", "no emphasis from '_' in user IDs")
+	require.Contains(t, rendered.Body, "@_evil_:test")
+}
+
+// TestOperatorRecordingsAreTheOperators: a recording started through the
+// API is stopped by recorder admins (or the API), not by any member who
+// may stop recordings, unless configured.
+func TestOperatorRecordingsAreTheOperators(t *testing.T) {
+	ctx := context.Background()
+	room := fakeRoom{active: true, status: rooms.Status{ByOperator: true}}
+	opts := Options{Room: room}
+	require.Contains(t, stopAsked(ctx, opts, "!r:test", "@a:test", config.PermissionUser), "started by the recorder's operator")
+	require.Contains(t, stopAsked(ctx, opts, "!r:test", "@admin:test", config.PermissionAdmin), "recording is stopped")
+	opts.MembersStopOperatorRecordings = true
+	require.Contains(t, stopAsked(ctx, opts, "!r:test", "@a:test", config.PermissionUser), "recording is stopped")
+	member := Options{Room: fakeRoom{active: true, status: rooms.Status{StartedBy: "@a:test"}}}
+	require.Contains(t, stopAsked(ctx, member, "!r:test", "@b:test", config.PermissionUser), "recording is stopped")
 }

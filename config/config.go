@@ -30,6 +30,7 @@ type Config struct {
 	Commands    CommandsConfig   `yaml:"commands"`
 	WebRTC      WebRTCConfig     `yaml:"webrtc"`
 	Limits      LimitsConfig     `yaml:"limits"`
+	MatrixRTC   MatrixRTCConfig  `yaml:"matrixrtc"`
 	Logging     LoggingConfig    `yaml:"logging"`
 	Mixdown     MixdownConfig    `yaml:"mixdown"`
 	Webhooks    []WebhookConfig  `yaml:"webhooks"`
@@ -159,6 +160,10 @@ type CommandsConfig struct {
 	// requires to start a call (org.matrix.msc3401.call); config admins
 	// need neither.
 	MinPowerLevel int `yaml:"min_power_level"`
+	// MembersStopOperatorRecordings lets room members who may stop
+	// recordings also stop one the operator started through the API; by
+	// default only config admins (and the API) may.
+	MembersStopOperatorRecordings bool `yaml:"members_stop_operator_recordings"`
 }
 
 // WebRTCConfig configures the call bot's peer connections.
@@ -186,6 +191,14 @@ type LimitsConfig struct {
 	MaxCalls         int `yaml:"max_calls"`           // calls recorded at once
 	MaxPeersPerCall  int `yaml:"max_peers_per_call"`  // peer connections in one call
 	MaxTracksPerPeer int `yaml:"max_tracks_per_peer"` // tracks recorded from one peer
+}
+
+// MatrixRTCConfig configures recording MatrixRTC calls on LiveKit SFUs.
+type MatrixRTCConfig struct {
+	// AllowedHosts, when not empty, are the only hosts (name or name:port) of
+	// authorization services and SFUs the recorder connects to; empty = any
+	// focus a call's memberships name.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // LoggingConfig configures the zerolog logger.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot"
@@ -24,7 +25,7 @@ func (c *Controller) announceStart(ctx context.Context, ar *activeRec) {
 		b.WriteString("🔴 **This call is being recorded**")
 		switch {
 		case ar.startedBy != "":
-			fmt.Fprintf(&b, ", started by %s", ar.startedBy)
+			fmt.Fprintf(&b, ", started by %s", format.EscapeMarkdown(string(ar.startedBy)))
 		case ar.auto:
 			b.WriteString(" (started automatically: auto-record is on in this room)")
 		default:
@@ -142,7 +143,7 @@ func ReasonText(reason callbot.StopReason, by id.UserID, cfg config.RecordingCon
 	switch reason {
 	case callbot.StopAsked:
 		if by != "" {
-			return "stopped by " + string(by)
+			return "stopped by " + format.EscapeMarkdown(string(by))
 		}
 		return "stopped on request"
 	case callbot.StopEmpty:
@@ -190,7 +191,7 @@ func (c *Controller) unconsented(ctx context.Context, roomID id.RoomID) []id.Use
 func joinUsers(users []id.UserID) string {
 	s := make([]string, len(users))
 	for i, u := range users {
-		s[i] = string(u)
+		s[i] = format.EscapeMarkdown(string(u))
 	}
 	slices.Sort(s)
 	return strings.Join(s, ", ")

@@ -119,6 +119,7 @@ type Controller struct {
 	lock      sync.Mutex
 	active    map[id.RoomID]*activeRec
 	starters  map[id.RoomID]id.UserID // who asked for the next start
+	operator  map[id.RoomID]bool      // the next start is the operator's (API)
 	autoStart map[id.RoomID]bool      // the next start is auto-record's
 	stoppers  map[id.RoomID]id.UserID // who asked for the stop
 	suppress  map[id.RoomID]bool      // auto-record waits for a new group call
@@ -133,10 +134,12 @@ type Controller struct {
 type activeRec struct {
 	info      callbot.CallInfo
 	startedBy id.UserID
-	auto      bool         // started by auto-record
-	lastMedia atomic.Int64 // unix nanos
-	bytes     atomic.Int64
-	done      chan struct{}
+	auto      bool // started by auto-record
+	// byOperator: started through the API
+	byOperator bool
+	lastMedia  atomic.Int64 // unix nanos
+	bytes      atomic.Int64
+	done       chan struct{}
 
 	lock       sync.Mutex
 	recorded   map[id.UserID]bool
@@ -150,7 +153,7 @@ func New(opts Options) *Controller {
 		cfg: opts.Config, prefix: opts.CommandPrefix, calls: opts.Calls, mx: opts.Matrix, settings: opts.Settings,
 		recs: opts.Recordings, consent: opts.Consent, interval: opts.CheckInterval, link: opts.RecordingLink,
 		jobs:   mailbox.New[func(ctx context.Context)](),
-		active: map[id.RoomID]*activeRec{}, starters: map[id.RoomID]id.UserID{}, autoStart: map[id.RoomID]bool{}, stoppers: map[id.RoomID]id.UserID{},
+		active: map[id.RoomID]*activeRec{}, starters: map[id.RoomID]id.UserID{}, operator: map[id.RoomID]bool{}, autoStart: map[id.RoomID]bool{}, stoppers: map[id.RoomID]id.UserID{},
 		suppress: map[id.RoomID]bool{}, lastStops: map[id.RoomID]*storage.Recording{},
 	}
 	if c.interval <= 0 {
@@ -237,6 +240,22 @@ func (c *Controller) StartRecording(ctx context.Context, roomID id.RoomID, by id
 	return st, err
 }
 
+// StartForOperator joins the room's call for the operator (the API): such a
+// recording is stopped by recorder admins or the API only, unless
+// configured otherwise.
+func (c *Controller) StartForOperator(ctx context.Context, roomID id.RoomID) (callbot.CallStatus, error) {
+	c.lock.Lock()
+	c.operator[roomID] = true
+	c.lock.Unlock()
+	st, err := c.calls.Join(ctx, roomID)
+	if err != nil {
+		c.lock.Lock()
+		delete(c.operator, roomID)
+		c.lock.Unlock()
+	}
+	return st, err
+}
+
 // StopRecording stops the room's recording on behalf of by.
 func (c *Controller) StopRecording(ctx context.Context, roomID id.RoomID, by id.UserID) error {
 	c.lock.Lock()
@@ -255,8 +274,11 @@ func (c *Controller) StopRecording(ctx context.Context, roomID id.RoomID, by id.
 type Status struct {
 	Call      callbot.CallStatus
 	StartedBy id.UserID
-	Recorded  []id.UserID // participants whose media arrived
-	Bytes     int64       // media bytes received so far
+	// ByOperator: started through the API (not by a member, not by
+	// auto-record).
+	ByOperator bool
+	Recorded   []id.UserID // participants whose media arrived
+	Bytes      int64       // media bytes received so far
 }
 
 // RoomStatus returns the running recording's status, or ok=false and the
@@ -273,7 +295,7 @@ func (c *Controller) RoomStatus(ctx context.Context, roomID id.RoomID) (Status, 
 	if err != nil {
 		return Status{}, last, false
 	}
-	out := Status{Call: st, StartedBy: ar.startedBy, Bytes: ar.bytes.Load()}
+	out := Status{Call: st, StartedBy: ar.startedBy, ByOperator: ar.byOperator, Bytes: ar.bytes.Load()}
 	ar.lock.Lock()
 	for u := range ar.recorded {
 		out.Recorded = append(out.Recorded, u)
@@ -421,8 +443,9 @@ func (c *Controller) CallJoined(ctx context.Context, call callbot.CallInfo) {
 	ar := &activeRec{info: call, done: make(chan struct{}), recorded: map[id.UserID]bool{}}
 	ar.lastMedia.Store(time.Now().UnixNano())
 	c.lock.Lock()
-	ar.startedBy, ar.auto = c.starters[call.RoomID], c.autoStart[call.RoomID]
+	ar.startedBy, ar.auto, ar.byOperator = c.starters[call.RoomID], c.autoStart[call.RoomID], c.operator[call.RoomID]
 	delete(c.starters, call.RoomID)
+	delete(c.operator, call.RoomID)
 	delete(c.autoStart, call.RoomID)
 	c.active[call.RoomID] = ar
 	c.lock.Unlock()

@@ -48,11 +48,17 @@ cleanup() {
 		wait "$REC_PID" 2>/dev/null || true
 	fi
 	"$ROOT/scripts/homeserver.sh" stop "$DIR/hs" >/dev/null 2>&1 || true
+	"$ROOT/scripts/livekit.sh" stop "$DIR/livekit" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-HS_URL="$("$ROOT/scripts/homeserver.sh" start "$DIR/hs" "$DIR/registration.yaml" | tail -n1)"
+# Federation API on (loopback only): the MatrixRTC authorization service
+# checks OpenID tokens at /_matrix/federation/v1/openid/userinfo.
+HS_URL="$(HOMESERVER_FEDERATION=1 "$ROOT/scripts/homeserver.sh" start "$DIR/hs" "$DIR/registration.yaml" | tail -n1)"
+LK_URL="$("$ROOT/scripts/livekit.sh" start "$DIR/livekit" | tail -n1)"
+LK_HTTP="$(cat "$DIR/livekit/http_url")"
+echo "LiveKit SFU is running at $LK_URL (log: $DIR/livekit/livekit.log)"
 echo "Dendrite is running at $HS_URL (log: $DIR/hs/dendrite.log)"
 export RECORDER_HOMESERVER__ADDRESS="$HS_URL"
 "$REC" -c "$DIR/config.yaml" >"$DIR/recorder.log" 2>&1 &
@@ -66,7 +72,7 @@ echo "Recorder is running (log: $DIR/recorder.log); API and web page on http://1
 echo
 (cd "$ROOT" && go run -tags goolm ./cmd/demo -hs "$HS_URL" -bot "@recorder:localhost" \
 	-api "http://127.0.0.1:$API_PORT" -token "$API_TOKEN" -seconds "$DEMO_SECONDS" \
-	-media "$ROOT/testdata/media" -recordings "$DIR/recordings")
+	-media "$ROOT/testdata/media" -recordings "$DIR/recordings" -livekit "$LK_URL" -livekit-http "$LK_HTTP")
 echo
 echo "Files are in $DIR/recordings; the recorder log is $DIR/recorder.log."
 if [[ "$DEMO_KEEP" == 1 ]]; then

@@ -17,6 +17,9 @@
 # The server is named "localhost", uses SQLite (one file per component) inside DIR,
 # listens on loopback only, has federation off, open registration (UIA m.login.dummy)
 # and registration_shared_secret $SHARED_SECRET.
+# HOMESERVER_FEDERATION=1 turns the federation API on (still loopback only): the
+# MatrixRTC tests' authorization service checks OpenID tokens at
+# /_matrix/federation/v1/openid/userinfo, which Dendrite serves only then.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -128,7 +131,7 @@ global:
     max_size_estimated: 64mb
     max_age: 1h
   trusted_third_party_id_servers: []
-  disable_federation: true
+  disable_federation: $([[ "${HOMESERVER_FEDERATION:-}" == 1 ]] && echo false || echo true)
   presence:
     enable_inbound: false
     enable_outbound: false

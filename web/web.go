@@ -82,7 +82,9 @@ type Calls interface {
 
 // CallInfo is one call being recorded.
 type CallInfo struct {
-	RoomID       id.RoomID           `json:"room_id"`
+	RoomID id.RoomID `json:"room_id"`
+	// Kind is "mesh" (legacy full-mesh call) or "matrixrtc" (LiveKit SFU).
+	Kind         string              `json:"kind,omitempty"`
 	ConfID       string              `json:"conf_id"`
 	RecordingID  storage.RecordingID `json:"recording_id,omitempty"`
 	Participants []Participant       `json:"participants"`

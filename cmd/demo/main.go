@@ -2,7 +2,9 @@
 // three simulated participants hold a group call (one audio only, one muting
 // for a few seconds, one adding a screen share); a room member asks the bot
 // to record it, stops after -seconds, and the recorded files are listed
-// through the operator API with their ffprobe durations.
+// through the operator API with their ffprobe durations. With -livekit, a
+// MatrixRTC call (Element Call's kind: LiveKit SFU) is recorded the same way
+// afterwards.
 package main
 
 import (
@@ -19,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	protolog "github.com/livekit/protocol/logger"
+	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -29,6 +33,7 @@ import (
 
 type options struct {
 	hsURL, bot, apiURL, apiToken, mediaDir, storeDir string
+	livekitURL, livekitHTTP                          string
 	seconds                                          int
 }
 
@@ -41,13 +46,22 @@ func main() {
 	flag.StringVar(&o.mediaDir, "media", "testdata/media", "test media directory")
 	flag.StringVar(&o.storeDir, "recordings", "", "recordings directory (to run ffprobe on the files)")
 	flag.IntVar(&o.seconds, "seconds", 20, "how long to record")
+	flag.StringVar(&o.livekitURL, "livekit", "", "LiveKit server WebSocket URL: also record a MatrixRTC call on it")
+	flag.StringVar(&o.livekitHTTP, "livekit-http", "", "LiveKit server HTTP URL (its API)")
 	flag.Parse()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(zerolog.ErrorLevel).With().Timestamp().Logger()
-	ctx, cancel := context.WithTimeout(log.WithContext(context.Background()), time.Duration(o.seconds)*time.Second+3*time.Minute)
+	ctx, cancel := context.WithTimeout(log.WithContext(context.Background()), 2*time.Duration(o.seconds)*time.Second+5*time.Minute)
 	defer cancel()
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
+	}
+	if o.livekitURL != "" {
+		lksdk.SetLogger(protolog.GetDiscardLogger()) // the participants' SDK and pion chatter
+		if err := runMatrixRTC(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "demo (MatrixRTC):", err)
+			os.Exit(1)
+		}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/matrix-recorder/recorder/appservice"
 	"github.com/matrix-recorder/recorder/archive"
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/commands"
 	"github.com/matrix-recorder/recorder/config"
@@ -50,6 +51,7 @@ type App struct {
 	DB      *storage.DB
 	AS      *appservice.Service
 	Calls   *callbot.Manager
+	RTC     *livekit.Manager
 	Store   storage.FileStore
 	Archive *archive.Recorder
 	Rooms   *rooms.Controller
@@ -80,6 +82,9 @@ type Options struct {
 	RoomKeyWait time.Duration
 	// WebhookBackoff overrides the pause between webhook attempts.
 	WebhookBackoff func(attempts int) time.Duration
+	// MembershipExpiry overrides the expires of the recorder's MatrixRTC
+	// memberships (renewed after three quarters of it).
+	MembershipExpiry time.Duration
 }
 
 // New opens the database and builds every component; Start runs them. cfg
@@ -175,16 +180,21 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	ctl.SetCalls(calls)
+	rtc := livekit.New(livekit.Options{
+		Config: livekit.Config{AllowedHosts: cfg.MatrixRTC.AllowedHosts, MembershipExpiry: opts.MembershipExpiry},
+		Matrix: rtcMatrix{svc}, Sink: sink,
+	})
+	router := callRouter{mesh: calls, rtc: rtc}
+	ctl.SetCalls(router)
 	commands.Register(svc, commands.Options{
 		Room: ctl, Recordings: db.Recording, Files: db.File, Recording: cfg.Recording, PublicURL: cfg.API.PublicURL,
-		RetentionDays: cfg.Recordings.Retention,
+		RetentionDays: cfg.Recordings.Retention, MembersStopOperatorRecordings: cfg.Commands.MembersStopOperatorRecordings,
 	})
-	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, Store: store, Archive: arch, Rooms: ctl, Metrics: met,
+	a := &App{Config: cfg, DB: db, AS: svc, Calls: calls, RTC: rtc, Store: store, Archive: arch, Rooms: ctl, Metrics: met,
 		Mixdown: out.mix, Webhooks: out.hooks, Retention: expiry, outputs: out}
 	if cfg.API.Listen != "" {
 		a.Web = web.NewServer(cfg.API.Listen, web.New(web.Options{
-			Recordings: web.StorageRecordings(db), Files: arch.Files(), Calls: webCalls{calls}, Tokens: cfg.API.Tokens,
+			Recordings: web.StorageRecordings(db), Files: arch.Files(), Calls: webCalls{m: router, ctl: ctl}, Tokens: cfg.API.Tokens,
 			Mixdowns: webMixdowns{db: db, queue: out.mix}, RetentionDays: cfg.Recordings.Retention,
 			Metrics: met, Ready: a.readyChecks(), PublicMetrics: !cfg.API.ProtectMetrics, AllowedHosts: cfg.API.HostNames(), TrustedProxies: cfg.API.TrustedProxies,
 			Pprof: cfg.API.Pprof,
@@ -213,6 +223,9 @@ func (app *App) Start(ctx context.Context) error {
 		return fmt.Errorf("%w: failed to set up WebRTC (config section webrtc): %w", ErrStartup, err)
 	}
 	app.Rooms.Start(ctx)
+	if err := app.RTC.Start(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrStartup, err)
+	}
 	if err := app.AS.Start(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
@@ -328,10 +341,13 @@ func (app *App) Stop(ctx context.Context) error {
 		callsCtx, cancelCalls = context.WithDeadline(ctx, deadline.Add(-time.Until(deadline)*3/10))
 	}
 	err := app.Calls.Stop(callsCtx)
-	cancelCalls()
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if err := app.RTC.Stop(callsCtx); err != nil {
+		errs = append(errs, err)
+	}
+	cancelCalls()
 	// Then the room controller: it announces those stops.
 	app.Rooms.Stop(ctx)
 	if err := app.AS.Stop(ctx); err != nil {

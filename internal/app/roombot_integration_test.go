@@ -89,7 +89,7 @@ func TestRecordingVisibility(t *testing.T) {
 			obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 20)
 	}, stack.Deadline, 50*time.Millisecond)
 	status := s.WaitReply(t, bob, roomID, s.Command(t, bob, roomID, "!rec status"))
-	require.Contains(t, status, "Recording** since")
+	require.Contains(t, status, "Recording** the mesh call since")
 	require.Contains(t, status, "started by @alice:localhost")
 	require.Contains(t, status, "received so far")
 

@@ -59,6 +59,10 @@ type Options struct {
 	// RegistrationFiles are appservice registration YAML files loaded through
 	// app_service_api.config_files.
 	RegistrationFiles []string
+	// Federation turns Dendrite's federation API on (loopback only, as
+	// everything): it serves /_matrix/federation/v1/openid/userinfo, which
+	// a MatrixRTC authorization service checks OpenID tokens with.
+	Federation bool
 }
 
 // Server is a running Dendrite.
@@ -117,7 +121,7 @@ func Start(t testing.TB, opts Options) *Server {
 		if err != nil {
 			t.Fatalf("homeserver: %v", err)
 		}
-		s.configure(t, root, port, opts.RegistrationFiles)
+		s.configure(t, root, port, opts.Federation, opts.RegistrationFiles)
 		lastErr = s.start()
 		if lastErr == nil {
 			return s
@@ -133,10 +137,13 @@ func Start(t testing.TB, opts Options) *Server {
 }
 
 // configure writes dendrite.yaml for port through scripts/homeserver.sh config.
-func (s *Server) configure(t testing.TB, root string, port int, registrationFiles []string) {
+func (s *Server) configure(t testing.TB, root string, port int, federation bool, registrationFiles []string) {
 	t.Helper()
 	args := append([]string{filepath.Join(root, "scripts", "homeserver.sh"), "config", s.Dir, strconv.Itoa(port)}, registrationFiles...)
 	cmd := exec.Command("bash", args...)
+	if federation {
+		cmd.Env = append(os.Environ(), "HOMESERVER_FEDERATION=1")
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("homeserver: scripts/homeserver.sh config failed: %v\n%s", err, out)
 	}

@@ -99,6 +99,12 @@ type Options struct {
 	// E2EGroupCall Olm-encrypts the call's to-device signalling
 	// (useE2eForGroupCall; needs Crypto).
 	E2EGroupCall bool
+	// MatrixRTCServiceURL, when set, runs the MatrixRTC page instead of the
+	// mesh one: the client joins the room's MatrixRTC session (m.call) with
+	// this authorization service as its LiveKit focus and publishes its
+	// microphone (and simulcast camera) with livekit-client. State() does not
+	// apply to it; use RTCState.
+	MatrixRTCServiceURL string
 }
 
 // js-sdk versions and crypto implementations for Options.
@@ -165,6 +171,7 @@ type startArgs struct {
 	LogLevel      string      `json:"logLevel,omitempty"`
 	Crypto        string      `json:"crypto,omitempty"`
 	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
+	ServiceURL    string      `json:"serviceUrl,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -211,6 +218,7 @@ func Start(t testing.TB, opts Options) *Client {
 		LogLevel:      opts.LogLevel,
 		Crypto:        opts.Crypto,
 		E2EGroupCall:  opts.E2EGroupCall,
+		ServiceURL:    opts.MatrixRTCServiceURL,
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)
@@ -259,6 +267,9 @@ func (c *Client) launch(jsDir, chromium string) error {
 		"--launch-timeout-ms", fmt.Sprint(LaunchTimeout.Milliseconds()),
 		"--sdk", c.opts.SDK,
 	)
+	if c.opts.MatrixRTCServiceURL != "" {
+		cmd.Args = append(cmd.Args, "--page", "rtc")
+	}
 	cmd.Dir = jsDir
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
@@ -437,6 +448,37 @@ func (c *Client) Messages(ctx context.Context) ([]Message, error) {
 	var msgs []Message
 	err := c.call(ctx, "messages", nil, &msgs)
 	return msgs, err
+}
+
+// RTCState is the MatrixRTC page's state: its membership, LiveKit
+// connection and publications.
+type RTCState struct {
+	StartError string         `json:"startError"`
+	Joined     bool           `json:"joined"`
+	Membership map[string]any `json:"membership"`
+	LiveKit    *struct {
+		State    string   `json:"state"`
+		SID      string   `json:"sid"`
+		Identity string   `json:"identity"`
+		Remotes  []string `json:"remotes"`
+	} `json:"livekit"`
+	Publications []struct {
+		Source    string `json:"source"`
+		Kind      string `json:"kind"`
+		Muted     bool   `json:"muted"`
+		SID       string `json:"sid"`
+		Simulcast bool   `json:"simulcast"`
+	} `json:"publications"`
+	Times map[string]int64 `json:"times"` // ms from start: membership, connected, published
+}
+
+// RTCState returns the MatrixRTC page's state.
+func (c *Client) RTCState(ctx context.Context) (*RTCState, error) {
+	var st RTCState
+	if err := c.call(ctx, "state", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
 // SetMicMuted mutes or unmutes the microphone (GroupCall.setMicrophoneMuted).

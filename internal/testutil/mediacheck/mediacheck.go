@@ -62,7 +62,8 @@ func requireDecodesClean(t testing.TB, path string) {
 func requireSeeks(t testing.TB, path string, at float64) {
 	t.Helper()
 	ss := strconv.FormatFloat(at, 'f', 3, 64)
-	out, errOut, err := Run(t, "ffmpeg", "-nostdin", "-v", "error", "-ss", ss, "-i", path, "-t", "0.5", "-f", "null", "-")
+	out, errOut, err := Run(t, "ffmpeg", "-nostdin", "-v", "error", "-ss", ss, "-i", path, "-t", "0.5",
+		"-fps_mode", "passthrough", "-enc_time_base:v", "-1", "-f", "null", "-")
 	require.NoError(t, err, errOut)
 	require.Empty(t, strings.TrimSpace(out+errOut), "seeking to %s in %s", ss, path)
 	// and something is actually decoded after the seek point

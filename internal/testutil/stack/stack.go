@@ -44,6 +44,11 @@ type Options struct {
 	RoomKeyWait time.Duration
 	// WebhookBackoff overrides the pause between webhook attempts.
 	WebhookBackoff func(attempts int) time.Duration
+	// Federation turns Dendrite's federation API on (MatrixRTC tests: the
+	// authorization service checks OpenID tokens through it).
+	Federation bool
+	// MembershipExpiry overrides the recorder's MatrixRTC membership expiry.
+	MembershipExpiry time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -94,7 +99,7 @@ func Start(t *testing.T, opts Options) *Stack {
 	regPath := filepath.Join(dir, "registration.yaml")
 	require.NoError(t, reg.Save(regPath))
 
-	hs := homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}})
+	hs := homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}, Federation: opts.Federation})
 	cfg.Homeserver.Address = hs.URL
 	require.NoError(t, cfg.Validate(true))
 
@@ -133,7 +138,8 @@ func (s *Stack) Ctx() context.Context { return s.ctx }
 func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
 	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
-		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait, WebhookBackoff: s.opts.WebhookBackoff})
+		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait, WebhookBackoff: s.opts.WebhookBackoff,
+		MembershipExpiry: s.opts.MembershipExpiry})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder

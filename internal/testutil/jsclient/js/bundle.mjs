@@ -10,15 +10,17 @@ import * as esbuild from "esbuild";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-// bundle returns the page script as a string. With sdk "36" the page is built
-// against matrix-js-sdk 36 (the npm alias matrix-js-sdk-36), the last release
-// with the legacy Olm/Megolm crypto (initLegacyCrypto, libolm from
-// @matrix-org/olm, which the driver serves next to the bundle).
-export async function bundle(sdk = "") {
+// bundle returns the page script as a string: page.js (mesh GroupCall) or,
+// for entry "rtc", rtcpage.js (MatrixRTC session + livekit-client). With sdk
+// "36" the page is built against matrix-js-sdk 36 (the npm alias
+// matrix-js-sdk-36), the last release with the legacy Olm/Megolm crypto
+// (initLegacyCrypto, libolm from @matrix-org/olm, which the driver serves
+// next to the bundle).
+export async function bundle(entry = "page", sdk = "") {
 	const alias = sdk === "36" ? { "matrix-js-sdk": "matrix-js-sdk-36" } : {};
 	const result = await esbuild.build({
 		alias,
-		entryPoints: [path.join(here, "page.js")],
+		entryPoints: [path.join(here, entry === "rtc" ? "rtcpage.js" : "page.js")],
 		bundle: true,
 		write: false,
 		format: "esm",

@@ -33,6 +33,8 @@ const { values: flags } = parseArgs({
 		"launch-timeout-ms": { type: "string", default: "30000" },
 		// "36": bundle the page with matrix-js-sdk 36 and serve libolm.
 		sdk: { type: "string", default: "" },
+		// "rtc": the MatrixRTC page (rtcpage.js) instead of the mesh one.
+		page: { type: "string", default: "page" },
 	},
 });
 if (!flags["user-data-dir"] || !flags["console-log"]) {
@@ -121,7 +123,7 @@ async function serve(script) {
 }
 
 async function launch() {
-	const script = await bundle(flags.sdk);
+	const script = await bundle(flags.page, flags.sdk);
 	server = await serve(script);
 	const url = `http://127.0.0.1:${server.address().port}/`;
 

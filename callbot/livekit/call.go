@@ -1,0 +1,856 @@
+package livekit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lkp "github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/mailbox"
+)
+
+const (
+	// ConfID is what CallInfo.ConfID holds for MatrixRTC calls: the
+	// application and scope of the session.
+	ConfID signaling.ConfID = "m.call#m.room"
+	// connectTimeout bounds getting a token and joining one SFU.
+	connectTimeout = 20 * time.Second
+	// reconnectDelay is the wait before the n-th reconnect in a row to an
+	// SFU that dropped us: n-1 times this, the first one almost at once.
+	reconnectDelay = 2 * time.Second
+	firstReconnect = 200 * time.Millisecond
+	// maxReconnects bounds reconnecting to one SFU in a row.
+	maxReconnects = 5
+	// leaveStateTimeout bounds removing the own membership.
+	leaveStateTimeout = 10 * time.Second
+	// leaveReadersTimeout bounds waiting for the track readers on leave.
+	leaveReadersTimeout = 5 * time.Second
+	// leaveSinkTimeout is the context deadline of the sink's CallLeft.
+	leaveSinkTimeout = 30 * time.Second
+	// topLayerWait bounds how long a simulcast camera's frames are dropped
+	// while the SFU ramps up to the top layer (it starts low and switches
+	// with a key frame): files then start at full resolution instead of with
+	// a short low-resolution segment. After it, any layer is recorded.
+	topLayerWait = 2500 * time.Millisecond
+	// emptyCheck is how often the loop looks whether anyone is left.
+	emptyCheck = time.Second
+	// renewRetry is the wait before retrying a failed membership renewal.
+	renewRetry = 30 * time.Second
+)
+
+// Call is one joined MatrixRTC call. Its run goroutine owns every field
+// below done; other goroutines only post messages.
+type Call struct {
+	m      *Manager
+	roomID id.RoomID
+	dev    Device
+	info   callbot.CallInfo
+	msgs   *mailbox.Box[any]
+	done   chan struct{}
+	// joinStarted is when Join was asked for (join time = first packet - this).
+	joinStarted time.Time
+	firstPacket atomic.Bool
+	readers     sync.WaitGroup
+
+	serviceURL string // the recorder's own focus
+	ownCreated time.Time
+	renewAt    time.Time
+	members    map[string]matrixrtc.Membership // by LiveKit identity
+	identityOf map[string]string               // state key → identity
+	conns      map[string]*conn                // by service URL
+	connecting map[string]bool
+	reconnects map[string]int
+	partsBySID map[string]*participant
+	tracks     map[string]*track // by track SID
+	toldE2EE   bool
+	// emptySince is when the call was first seen without any member present
+	// on an SFU (zero while someone is).
+	emptySince  time.Time
+	leaving     bool
+	leaveReason string
+}
+
+// conn is one connection to an SFU, for one authorization service.
+type conn struct {
+	serviceURL string
+	sfuURL     string
+	room       *lksdk.Room
+	closed     atomic.Bool
+}
+
+// participant is a LiveKit participant the call has seen tracks of.
+type participant struct {
+	sid      string
+	identity string
+	conn     *conn
+	info     callbot.PeerInfo // zero UserID until a membership names it
+	gone     bool
+	mutes    map[signaling.Purpose]*muteState
+}
+
+type muteState struct{ audio, video bool }
+
+// track is one subscribed LiveKit track. Its reader goroutine reads it
+// from the start and discards packets until a sink is set.
+type track struct {
+	sid     string
+	p       *participant
+	remote  *webrtc.TrackRemote
+	pub     *lksdk.RemoteTrackPublication
+	rp      *lksdk.RemoteParticipant
+	purpose signaling.Purpose
+	kind    webrtc.RTPCodecType
+	vp8     bool // drop the SFU's blank key frames
+	opus    bool // and its silence frames
+	// topW×topH is the largest simulcast layer; until waitUntil, video is
+	// dropped until a key frame of that size (0: not simulcast).
+	topW, topH int
+	waitUntil  time.Time
+
+	lock    sync.Mutex
+	sink    callbot.TrackSink
+	ended   bool
+	pending []*rtcp.SenderReport
+}
+
+// Messages to the call loop.
+type (
+	stateMsg struct{ evt *event.Event }
+	leaveMsg struct {
+		reason string
+		stop   callbot.StopReason // what CallLeft reports; "" keeps an earlier one
+	}
+	statusMsg struct{ reply chan callbot.CallStatus }
+	subMsg    struct {
+		conn   *conn
+		remote *webrtc.TrackRemote
+		pub    *lksdk.RemoteTrackPublication
+		rp     *lksdk.RemoteParticipant
+	}
+	trackEndedMsg struct{ sid string }
+	muteMsg       struct {
+		pub   lksdk.TrackPublication
+		rp    *lksdk.RemoteParticipant
+		muted bool
+		at    time.Time
+	}
+	participantGoneMsg struct {
+		conn *conn
+		sid  string
+		at   time.Time
+	}
+	connectedMsg struct {
+		serviceURL string
+		conn       *conn
+		err        error
+	}
+	disconnectedMsg struct {
+		conn   *conn
+		reason lksdk.DisconnectionReason
+	}
+	reconnectMsg struct{ serviceURL string }
+)
+
+// post delivers a message to the loop; it never blocks.
+func (c *Call) post(msg any) { c.msgs.Push(msg) }
+
+// prepare does everything before the call loop runs: the virtual user's
+// device and room membership, the session's focus, the recorder's own
+// membership and the SFU connections.
+func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
+	started := time.Now()
+	log := zerolog.Ctx(ctx)
+	state, err := m.mx.RoomState(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read room state: %w", err)
+	}
+	if _, encrypted := state[event.StateEncryption][""]; encrypted {
+		m.mx.SendNotice(ctx, roomID, "This room is encrypted, so its call media is end-to-end encrypted too. "+
+			"I can't record encrypted calls yet, so I'm not joining: nothing is recorded.", "")
+		return nil, ErrEncrypted
+	}
+	session := matrixrtc.Read(state, started)
+	for key, why := range session.Ignored {
+		log.Debug().Str("state_key", key).AnErr("reason", why).Msg("Ignoring MatrixRTC membership")
+	}
+	var others []matrixrtc.Membership
+	for _, mem := range session.Members {
+		if !m.isRecorder(mem.UserID) {
+			others = append(others, mem)
+		}
+	}
+	if len(others) == 0 {
+		return nil, fmt.Errorf("%w: no MatrixRTC memberships", callbot.ErrNoCall)
+	}
+	var urls []string
+	for _, u := range (matrixrtc.Session{Members: others}).ServiceURLs() {
+		if m.allowed(u) {
+			urls = append(urls, u)
+		} else {
+			log.Warn().Str("service_url", u).Msg("Not connecting to a focus that is not on the allow-list")
+		}
+	}
+	if len(urls) == 0 {
+		m.mx.SendNotice(ctx, roomID, "I can't join this call: its LiveKit focus is not one I'm allowed to connect to "+
+			"(config `matrixrtc.allowed_hosts`).", "")
+		return nil, ErrHostNotAllowed
+	}
+	pl, err := m.mx.PowerLevels(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read power levels: %w", err)
+	}
+	if need, have := pl.GetEventLevel(matrixrtc.StateType), pl.GetUserLevel(userID); have < need {
+		m.mx.SendNotice(ctx, roomID, fmt.Sprintf("I can't join the call: this room's power levels require level %d to send `%s` events, "+
+			"and the recorder user %s has level %d. A room admin can lower the level for that event type.", need, matrixrtc.StateType.Type, userID, have), "")
+		return nil, fmt.Errorf("%w: %s needs level %d, %s has %d", callbot.ErrPowerLevel, matrixrtc.StateType.Type, need, userID, have)
+	}
+	dev, err := m.mx.Device(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	if err = dev.JoinRoom(ctx, roomID); err != nil {
+		return nil, fmt.Errorf("failed to bring %s into the room: %w", userID, err)
+	}
+	c := &Call{
+		m: m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}), joinStarted: started,
+		serviceURL: urls[0], members: map[string]matrixrtc.Membership{}, identityOf: map[string]string{},
+		conns: map[string]*conn{}, connecting: map[string]bool{}, reconnects: map[string]int{},
+		partsBySID: map[string]*participant{}, tracks: map[string]*track{},
+	}
+	c.info = callbot.CallInfo{
+		ID:     started.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		RoomID: roomID, ConfID: ConfID, UserID: userID, DeviceID: dev.DeviceID(),
+		SessionID: signaling.SessionID(matrixrtc.StateKey(userID, dev.DeviceID())), JoinedAt: started,
+	}
+	for _, mem := range others {
+		c.members[mem.Identity] = mem
+		c.identityOf[mem.StateKey] = mem.Identity
+	}
+	if err = c.publishMembership(ctx); err != nil {
+		return nil, err
+	}
+	var firstErr error
+	for _, u := range urls {
+		cn, err := c.connect(ctx, u)
+		if err != nil {
+			log.Warn().Err(err).Str("service_url", u).Msg("Failed to connect to an SFU of the call")
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		c.conns[u] = cn
+	}
+	if len(c.conns) == 0 {
+		c.removeMembership(ctx)
+		return nil, firstErr
+	}
+	log.Info().Dur("took", time.Since(started)).Int("sfus", len(c.conns)).Int("members", len(others)).Msg("Joined MatrixRTC call")
+	return c, nil
+}
+
+// publishMembership sends (or renews) the recorder's own membership.
+func (c *Call) publishMembership(ctx context.Context) error {
+	expiry := c.m.cfg.MembershipExpiry
+	content := matrixrtc.OwnContent(c.dev.UserID(), c.dev.DeviceID(), c.roomID, c.serviceURL, expiry, c.ownCreated)
+	if err := c.dev.SetState(ctx, c.roomID, matrixrtc.StateType, matrixrtc.StateKey(c.dev.UserID(), c.dev.DeviceID()), content); err != nil {
+		return fmt.Errorf("failed to publish the recorder's call membership: %w", err)
+	}
+	now := time.Now()
+	if c.ownCreated.IsZero() {
+		c.ownCreated = now
+	}
+	c.renewAt = now.Add(expiry * 3 / 4)
+	return nil
+}
+
+// removeMembership writes {} over the recorder's membership.
+func (c *Call) removeMembership(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveStateTimeout)
+	defer cancel()
+	if err := c.dev.SetState(ctx, c.roomID, matrixrtc.StateType, matrixrtc.StateKey(c.dev.UserID(), c.dev.DeviceID()), struct{}{}); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to remove the recorder's call membership")
+	}
+}
+
+// connect gets a token from the authorization service and joins its SFU.
+// The room's callbacks only post to the loop.
+func (c *Call) connect(ctx context.Context, serviceURL string) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	tok, err := c.m.sfuToken(ctx, c.dev, c.roomID, serviceURL)
+	if err != nil {
+		return nil, err
+	}
+	cn := &conn{serviceURL: serviceURL, sfuURL: tok.URL}
+	cb := lksdk.NewRoomCallback()
+	cb.OnTrackSubscribed = func(remote *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
+		c.post(subMsg{conn: cn, remote: remote, pub: pub, rp: rp})
+	}
+	cb.OnTrackMuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
+		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
+			c.post(muteMsg{pub: pub, rp: rp, muted: true, at: time.Now()})
+		}
+	}
+	cb.OnTrackUnmuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
+		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
+			c.post(muteMsg{pub: pub, rp: rp, muted: false, at: time.Now()})
+		}
+	}
+	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
+		c.post(participantGoneMsg{conn: cn, sid: rp.SID(), at: time.Now()})
+	}
+	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
+		c.post(disconnectedMsg{conn: cn, reason: reason})
+	}
+	room := lksdk.NewRoom(cb)
+	room.SetLogger(newLogger(*zerolog.Ctx(ctx)))
+	if err = room.JoinWithContextAndToken(ctx, tok.URL, tok.JWT, lksdk.WithAutoSubscribe(true)); err != nil {
+		return nil, fmt.Errorf("%w: failed to join the SFU at %s: %w", ErrFocus, tok.URL, err)
+	}
+	cn.room = room
+	zerolog.Ctx(ctx).Debug().Str("sfu_url", tok.URL).Str("livekit_room", room.Name()).Msg("Connected to SFU")
+	return cn, nil
+}
+
+func (cn *conn) close() {
+	if cn.room != nil && !cn.closed.Swap(true) {
+		cn.room.Disconnect()
+	}
+}
+
+// run is the call's loop.
+func (c *Call) run(ctx context.Context) {
+	defer close(c.done)
+	defer c.m.forget(c)
+	c.m.sink.CallJoined(ctx, c.info)
+	renew := time.NewTimer(time.Until(c.renewAt))
+	defer renew.Stop()
+	empty := time.NewTicker(emptyCheck)
+	defer empty.Stop()
+	for !c.leaving {
+		select {
+		case <-ctx.Done():
+			c.leaving, c.leaveReason, c.info.StopReason = true, "recorder shutting down", callbot.StopShutdown
+		case <-empty.C:
+			c.checkEmpty(ctx)
+		case <-renew.C:
+			if err := c.publishMembership(ctx); err != nil {
+				zerolog.Ctx(ctx).Err(err).Msg("Failed to renew the recorder's call membership")
+				c.renewAt = time.Now().Add(renewRetry)
+			}
+			renew.Reset(time.Until(c.renewAt))
+		case <-c.msgs.Notify():
+			for _, msg := range c.msgs.Take() {
+				c.handle(ctx, msg)
+			}
+		}
+	}
+	c.shutdown(ctx)
+}
+
+// checkEmpty ends the recording once no call member has been on any SFU
+// for EmptyGrace: everyone left (or crashed: a membership left behind
+// without LiveKit presence does not keep the recorder in the call).
+func (c *Call) checkEmpty(ctx context.Context) {
+	present := false
+	for _, cn := range c.conns {
+		for _, rp := range cn.room.GetRemoteParticipants() {
+			if _, ok := c.members[rp.Identity()]; ok {
+				present = true
+			}
+		}
+	}
+	switch {
+	case present || len(c.connecting) > 0:
+		c.emptySince = time.Time{}
+	case c.emptySince.IsZero():
+		c.emptySince = time.Now()
+	case time.Since(c.emptySince) >= c.m.cfg.EmptyGrace:
+		zerolog.Ctx(ctx).Info().Msg("Everyone left the call")
+		c.m.mx.SendNotice(ctx, c.roomID, "Everyone left the call, so I stopped recording.", "")
+		c.leaving, c.leaveReason, c.info.StopReason = true, "everyone left", callbot.StopEmpty
+	}
+}
+
+// shutdown leaves: membership removed, SFUs disconnected, readers and
+// their files finished, the sink told.
+func (c *Call) shutdown(ctx context.Context) {
+	log := zerolog.Ctx(ctx)
+	log.Info().Str("reason", c.leaveReason).Msg("Leaving MatrixRTC call")
+	c.removeMembership(ctx)
+	for _, cn := range c.conns {
+		cn.close()
+	}
+	done := make(chan struct{})
+	go func() { c.readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(leaveReadersTimeout):
+		log.Warn().Msg("Track readers did not end in time")
+	}
+	now := time.Now()
+	sinkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveSinkTimeout)
+	defer cancel()
+	for _, p := range c.partsBySID {
+		if p.info.UserID != "" && !p.gone {
+			c.m.sink.ParticipantLeft(sinkCtx, p.info, now)
+		}
+	}
+	if c.info.UserID != "" {
+		c.m.sink.CallLeft(sinkCtx, c.info, now)
+	}
+}
+
+func (c *Call) requestStatus(ctx context.Context) (callbot.CallStatus, error) {
+	reply := make(chan callbot.CallStatus, 1)
+	c.post(statusMsg{reply: reply})
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-c.done:
+		return callbot.CallStatus{}, callbot.ErrNotJoined
+	case <-ctx.Done():
+		return callbot.CallStatus{}, ctx.Err()
+	}
+}
+
+func (c *Call) requestLeave(ctx context.Context, reason string, stop callbot.StopReason) error {
+	c.post(leaveMsg{reason: reason, stop: stop})
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Call) baseStatus() callbot.CallStatus {
+	return callbot.CallStatus{ID: c.info.ID, Kind: Kind, RoomID: c.roomID, ConfID: ConfID, UserID: c.info.UserID,
+		DeviceID: c.info.DeviceID, SessionID: c.info.SessionID, JoinedAt: c.info.JoinedAt, Peers: []callbot.PeerStatus{}}
+}
+
+func (c *Call) status() callbot.CallStatus {
+	st := c.baseStatus()
+	for _, p := range c.partsBySID {
+		if p.gone || p.info.UserID == "" {
+			continue
+		}
+		ps := callbot.PeerStatus{PeerInfo: p.info, State: callbot.PeerConnected}
+		for _, t := range c.tracks {
+			if t.p == p {
+				ps.Tracks = append(ps.Tracks, string(t.purpose)+"/"+t.kind.String()+"/"+t.remote.Codec().MimeType)
+			}
+		}
+		sort.Strings(ps.Tracks)
+		st.Peers = append(st.Peers, ps)
+	}
+	sort.Slice(st.Peers, func(i, j int) bool {
+		return st.Peers[i].UserID+id.UserID(st.Peers[i].DeviceID) < st.Peers[j].UserID+id.UserID(st.Peers[j].DeviceID)
+	})
+	return st
+}
+
+func (c *Call) handle(ctx context.Context, msg any) {
+	log := zerolog.Ctx(ctx)
+	switch msg := msg.(type) {
+	case leaveMsg:
+		c.leaving, c.leaveReason = true, msg.reason
+		if msg.stop != "" && c.info.StopReason == "" {
+			c.info.StopReason = msg.stop
+		}
+	case statusMsg:
+		msg.reply <- c.status()
+	case stateMsg:
+		c.handleState(ctx, msg.evt)
+	case subMsg:
+		c.handleSubscribed(ctx, msg)
+	case trackEndedMsg:
+		if t := c.tracks[msg.sid]; t != nil {
+			delete(c.tracks, msg.sid)
+			c.maybeParticipantLeft(ctx, t.p, time.Now())
+		}
+	case muteMsg:
+		c.handleMute(ctx, msg)
+	case participantGoneMsg:
+		if p := c.partsBySID[msg.sid]; p != nil && p.conn == msg.conn {
+			p.gone = true
+			log.Info().Str("identity", p.identity).Msg("Participant left the SFU")
+			c.maybeParticipantLeft(ctx, p, msg.at)
+		}
+	case connectedMsg:
+		delete(c.connecting, msg.serviceURL)
+		if msg.err != nil {
+			log.Warn().Err(msg.err).Str("service_url", msg.serviceURL).Msg("Failed to connect to an SFU of the call")
+			c.scheduleReconnect(ctx, msg.serviceURL)
+			return
+		}
+		c.reconnects[msg.serviceURL] = 0
+		c.conns[msg.serviceURL] = msg.conn
+	case disconnectedMsg:
+		if c.conns[msg.conn.serviceURL] != msg.conn {
+			return
+		}
+		delete(c.conns, msg.conn.serviceURL)
+		msg.conn.close()
+		if msg.reason == lksdk.DuplicateIdentity {
+			// Another recorder joined as this device: it records now.
+			log.Error().Str("sfu_url", msg.conn.sfuURL).Msg("Another client joined the SFU with the recorder's identity; not reconnecting")
+			if len(c.conns) == 0 {
+				c.leaving, c.leaveReason = true, "identity taken over on the SFU"
+			}
+			return
+		}
+		log.Warn().Str("reason", string(msg.reason)).Str("sfu_url", msg.conn.sfuURL).Msg("Disconnected from SFU; reconnecting")
+		c.scheduleReconnect(ctx, msg.conn.serviceURL)
+	case reconnectMsg:
+		c.ensureConn(ctx, msg.serviceURL)
+	}
+}
+
+func (c *Call) scheduleReconnect(ctx context.Context, serviceURL string) {
+	c.reconnects[serviceURL]++
+	if c.reconnects[serviceURL] > maxReconnects {
+		zerolog.Ctx(ctx).Error().Str("service_url", serviceURL).Msg("Giving up reconnecting to SFU")
+		if len(c.conns) == 0 && len(c.connecting) == 0 {
+			c.m.mx.SendNotice(ctx, c.roomID, "I lost the connection to the call's SFU and could not get back in; the recording ends here.", "")
+			c.leaving, c.leaveReason = true, "SFU unreachable"
+		}
+		return
+	}
+	c.connecting[serviceURL] = true
+	delay := max(firstReconnect, reconnectDelay*time.Duration(c.reconnects[serviceURL]-1))
+	c.readers.Add(1) // the timer goroutine is owned like a reader: leave waits for it
+	go func() {
+		defer c.readers.Done()
+		select {
+		case <-time.After(delay):
+			c.post(reconnectMsg{serviceURL: serviceURL})
+		case <-c.done:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// ensureConn connects to serviceURL in the background unless connected.
+func (c *Call) ensureConn(ctx context.Context, serviceURL string) {
+	if c.conns[serviceURL] != nil || (c.connecting[serviceURL] && c.reconnects[serviceURL] == 0) || c.leaving {
+		return
+	}
+	if !c.m.allowed(serviceURL) {
+		zerolog.Ctx(ctx).Warn().Str("service_url", serviceURL).Msg("Not connecting to a focus that is not on the allow-list")
+		return
+	}
+	c.connecting[serviceURL] = true
+	c.readers.Add(1)
+	go func() {
+		defer c.readers.Done()
+		cn, err := c.connect(ctx, serviceURL)
+		select {
+		case <-c.done:
+			if cn != nil {
+				cn.close()
+			}
+		default:
+			c.post(connectedMsg{serviceURL: serviceURL, conn: cn, err: err})
+		}
+	}()
+}
+
+// handleState follows membership changes: new members may name a new SFU
+// and make held tracks recordable.
+func (c *Call) handleState(ctx context.Context, evt *event.Event) {
+	if evt.StateKey == nil || !matrixrtc.IsRTCStateKey(*evt.StateKey) {
+		return
+	}
+	log := zerolog.Ctx(ctx).With().Str("state_key", *evt.StateKey).Logger()
+	mem, err := matrixrtc.Parse(evt, time.Now())
+	if old, ok := c.identityOf[*evt.StateKey]; ok && err != nil {
+		delete(c.identityOf, *evt.StateKey)
+		delete(c.members, old)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, matrixrtc.ErrLeft), errors.Is(err, matrixrtc.ErrNotMembership):
+		return
+	default:
+		log.Info().AnErr("reason", err).Msg("Ignoring MatrixRTC membership")
+		return
+	}
+	if c.m.isRecorder(mem.UserID) {
+		return
+	}
+	c.members[mem.Identity] = mem
+	c.identityOf[mem.StateKey] = mem.Identity
+	log.Debug().Stringer("user_id", mem.UserID).Stringer("device_id", mem.DeviceID).Msg("MatrixRTC membership")
+	c.ensureConn(ctx, mem.ServiceURL)
+	for _, t := range c.tracks {
+		if t.p.identity == mem.Identity && t.p.info.UserID == "" {
+			c.attribute(t.p, mem)
+		}
+	}
+	for _, t := range c.tracks {
+		if t.p.identity == mem.Identity {
+			c.startRecording(ctx, t)
+		}
+	}
+}
+
+func (c *Call) attribute(p *participant, mem matrixrtc.Membership) {
+	p.info = callbot.PeerInfo{RoomID: c.roomID, ConfID: ConfID, CallID: signaling.CallID(p.sid), UserID: mem.UserID,
+		DeviceID: mem.DeviceID, SessionID: signaling.SessionID(p.sid)}
+}
+
+func purposeOf(src lkp.TrackSource) signaling.Purpose {
+	if src == lkp.TrackSource_SCREEN_SHARE || src == lkp.TrackSource_SCREEN_SHARE_AUDIO {
+		return signaling.PurposeScreenshare
+	}
+	return signaling.PurposeUserMedia
+}
+
+func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
+	log := zerolog.Ctx(ctx).With().Str("identity", msg.rp.Identity()).Str("track_sid", msg.pub.SID()).
+		Str("source", msg.pub.Source().String()).Logger()
+	if c.leaving {
+		return
+	}
+	p := c.partsBySID[msg.rp.SID()]
+	if p == nil {
+		p = &participant{sid: msg.rp.SID(), identity: msg.rp.Identity(), conn: msg.conn, mutes: map[signaling.Purpose]*muteState{}}
+		c.partsBySID[p.sid] = p
+		if mem, ok := c.members[p.identity]; ok {
+			c.attribute(p, mem)
+		}
+	}
+	t := &track{sid: msg.pub.SID(), p: p, remote: msg.remote, pub: msg.pub, rp: msg.rp,
+		purpose: purposeOf(msg.pub.Source()), kind: msg.remote.Kind(),
+		vp8:  strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeVP8),
+		opus: strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeOpus)}
+	if msg.pub.Kind() == lksdk.TrackKindVideo {
+		if err := msg.pub.SetVideoQuality(lkp.VideoQuality_HIGH); err != nil {
+			log.Warn().Err(err).Msg("Failed to ask for the top simulcast layer")
+		}
+		if layers := videoLayers(msg.pub.TrackInfo(), msg.remote.Codec().MimeType); len(layers) > 1 && t.vp8 {
+			for _, l := range layers {
+				if int(l.GetWidth())*int(l.GetHeight()) > t.topW*t.topH {
+					t.topW, t.topH = int(l.GetWidth()), int(l.GetHeight())
+				}
+			}
+			t.waitUntil = time.Now().Add(topLayerWait)
+			log.Debug().Int("width", t.topW).Int("height", t.topH).Msg("Simulcast track: waiting for the top layer")
+		}
+	}
+	msg.pub.OnRTCP(func(pkt rtcp.Packet) {
+		if sr, ok := pkt.(*rtcp.SenderReport); ok && sr.SSRC == uint32(msg.remote.SSRC()) {
+			t.queueSR(sr)
+		}
+	})
+	c.tracks[t.sid] = t
+	c.readers.Add(1)
+	go func() {
+		defer c.readers.Done()
+		c.read(ctx, t)
+	}()
+	if enc := msg.pub.TrackInfo().GetEncryption(); enc != lkp.Encryption_NONE {
+		log.Warn().Str("encryption", enc.String()).Msg("Not recording an end-to-end encrypted track")
+		if !c.toldE2EE {
+			c.toldE2EE = true
+			c.m.mx.SendNotice(ctx, c.roomID, "This call's media is end-to-end encrypted. I can't record encrypted media yet: "+
+				"encrypted tracks are not recorded.", "")
+		}
+		return
+	}
+	if p.info.UserID == "" {
+		log.Info().Msg("Not recording a track whose publisher has no MatrixRTC membership (yet)")
+		return
+	}
+	c.startRecording(ctx, t)
+}
+
+// startRecording gives a track its sink (once).
+func (c *Call) startRecording(ctx context.Context, t *track) {
+	if t.pub.TrackInfo().GetEncryption() != lkp.Encryption_NONE {
+		return
+	}
+	t.lock.Lock()
+	started := t.sink != nil || t.ended
+	t.lock.Unlock()
+	if started {
+		return
+	}
+	remote, rp := t.remote, t.rp
+	rt := &callbot.RemoteTrack{Peer: t.p.info, StreamID: string(t.purpose), TrackID: t.sid, Kind: t.kind,
+		Codec: remote.Codec(), SSRC: remote.SSRC(), Purpose: t.purpose, Started: time.Now(),
+		RequestKeyframe: func() {
+			if remote.Kind() == webrtc.RTPCodecTypeVideo {
+				rp.WritePLI(remote.SSRC())
+			}
+		}}
+	// Mute state before the sink opens the stream, so it starts right.
+	if t.pub.IsMuted() {
+		c.setMute(ctx, t.p, t.purpose, t.kind, true, time.Now())
+	}
+	sink := c.m.sink.TrackStarted(ctx, rt)
+	if sink == nil {
+		return
+	}
+	if !t.setSink(sink) {
+		sink.Close()
+		return
+	}
+	zerolog.Ctx(ctx).Info().Stringer("user_id", t.p.info.UserID).Stringer("device_id", t.p.info.DeviceID).
+		Str("track_sid", t.sid).Str("purpose", string(t.purpose)).Str("codec", remote.Codec().MimeType).Msg("Recording track")
+	if t.kind == webrtc.RTPCodecTypeVideo {
+		rt.RequestKeyframe()
+	}
+}
+
+func (c *Call) handleMute(ctx context.Context, msg muteMsg) {
+	p := c.partsBySID[msg.rp.SID()]
+	if p == nil || p.info.UserID == "" {
+		return
+	}
+	kind := webrtc.RTPCodecTypeAudio
+	if msg.pub.Kind() == lksdk.TrackKindVideo {
+		kind = webrtc.RTPCodecTypeVideo
+	}
+	c.setMute(ctx, p, purposeOf(msg.pub.Source()), kind, msg.muted, msg.at)
+}
+
+func (c *Call) setMute(ctx context.Context, p *participant, purpose signaling.Purpose, kind webrtc.RTPCodecType, muted bool, at time.Time) {
+	ms := p.mutes[purpose]
+	if ms == nil {
+		ms = &muteState{}
+		p.mutes[purpose] = ms
+	}
+	if kind == webrtc.RTPCodecTypeVideo {
+		ms.video = muted
+	} else {
+		ms.audio = muted
+	}
+	zerolog.Ctx(ctx).Debug().Stringer("user_id", p.info.UserID).Str("purpose", string(purpose)).Str("kind", kind.String()).
+		Bool("muted", muted).Msg("Track mute changed")
+	c.m.sink.StreamChanged(ctx, callbot.StreamChange{Peer: p.info, StreamID: string(purpose), Purpose: purpose,
+		AudioMuted: ms.audio, VideoMuted: ms.video, At: at})
+}
+
+// maybeParticipantLeft tells the sink once a gone participant's tracks ended.
+func (c *Call) maybeParticipantLeft(ctx context.Context, p *participant, at time.Time) {
+	if !p.gone {
+		return
+	}
+	for _, t := range c.tracks {
+		if t.p == p {
+			return
+		}
+	}
+	delete(c.partsBySID, p.sid)
+	if p.info.UserID != "" {
+		c.m.sink.ParticipantLeft(ctx, p.info, at)
+	}
+}
+
+// read is a track's reader goroutine: every packet goes to the sink once
+// there is one; it ends when the track does (unsubscribed, SFU closed).
+func (c *Call) read(ctx context.Context, t *track) {
+	log := zerolog.Ctx(ctx)
+	defer func() {
+		t.detach()
+		c.post(trackEndedMsg{sid: t.sid})
+	}()
+	for {
+		pkt, _, err := t.remote.ReadRTP()
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		t.lock.Lock()
+		sink, srs := t.sink, t.pending
+		t.pending = nil
+		t.lock.Unlock()
+		if sink == nil {
+			continue
+		}
+		if (t.vp8 && isBlankVP8(pkt.Payload)) || (t.opus && isBlankOpus(pkt.Payload)) {
+			continue
+		}
+		if t.topW > 0 {
+			if w, h, key := vp8KeyFrameSize(pkt.Payload); key && (w*h >= t.topW*t.topH || now.After(t.waitUntil)) {
+				log.Debug().Str("track_sid", t.sid).Int("width", w).Int("height", h).Msg("Recording simulcast track from this key frame")
+				t.topW = 0
+			} else {
+				continue
+			}
+		}
+		for _, sr := range srs {
+			sink.SenderReport(sr.NTPTime, sr.RTPTime, now)
+		}
+		if !c.firstPacket.Swap(true) {
+			log.Info().Dur("join_time", now.Sub(c.joinStarted)).Str("track_sid", t.sid).Msg("First packet recorded")
+		}
+		if err = sink.WriteRTP(pkt, now); err != nil {
+			log.Err(err).Str("track_sid", t.sid).Msg("Track sink failed; no longer recording the track")
+			t.detach()
+		}
+	}
+}
+
+// setSink installs the sink unless the track already ended.
+func (t *track) setSink(s callbot.TrackSink) bool {
+	t.lock.Lock()
+	defer t.lock.Unlock()
+	if t.ended || t.sink != nil {
+		return false
+	}
+	t.sink = s
+	return true
+}
+
+// detach ends the track for recording: its sink is closed once.
+func (t *track) detach() {
+	t.lock.Lock()
+	s := t.sink
+	t.sink, t.ended = nil, true
+	t.lock.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+func (t *track) queueSR(sr *rtcp.SenderReport) {
+	t.lock.Lock()
+	defer t.lock.Unlock()
+	if len(t.pending) < 16 {
+		t.pending = append(t.pending, sr)
+	}
+}
+
+// videoLayers are the simulcast layers of a track's codec (TrackInfo.codecs;
+// the top-level layers field is deprecated).
+func videoLayers(info *lkp.TrackInfo, mimeType string) []*lkp.VideoLayer {
+	for _, c := range info.GetCodecs() {
+		if strings.EqualFold(c.GetMimeType(), mimeType) {
+			return c.GetLayers()
+		}
+	}
+	if codecs := info.GetCodecs(); len(codecs) > 0 {
+		return codecs[0].GetLayers()
+	}
+	return nil
+}

@@ -1,0 +1,435 @@
+//go:build integration
+
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	lkp "github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
+	"github.com/stretchr/testify/require"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-recorder/recorder/callbot/livekit"
+	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
+	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	lktest "github.com/matrix-recorder/recorder/internal/testutil/livekit"
+	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
+	"github.com/matrix-recorder/recorder/internal/testutil/observer"
+	"github.com/matrix-recorder/recorder/internal/testutil/stack"
+	"github.com/matrix-recorder/recorder/recording"
+	"github.com/matrix-recorder/recorder/storage"
+)
+
+// rtcSetup is a stack with a LiveKit SFU and an authorization service.
+type rtcSetup struct {
+	s    *stack.Stack
+	obs  *observer.Observer
+	lk   *lktest.Server
+	auth *lktest.AuthService
+	// parts are the latest participant of each user.
+	parts map[id.UserID]*lktest.Participant
+}
+
+func (r *rtcSetup) participant(cli *mautrix.Client) *lktest.Participant { return r.parts[cli.UserID] }
+
+func (r *rtcSetup) participantSID(cli *mautrix.Client) string { return r.parts[cli.UserID].SID() }
+
+func startRTC(t *testing.T, opts ...stack.Options) *rtcSetup {
+	t.Helper()
+	obs := observer.New()
+	o := stack.Options{}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Observer, o.Federation, o.API = obs, true, true
+	s := stack.Start(t, o)
+	lk := lktest.Start(t)
+	auth := lktest.StartAuthService(t, lk, map[string]string{homeserver.Domain: s.HS.URL})
+	return &rtcSetup{s: s, obs: obs, lk: lk, auth: auth, parts: map[id.UserID]*lktest.Participant{}}
+}
+
+func (r *rtcSetup) join(t *testing.T, cli *mautrix.Client, roomID id.RoomID, camera bool) *lktest.Participant {
+	t.Helper()
+	ctx := r.s.Ctx()
+	_, err := cli.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	p, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: cli, RoomID: roomID, ServiceURL: r.auth.URL,
+		MediaDir: stack.MediaDir(), Camera: camera})
+	require.NoError(t, err)
+	t.Cleanup(p.Disconnect)
+	r.parts[cli.UserID] = p
+	return p
+}
+
+// recorderMembership is the recorder's membership content in the room
+// state, nil when it has none (or it was removed).
+func recorderMembership(t *testing.T, cli *mautrix.Client, roomID id.RoomID, recorder id.UserID) map[string]any {
+	t.Helper()
+	state, err := cli.State(context.Background(), roomID)
+	require.NoError(t, err)
+	for key, evt := range state[matrixrtc.StateType] {
+		if strings.HasPrefix(key, "_"+string(recorder)+"_") && evt.Sender == recorder {
+			var content map[string]any
+			require.NoError(t, json.Unmarshal(evt.Content.VeryRaw, &content))
+			if len(content) == 0 {
+				return nil
+			}
+			return content
+		}
+	}
+	return nil
+}
+
+// trackOf is the observed track of a LiveKit participant session (SID) and kind.
+func trackOf(obs *observer.Observer, user id.UserID, sid string, kind webrtc.RTPCodecType, purpose signaling.Purpose) *observer.Track {
+	for _, tr := range obs.Tracks(user) {
+		if string(tr.Info.Peer.SessionID) == sid && tr.Info.Kind == kind && tr.Info.Purpose == purpose {
+			return &tr
+		}
+	}
+	return nil
+}
+
+// streamStart is when the first packet of any track of a participant
+// session's stream (camera and microphone, or screen share) arrived: the
+// file starts there.
+func streamStart(obs *observer.Observer, user id.UserID, sid string, purpose signaling.Purpose) time.Time {
+	var first time.Time
+	for _, tr := range obs.Tracks(user) {
+		if string(tr.Info.Peer.SessionID) == sid && tr.Info.Purpose == purpose && !tr.FirstRTP.IsZero() &&
+			(first.IsZero() || tr.FirstRTP.Before(first)) {
+			first = tr.FirstRTP
+		}
+	}
+	return first
+}
+
+// TestMatrixRTCRecord records a MatrixRTC call on a real LiveKit SFU:
+// alice (camera + microphone) and bob (audio only) are in the call, the
+// recorder joins on `!rec start` with its own membership; carol joins late,
+// bob mutes, alice shares her screen, carol leaves and rejoins; a LiveKit
+// participant without a membership is not recorded. After `!rec stop` the
+// recorder's membership is gone and every stream is in a file that the
+// media tools accept, as long as it was recorded, with audible audio.
+func TestMatrixRTCRecord(t *testing.T) {
+	r := startRTC(t)
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bob := s.HS.RegisterUser(ctx, t, "bob")
+	carol := s.HS.RegisterUser(ctx, t, "carol")
+	dave := s.HS.RegisterUser(ctx, t, "dave")
+	roomID := s.CallRoom(t, alice, bob.UserID, carol.UserID, dave.UserID)
+	pa := r.join(t, alice, roomID, true)
+	r.join(t, bob, roomID, false)
+
+	// dave is in the LiveKit room without a membership.
+	_, err := dave.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	pd, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: dave, RoomID: roomID, ServiceURL: r.auth.URL,
+		MediaDir: stack.MediaDir(), NoMembership: true})
+	require.NoError(t, err)
+	t.Cleanup(pd.Disconnect)
+
+	startAt := time.Now()
+	reply := s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start"))
+	require.Contains(t, reply, "Joining the call")
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30) &&
+			obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 30) &&
+			obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no media from alice and bob")
+	first := obs.FirstPacket("")
+	t.Logf("join time (!rec start → first packet): %s", first.Sub(startAt).Round(time.Millisecond))
+
+	// The recorder is a call member, and says which kind of call it is in.
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	require.Equal(t, livekit.Kind, st.Kind)
+	own := recorderMembership(t, alice, roomID, st.UserID)
+	require.NotNil(t, own, "the recorder's membership is in the room state")
+	require.Equal(t, "m.call", own["application"])
+	require.Equal(t, string(st.DeviceID), own["device_id"])
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec status")), "MatrixRTC")
+
+	// carol joins late.
+	pc := r.join(t, carol, roomID, true)
+	carolSID1 := pc.SID()
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(carol.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no media from the late joiner")
+
+	// bob mutes for about 2 s; alice shares her screen meanwhile.
+	require.NoError(t, r.participant(bob).SetMuted(lkp.TrackSource_MICROPHONE, true))
+	require.NoError(t, pa.Publish(lkp.TrackSource_SCREEN_SHARE))
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeScreenshare, 30)
+	}, stack.Deadline, 50*time.Millisecond, "no screen share")
+	require.Eventually(t, func() bool {
+		for _, c := range obs.Changes(bob.UserID) {
+			if c.AudioMuted {
+				return true
+			}
+		}
+		return false
+	}, stack.Deadline, 50*time.Millisecond, "bob's mute was not seen")
+	time.Sleep(2 * time.Second)
+	require.NoError(t, r.participant(bob).SetMuted(lkp.TrackSource_MICROPHONE, false))
+	require.NoError(t, pa.Unpublish(lkp.TrackSource_SCREEN_SHARE))
+	screenEnd := time.Now()
+
+	// carol leaves and rejoins.
+	require.NoError(t, pc.Leave(ctx))
+	carolLeft := time.Now()
+	time.Sleep(time.Second)
+	pc2 := r.join(t, carol, roomID, true)
+	require.NotEqual(t, carolSID1, pc2.SID())
+	require.Eventually(t, func() bool {
+		return trackOf(obs, carol.UserID, pc2.SID(), webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia) != nil &&
+			trackOf(obs, carol.UserID, pc2.SID(), webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia).Packets > 60
+	}, stack.Deadline, 50*time.Millisecond, "no media from carol after rejoining")
+	time.Sleep(time.Second)
+
+	stopAt := time.Now()
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return recorderMembership(t, alice, roomID, st.UserID) == nil },
+		stack.Deadline, 50*time.Millisecond, "the recorder's membership is removed on leave")
+	require.Empty(t, obs.Tracks(dave.UserID), "a LiveKit participant without membership is not recorded")
+
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	ended := map[string]time.Time{carolSID1 + "/" + string(signaling.PurposeUserMedia): carolLeft,
+		pa.SID() + "/" + string(signaling.PurposeScreenshare): screenEnd}
+	kinds := map[string]string{}
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		kind := webrtc.RTPCodecTypeAudio
+		if f.Kind == "webm" {
+			kind = webrtc.RTPCodecTypeVideo
+		}
+		tr := trackOf(obs, f.UserID, f.SessionID, kind, signaling.Purpose(f.Purpose))
+		require.NotNil(t, tr, "observed track for %s", f.Name)
+		end, ok := ended[f.SessionID+"/"+f.Purpose]
+		if !ok {
+			end = stopAt
+		}
+		want := end.Sub(streamStart(obs, f.UserID, f.SessionID, signaling.Purpose(f.Purpose))).Seconds()
+		got := mediacheck.Duration(t, path)
+		t.Logf("%s %s: %s %v %.2fs (recorded %.2fs), %d bytes, mutes %v", f.UserID, f.Purpose, f.Name, f.Codecs, got, want, f.Bytes, f.MuteIntervals)
+		mediacheck.Check(t, path, want, 1)
+		kinds[string(f.UserID)+"/"+f.Purpose+"/"+f.SessionID] = f.Kind
+		if f.Purpose == string(signaling.PurposeUserMedia) {
+			pcm := mediacheck.DecodeAudio(t, path)
+			decoded := float64(len(pcm)) / mediacheck.AudioRate
+			require.Greater(t, mediacheck.Peak(pcm, 0, decoded), 1000, "audio of %s must be audible", f.Name)
+		}
+		if f.UserID == bob.UserID {
+			require.NotEmpty(t, f.MuteIntervals, "bob's mute is in his file's mute intervals")
+		}
+	}
+	require.Equal(t, "ogg", kinds[string(bob.UserID)+"/m.usermedia/"+r.participantSID(bob)], "audio only → Ogg: %v", kinds)
+	require.Equal(t, "webm", kinds[string(alice.UserID)+"/m.usermedia/"+pa.SID()], "camera + microphone → WebM: %v", kinds)
+	require.Equal(t, "webm", kinds[string(alice.UserID)+"/m.screenshare/"+pa.SID()], "screen share → its own file: %v", kinds)
+	require.Equal(t, "webm", kinds[string(carol.UserID)+"/m.usermedia/"+carolSID1], "carol's first session: %v", kinds)
+	require.Equal(t, "webm", kinds[string(carol.UserID)+"/m.usermedia/"+pc2.SID()], "carol after rejoining: %v", kinds)
+	require.Len(t, files, 5)
+
+	data, err := os.ReadFile(storedPath(s, rec, recording.ManifestFileName))
+	require.NoError(t, err)
+	var manifest recording.Manifest
+	require.NoError(t, json.Unmarshal(data, &manifest))
+	require.Len(t, manifest.Tracks, len(files))
+}
+
+func (r *rtcSetup) api(t *testing.T, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(r.s.Ctx(), method, r.s.APIURL()+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+stack.APIToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, data
+}
+
+// TestMatrixRTCEncryptedRoom: in an encrypted room the call's media is
+// end-to-end encrypted; the recorder says so in the room and records
+// nothing (no membership, no recording, no files).
+func TestMatrixRTCEncryptedRoom(t *testing.T) {
+	r := startRTC(t)
+	s := r.s
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bot := s.App.AS.BotUserID()
+	roomID := s.HS.CreateRoom(ctx, t, alice, homeserver.RoomOptions{Name: "E2EE call", Invite: []id.UserID{bot},
+		CallPowerLevelsZero: true, Encrypted: true})
+	require.Eventually(t, func() bool { return s.App.AS.IsInRoom(ctx, roomID, bot) }, stack.Deadline, 50*time.Millisecond)
+	r.join(t, alice, roomID, true)
+
+	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
+	require.Equal(t, http.StatusForbidden, status, string(body))
+	s.WaitNotice(t, alice, roomID, "can't record encrypted calls yet")
+	recs, err := s.App.DB.Recording.List(ctx, storage.ListFilter{RoomID: roomID})
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	state, err := alice.State(ctx, roomID)
+	require.NoError(t, err)
+	for key, evt := range state[matrixrtc.StateType] {
+		require.NotEqual(t, bot, evt.Sender, "no recorder membership %s", key)
+		require.False(t, s.App.AS.IsVirtualUser(evt.Sender), "no recorder membership %s", key)
+	}
+}
+
+// TestMatrixRTCReconnectAndAPI: started through the API (which says the
+// kind of call), the recorder is thrown out of the SFU and comes back with
+// a fresh token; the recording goes on and ends finished with good files.
+func TestMatrixRTCReconnectAndAPI(t *testing.T) {
+	r := startRTC(t)
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	r.join(t, alice, roomID, true)
+
+	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
+	require.Equal(t, http.StatusAccepted, status, string(body))
+	status, body = r.api(t, http.MethodGet, "/api/v1/calls", "")
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, string(body), `"kind":"matrixrtc"`)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond)
+
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	rooms := lksdk.NewRoomServiceClient(r.lk.HTTPURL, lktest.APIKey, lktest.APISecret)
+	_, err = rooms.RemoveParticipant(ctx, &lkp.RoomParticipantIdentity{Room: lktest.RoomName(roomID),
+		Identity: string(st.UserID) + ":" + string(st.DeviceID)})
+	require.NoError(t, err)
+	before := len(obs.Tracks(alice.UserID))
+	require.Eventually(t, func() bool {
+		tracks := obs.Tracks(alice.UserID)
+		return len(tracks) >= before+2 && tracks[len(tracks)-1].Packets > 30
+	}, stack.Deadline, 50*time.Millisecond, "the recorder did not come back after being removed from the SFU")
+	require.GreaterOrEqual(t, len(r.auth.Grants()), 3, "a fresh token for the reconnect")
+	time.Sleep(time.Second)
+
+	status, body = r.api(t, http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
+	require.Equal(t, http.StatusNoContent, status, string(body))
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 2, "one file before and one after the reconnect")
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		t.Logf("%s: %.2fs %v", f.Name, mediacheck.Duration(t, path), f.Codecs)
+		mediacheck.Check(t, path, f.Duration.Seconds(), 0.5)
+	}
+}
+
+// TestMatrixRTCTwoSFUs: members publish on different SFUs (multi_sfu, each
+// member's own focus): the recorder connects to each, also to one a member
+// names after the recorder joined, and records everyone.
+func TestMatrixRTCTwoSFUs(t *testing.T) {
+	r := startRTC(t)
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	lk2 := lktest.Start(t)
+	auth2 := lktest.StartAuthService(t, lk2, map[string]string{homeserver.Domain: s.HS.URL})
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	bob := s.HS.RegisterUser(ctx, t, "bob")
+	roomID := s.CallRoom(t, alice, bob.UserID)
+	r.join(t, alice, roomID, true)
+
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining the call")
+	_, err := bob.JoinRoomByID(ctx, roomID)
+	require.NoError(t, err)
+	pb, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: bob, RoomID: roomID, ServiceURL: auth2.URL,
+		MediaDir: stack.MediaDir(), Camera: true})
+	require.NoError(t, err)
+	t.Cleanup(pb.Disconnect)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 60) &&
+			obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 60)
+	}, stack.Deadline, 50*time.Millisecond, "not recording both SFUs")
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	identity := string(st.UserID) + ":" + string(st.DeviceID)
+	var onSecond bool
+	for _, g := range auth2.Grants() {
+		onSecond = onSecond || g.Identity == identity
+	}
+	require.True(t, onSecond, "the recorder got a token from the second focus")
+	require.Len(t, st.Peers, 2)
+
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	users := map[id.UserID]bool{}
+	for _, f := range files {
+		users[f.UserID] = true
+		mediacheck.Check(t, storedPath(s, rec, f.Name), mediacheck.Duration(t, storedPath(s, rec, f.Name)), 0.01)
+	}
+	require.True(t, users[alice.UserID] && users[bob.UserID], "files of both: %v", users)
+}
+
+// TestMatrixRTCMembershipRenewed: the recorder re-sends its membership
+// before it expires (with created_ts of its first join, as js-sdk does), so
+// other clients keep seeing it as a participant; when the last member's
+// client crashes (membership left behind, gone from the SFU), it stops
+// recording and leaves too.
+func TestMatrixRTCMembershipRenewed(t *testing.T) {
+	r := startRTC(t, stack.Options{MembershipExpiry: 4 * time.Second})
+	s := r.s
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	r.join(t, alice, roomID, false)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining the call")
+	st, err := s.App.RTC.Status(ctx, roomID)
+	require.NoError(t, err)
+	first := recorderMembership(t, alice, roomID, st.UserID)
+	require.NotNil(t, first)
+	require.EqualValues(t, 4000, first["expires"])
+	require.NotContains(t, first, "created_ts", "no created_ts on the first join")
+	var renewed map[string]any
+	require.Eventually(t, func() bool {
+		renewed = recorderMembership(t, alice, roomID, st.UserID)
+		return renewed != nil && renewed["created_ts"] != nil
+	}, 6*time.Second, 100*time.Millisecond, "membership not renewed before it expired")
+	created := time.UnixMilli(int64(renewed["created_ts"].(float64)))
+	require.WithinDuration(t, time.Now(), created, 5*time.Second)
+
+	// alice's client crashes: her membership stays (no delayed events on
+	// Dendrite) but she is gone from the SFU; nobody is left, so the
+	// recorder stops and leaves too.
+	r.participant(alice).Disconnect()
+	require.Eventually(t, func() bool { return len(r.obs.Ended()) == 1 }, 30*time.Second, 100*time.Millisecond,
+		"the recorder did not leave the empty call")
+	s.WaitNotice(t, alice, roomID, "Everyone left the call")
+	require.Nil(t, recorderMembership(t, alice, roomID, st.UserID))
+	require.Equal(t, storage.StateFinished, onlyRecording(t, s, roomID).State)
+}
