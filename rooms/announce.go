@@ -47,7 +47,9 @@ func (c *Controller) announceStart(ctx context.Context, ar *activeRec) {
 		base = "Recorder"
 	}
 	ar.lock.Lock()
-	ar.prevName = prev
+	// The name to restore never carries the suffix: after a restart the
+	// room may still show the killed run's "… ● REC".
+	ar.prevName = strings.TrimSuffix(prev, RecSuffix)
 	ar.lock.Unlock()
 	if err := c.mx.SetMemberDisplayName(ctx, room, user, base+RecSuffix); err != nil {
 		log.Warn().Err(err).Msg("Failed to mark the recorder's display name as recording")
@@ -73,10 +75,10 @@ func (c *Controller) announceStop(ctx context.Context, ar *activeRec, by id.User
 	ar.lock.Lock()
 	prev, markerSent := ar.prevName, ar.markerSent
 	ar.lock.Unlock()
-	if markerSent {
-		if err := c.mx.SendStateAs(ctx, room, user, StateRecording, string(user), struct{}{}); err != nil {
-			log.Warn().Err(err).Msg("Failed to clear the recording state event")
-		}
+	// Cleared even when this run did not send it: a recording continued
+	// after a restart still shows the marker of the run that was killed.
+	if err := c.mx.SendStateAs(ctx, room, user, StateRecording, string(user), struct{}{}); err != nil && markerSent {
+		log.Warn().Err(err).Msg("Failed to clear the recording state event")
 	}
 	if ar.info.StopReason != callbot.StopRemoved {
 		name := prev
