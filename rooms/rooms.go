@@ -180,6 +180,11 @@ func (c *Controller) Start(ctx context.Context) {
 		defer c.wg.Done()
 		c.work(c.bgCtx)
 	}()
+}
+
+// JoinAutoRecordRooms joins the live calls of the rooms with auto-record
+// on; call it once the Matrix side runs (the recorder users need it).
+func (c *Controller) JoinAutoRecordRooms(ctx context.Context) {
 	rooms, err := c.settings.AutoRecordRooms(ctx)
 	if err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to read auto-record rooms")

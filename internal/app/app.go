@@ -229,6 +229,7 @@ func (app *App) Start(ctx context.Context) error {
 	if err := app.AS.Start(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
+	app.Rooms.JoinAutoRecordRooms(ctx)
 	if app.Web != nil {
 		if err := app.Web.Start(ctx); err != nil {
 			return fmt.Errorf("%w: config key api.listen: %w", ErrStartup, err)

@@ -277,7 +277,10 @@ func TestMatrixRTCEncryptedRoom(t *testing.T) {
 	r := startRTC(t)
 	s := r.s
 	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
+	// The bot's notices in an encrypted room are encrypted: alice reads
+	// them with her own crypto.
+	aliceCrypto := newCryptoUser(t, s, "alice")
+	alice := aliceCrypto.cli
 	bot := s.App.AS.BotUserID()
 	roomID := s.HS.CreateRoom(ctx, t, alice, homeserver.RoomOptions{Name: "E2EE call", Invite: []id.UserID{bot},
 		CallPowerLevelsZero: true, Encrypted: true})
@@ -286,7 +289,7 @@ func TestMatrixRTCEncryptedRoom(t *testing.T) {
 
 	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
 	require.Equal(t, http.StatusForbidden, status, string(body))
-	s.WaitNotice(t, alice, roomID, "can't record encrypted calls yet")
+	aliceCrypto.waitReply(t, bot, "", "can't record encrypted calls yet")
 	recs, err := s.App.DB.Recording.List(ctx, storage.ListFilter{RoomID: roomID})
 	require.NoError(t, err)
 	require.Empty(t, recs)
