@@ -9,7 +9,7 @@ TAGS := goolm
 STATICCHECK_VERSION := v0.8.2
 GOVULNCHECK_VERSION := v1.9.0
 # The Go vulnerability database; file:///path uses an offline copy.
-GOVULNDB ?= https://vuln.go.dev
+GOVULNDB ?=
 FUZZTIME ?= 30s
 # How long the fuzzer may minimize a new input. Its default (60s per input)
 # stalls targets that do file I/O for most of a short run.
@@ -62,11 +62,12 @@ govulncheck:
 
 # Known vulnerabilities in the code paths the recorder calls (module
 # dependencies and the standard library). Needs the vulnerability database:
-# when GOVULNDB cannot be reached the check says SKIPPED and passes, unless
-# VULNCHECK_REQUIRED=1 (then it fails).
+# set GOVULNDB to its URL (https://vuln.go.dev) or to a file:// copy. This
+# workplace reaches no such host, so without GOVULNDB the check says SKIPPED
+# and passes (and sends nothing anywhere), unless VULNCHECK_REQUIRED=1.
 vulncheck: govulncheck
-	@if [[ "$(GOVULNDB)" == http* ]] && ! curl -fsS --max-time 15 -o /dev/null "$(GOVULNDB)/index/db.json"; then \
-		echo "vulncheck: SKIPPED: the vulnerability database $(GOVULNDB) cannot be reached (set GOVULNDB=file:///path/to/copy)"; \
+	@if [[ -z "$(GOVULNDB)" ]]; then \
+		echo "vulncheck: SKIPPED: set GOVULNDB to the vulnerability database (URL or file:// copy) to run govulncheck"; \
 		[[ -z "$(VULNCHECK_REQUIRED)" ]]; \
 	else \
 		$(TOOLS_BIN)/govulncheck -db "$(GOVULNDB)" -tags $(TAGS),integration ./...; \
