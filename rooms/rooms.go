@@ -12,6 +12,7 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -358,6 +359,15 @@ func (c *Controller) Consented(ctx context.Context, roomID id.RoomID, userID id.
 // auto-record room.
 func (c *Controller) handleCallMember(ctx context.Context, evt *event.Event) {
 	if c.bgCtx == nil || c.mx.IsVirtualUser(evt.Sender) {
+		return
+	}
+	// A MatrixRTC membership (Element Call): application m.call, not empty.
+	var rtc struct {
+		Application string `json:"application"`
+		DeviceID    string `json:"device_id"`
+	}
+	if json.Unmarshal(evt.Content.VeryRaw, &rtc) == nil && rtc.Application == "m.call" && rtc.DeviceID != "" {
+		c.autoJoin(ctx, evt.RoomID)
 		return
 	}
 	content, err := signaling.ParseMember(evt.Content.VeryRaw)

@@ -464,6 +464,9 @@ func (c *Call) status() callbot.CallStatus {
 	sort.Slice(st.Peers, func(i, j int) bool {
 		return st.Peers[i].UserID+id.UserID(st.Peers[i].DeviceID) < st.Peers[j].UserID+id.UserID(st.Peers[j].DeviceID)
 	})
+	// The others in the call: members present on an SFU (the room
+	// controller's "alone" stop condition counts them).
+	st.Participants = len(st.Peers)
 	return st
 }
 

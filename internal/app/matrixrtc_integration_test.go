@@ -24,6 +24,7 @@ import (
 	"github.com/matrix-recorder/recorder/callbot/livekit"
 	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
 	lktest "github.com/matrix-recorder/recorder/internal/testutil/livekit"
 	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
@@ -333,7 +334,6 @@ func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 		return len(tracks) >= before+2 && tracks[len(tracks)-1].Packets > 30
 	}, stack.Deadline, 50*time.Millisecond, "the recorder did not come back after being removed from the SFU")
 	require.GreaterOrEqual(t, len(r.auth.Grants()), 3, "a fresh token for the reconnect")
-	time.Sleep(time.Second)
 
 	status, body = r.api(t, http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
 	require.Equal(t, http.StatusNoContent, status, string(body))
@@ -435,4 +435,26 @@ func TestMatrixRTCMembershipRenewed(t *testing.T) {
 	s.WaitNotice(t, alice, roomID, "Everyone left the call")
 	require.Nil(t, recorderMembership(t, alice, roomID, st.UserID))
 	require.Equal(t, storage.StateFinished, onlyRecording(t, s, roomID).State)
+}
+
+// TestMatrixRTCAutoRecord: with auto-record on, a MatrixRTC session that
+// starts in the room is recorded without a command, like a mesh call.
+func TestMatrixRTCAutoRecord(t *testing.T) {
+	r := startRTC(t, stack.Options{StopCheckInterval: 100 * time.Millisecond, Configure: func(c *config.Config) {
+		c.Recording.EmptyTimeout = time.Second
+	}})
+	s, obs := r.s, r.obs
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	roomID := s.CallRoom(t, alice)
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec auto on")), "every call that starts")
+	r.join(t, alice, roomID, true)
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
+	}, stack.Deadline, 50*time.Millisecond, "the MatrixRTC call was not recorded automatically")
+	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec status")), "MatrixRTC")
+	// With a participant on the SFU the recorder is not alone: it records
+	// on past the empty timeout.
+	waitMedia(t, obs, alice.UserID, 3*time.Second)
+	require.Empty(t, obs.Ended(), "stopped although a participant is in the call")
 }
