@@ -124,7 +124,11 @@ func TestSenderRetriesThenGivesUp(t *testing.T) {
 		defer lock.Unlock()
 		return hits["/down"] == MaxAttempts
 	}, 10*time.Second, 5*time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
+	require.Never(t, func() bool {
+		lock.Lock()
+		defer lock.Unlock()
+		return hits["/down"] > MaxAttempts
+	}, 100*time.Millisecond, 5*time.Millisecond, "no attempt after giving up")
 	lock.Lock()
 	require.Equal(t, MaxAttempts, hits["/down"], "no attempt after giving up")
 	require.Equal(t, 1, hits["/up"], "published twice, delivered once")

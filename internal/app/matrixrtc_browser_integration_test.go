@@ -64,18 +64,19 @@ func TestMatrixRTCBrowsers(t *testing.T) {
 	}, stack.Deadline, 50*time.Millisecond, "no media from the browsers")
 	t.Logf("join time (!rec start → first packet): %s", obs.FirstPacket("").Sub(startAt).Round(time.Millisecond))
 
-	time.Sleep(4 * time.Second)
+	waitMedia(t, obs, alice.UserID, 4*time.Second)
 	require.NoError(t, browsers[alice.UserID].SetMicMuted(ctx, true))
 	require.NoError(t, browsers[bob.UserID].SetScreensharing(ctx, true))
 	require.Eventually(t, func() bool {
 		return obs.HasMedia(bob.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeScreenshare, 30)
 	}, stack.Deadline, 50*time.Millisecond, "no screen share from bob's browser")
-	time.Sleep(3 * time.Second)
+	waitMedia(t, obs, alice.UserID, 3*time.Second)
 	require.NoError(t, browsers[alice.UserID].SetMicMuted(ctx, false))
 	require.NoError(t, browsers[bob.UserID].SetScreensharing(ctx, false))
 	screenEnd := time.Now()
-	for time.Since(startAt) < 16*time.Second {
-		time.Sleep(100 * time.Millisecond)
+	// About 15 s of call in all, on the media clock.
+	if rest := 16*time.Second - time.Since(startAt); rest > 0 {
+		waitMedia(t, obs, alice.UserID, rest)
 	}
 
 	stopAt := time.Now()

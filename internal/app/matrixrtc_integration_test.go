@@ -187,7 +187,7 @@ func TestMatrixRTCRecord(t *testing.T) {
 		}
 		return false
 	}, stack.Deadline, 50*time.Millisecond, "bob's mute was not seen")
-	time.Sleep(2 * time.Second)
+	waitMedia(t, obs, alice.UserID, 2*time.Second)
 	require.NoError(t, r.participant(bob).SetMuted(lkp.TrackSource_MICROPHONE, false))
 	require.NoError(t, pa.Unpublish(lkp.TrackSource_SCREEN_SHARE))
 	screenEnd := time.Now()
@@ -195,14 +195,14 @@ func TestMatrixRTCRecord(t *testing.T) {
 	// carol leaves and rejoins.
 	require.NoError(t, pc.Leave(ctx))
 	carolLeft := time.Now()
-	time.Sleep(time.Second)
+	waitMedia(t, obs, alice.UserID, time.Second)
 	pc2 := r.join(t, carol, roomID, true)
 	require.NotEqual(t, carolSID1, pc2.SID())
 	require.Eventually(t, func() bool {
 		return trackOf(obs, carol.UserID, pc2.SID(), webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia) != nil &&
 			trackOf(obs, carol.UserID, pc2.SID(), webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia).Packets > 60
 	}, stack.Deadline, 50*time.Millisecond, "no media from carol after rejoining")
-	time.Sleep(time.Second)
+	waitMedia(t, obs, alice.UserID, time.Second)
 
 	stopAt := time.Now()
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")

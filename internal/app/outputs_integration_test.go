@@ -80,7 +80,7 @@ func TestMixdownOfRecordedCall(t *testing.T) {
 		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 10)
 	},
 		stack.Deadline, 50*time.Millisecond)
-	time.Sleep(2 * time.Second)
+	waitAudio(t, obs, alice.UserID, 2*time.Second)
 	_, err := bob.JoinRoomByID(ctx, roomID)
 	require.NoError(t, err)
 	require.NoError(t, bob.SetDisplayName(ctx, "Bob Builder"))
@@ -300,7 +300,8 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 	pa := s.Sim(t, roomID, alice, opts)
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec start")), "Joining")
 	waitConnected(t, s, roomID, pa)
-	time.Sleep(2 * time.Second)
+	sent := pa.Snapshot().SentPackets["audio"] // 2 s of media: 50 Opus packets a second
+	require.Eventually(t, func() bool { return pa.Snapshot().SentPackets["audio"] >= sent+100 }, stack.Deadline, 20*time.Millisecond)
 	require.Contains(t, s.WaitReply(t, alice, roomID, s.Command(t, alice, roomID, "!rec stop")), "Left the call")
 	rec := onlyRecording(t, s, roomID)
 	s.WaitNotice(t, alice, roomID, "The recording: "+publicURL+"/#rec="+string(rec.ID))
@@ -329,7 +330,11 @@ func TestWebhooksSurviveRestart(t *testing.T) {
 		defer hr.lock.Unlock()
 		return len(hr.acked) == 3
 	}, stack.Deadline, 50*time.Millisecond, "every event is delivered after the restart")
-	time.Sleep(time.Second) // nothing more comes
+	require.Never(t, func() bool { // nothing more comes
+		hr.lock.Lock()
+		defer hr.lock.Unlock()
+		return len(hr.acked) > 3
+	}, time.Second, 50*time.Millisecond, "an event was delivered twice")
 	hr.lock.Lock()
 	defer hr.lock.Unlock()
 	require.Zero(t, hr.badSig)

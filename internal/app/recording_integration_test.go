@@ -62,6 +62,16 @@ func waitMedia(t *testing.T, obs *observer.Observer, user id.UserID, d time.Dura
 	}, stack.Deadline, 20*time.Millisecond, "%s's media stopped arriving", user)
 }
 
+// waitAudio waits until d more of user's microphone media has reached the
+// bot, on the media clock.
+func waitAudio(t *testing.T, obs *observer.Observer, user id.UserID, d time.Duration) {
+	t.Helper()
+	target := obs.Span(user, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia) + d
+	require.Eventually(t, func() bool {
+		return obs.Span(user, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia) >= target
+	}, stack.Deadline, 20*time.Millisecond, "%s's audio stopped arriving", user)
+}
+
 func onlyRecording(t *testing.T, s *stack.Stack, roomID id.RoomID) *storage.Recording {
 	t.Helper()
 	recs, err := s.App.DB.Recording.List(s.Ctx(), storage.ListFilter{RoomID: roomID})
