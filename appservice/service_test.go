@@ -3,6 +3,7 @@ package appservice
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/e2ee"
+	"github.com/matrix-recorder/recorder/internal/testutil"
 )
 
 type memTxns struct {
@@ -418,11 +420,10 @@ func TestRoomsAreIsolated(t *testing.T) {
 		defer s.queuesLock.Unlock()
 		return len(s.queues) == 0
 	}, 5*time.Second, 10*time.Millisecond, "quiet rooms keep no queue")
-	// Polled here, not in require.Eventually, whose own goroutine would count.
-	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > base; {
-		require.True(t, time.Now().Before(deadline), "quiet rooms keep no goroutine: %d, was %d\n%s", runtime.NumGoroutine(), base, goroutines())
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	// Not require.Eventually: its own goroutine would count.
+	testutil.WaitUntil(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= base }, func() string {
+		return fmt.Sprintf("quiet rooms keep no goroutine: %d, was %d\n%s", runtime.NumGoroutine(), base, goroutines())
+	})
 }
 
 func goroutines() string {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -48,4 +49,25 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitUntil checks cond on a 10 ms ticker until it holds, and fails the test
+// with msg() when within has passed. Unlike require.Eventually it runs cond on
+// the test's own goroutine and starts none, so it suits goroutine counts.
+func WaitUntil(t testing.TB, within time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			if !cond() {
+				t.Fatal(msg())
+			}
+			return
+		case <-tick.C:
+		}
+	}
 }
