@@ -3,6 +3,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -123,7 +124,7 @@ func memberDevices(t *testing.T, s *stack.Stack, cli *mautrix.Client, roomID id.
 	var raw map[string]any
 	require.NoError(t, cli.StateEvent(s.Ctx(), roomID, signaling.StateCallMember, string(user), &raw))
 	var out []id.DeviceID
-	data, err := jsonMarshal(raw)
+	data, err := json.Marshal(raw)
 	require.NoError(t, err)
 	mc, err := signaling.ParseMember(data)
 	require.NoError(t, err)
@@ -137,28 +138,72 @@ func memberDevices(t *testing.T, s *stack.Stack, cli *mautrix.Client, roomID id.
 	return out
 }
 
+// binCall is a call of alice (audio) and zoe (audio and video), simulated,
+// recorded by the recorder binary: the start of every process test.
+type binCall struct {
+	s         *stack.Stack
+	ctx       context.Context
+	bin       string
+	cfgPath   string
+	alice     *mautrix.Client
+	roomID    id.RoomID
+	recorder  id.UserID
+	pa, pz    *simpeer.Participant
+	proc      *binProc
+	spool     string
+	connected time.Time
+}
+
+// startBinCall builds and starts the binary, has alice start a recording
+// and waits until both participants are connected to the recorder. zoe's
+// simulator config goes through tweak when it is not nil.
+func startBinCall(t *testing.T, tweak func(*simpeer.Config)) *binCall {
+	t.Helper()
+	c := &binCall{bin: buildRecorder(t), s: stack.Start(t, stack.Options{})}
+	s := c.s
+	c.ctx = s.Ctx()
+	c.alice = s.HS.RegisterUser(c.ctx, t, "alice")
+	zoe := s.HS.RegisterUser(c.ctx, t, "zoe")
+	c.roomID = s.CallRoom(t, c.alice, zoe.UserID)
+	c.pa = s.Sim(t, c.roomID, c.alice, stack.SimOptions{CreateCall: true})
+	c.pz = s.Sim(t, c.roomID, zoe, stack.SimOptions{Video: true, Tweak: tweak})
+	s.StopApp(t)
+	c.cfgPath = s.WriteConfig(t)
+	c.recorder = id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
+	c.spool = filepath.Join(s.Config.Recordings.Path, ".spool")
+	c.proc = startRecorder(t, s, c.bin, c.cfgPath)
+	s.Command(t, c.alice, c.roomID, "!rec start")
+	c.connected = connectedSince(t, c.recorder, time.Time{}, stack.Deadline, c.pa, c.pz)
+	return c
+}
+
+// waitSpooled waits until the spool holds some media.
+func (c *binCall) waitSpooled(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool { return partBytes(c.spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+}
+
+// checkStoredFiles checks that rec has n files and that each plays whole.
+func checkStoredFiles(t *testing.T, s *stack.Stack, rec *storage.Recording, n int) {
+	t.Helper()
+	files, err := s.App.DB.File.GetAll(s.Ctx(), rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, n)
+	for _, f := range files {
+		path := storedPath(s, rec, f.Name)
+		mediacheck.Check(t, path, mediacheck.Duration(t, path), 0.01)
+	}
+}
+
 // TestSigtermMidCall: SIGTERM while recording a call: within the shutdown
 // timeout the peers get hangups, the member event no longer lists the
 // recorder's device, every file is finalized (no parts) and the process
 // exits 0.
 func TestSigtermMidCall(t *testing.T) {
-	bin := buildRecorder(t)
-	s := stack.Start(t, stack.Options{})
-	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
-	zoe := s.HS.RegisterUser(ctx, t, "zoe")
-	roomID := s.CallRoom(t, alice, zoe.UserID)
-	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
-	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
-	s.StopApp(t)
-	proc := startRecorder(t, s, bin, s.WriteConfig(t))
-
-	s.Command(t, alice, roomID, "!rec start")
-	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
-	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
+	c := startBinCall(t, nil)
+	s, ctx, alice, roomID, recorder, proc := c.s, c.ctx, c.alice, c.roomID, c.recorder, c.proc
 	require.NotEmpty(t, memberDevices(t, s, alice, roomID, recorder))
-	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
-	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+	c.waitSpooled(t)
 
 	termAt := time.Now()
 	require.NoError(t, proc.cmd.Process.Signal(syscall.SIGTERM))
@@ -168,7 +213,7 @@ func TestSigtermMidCall(t *testing.T) {
 	require.NoError(t, err, "exit code")
 	require.LessOrEqual(t, took, config.ShutdownTimeout)
 
-	for _, p := range []*simpeer.Participant{pa, pz} {
+	for _, p := range []*simpeer.Participant{c.pa, c.pz} {
 		var hungUp bool
 		for _, c := range p.Snapshot().Calls {
 			if c.Remote.UserID == recorder && c.Ended() && c.EndedByRemote {
@@ -178,19 +223,13 @@ func TestSigtermMidCall(t *testing.T) {
 		require.True(t, hungUp, "the recorder did not hang up")
 	}
 	require.Empty(t, memberDevices(t, s, alice, roomID, recorder), "the member event still lists the recorder's device")
-	require.Equal(t, 0, partBytes(spool), "parts left")
+	require.Equal(t, 0, partBytes(c.spool), "parts left")
 
 	// The next start finds a finished recording and nothing to rejoin.
 	s.StartApp(t)
 	rec := onlyRecording(t, s, roomID)
 	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
-	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
-	require.NoError(t, err)
-	require.Len(t, files, 2)
-	for _, f := range files {
-		path := storedPath(s, rec, f.Name)
-		mediacheck.Check(t, path, mediacheck.Duration(t, path), 0.01)
-	}
+	checkStoredFiles(t, s, rec, 2)
 	calls, err := s.App.DB.ActiveCall.GetAll(ctx)
 	require.NoError(t, err)
 	require.Empty(t, calls)
@@ -198,31 +237,17 @@ func TestSigtermMidCall(t *testing.T) {
 	require.True(t, errors.Is(err, callbot.ErrNotJoined), "rejoined a call it left: %v", err)
 }
 
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
 // TestRestartAfterCallEnded: the recorder is killed, the participants
 // leave while it is down; at the next start its recording is repaired and
 // closed with stop reason recorder_restarted, and it does not rejoin.
 func TestRestartAfterCallEnded(t *testing.T) {
-	bin := buildRecorder(t)
-	s := stack.Start(t, stack.Options{})
-	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
-	zoe := s.HS.RegisterUser(ctx, t, "zoe")
-	roomID := s.CallRoom(t, alice, zoe.UserID)
-	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
-	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
-	s.StopApp(t)
-	proc := startRecorder(t, s, bin, s.WriteConfig(t))
-	s.Command(t, alice, roomID, "!rec start")
-	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
-	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
-	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
-	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+	c := startBinCall(t, nil)
+	s, ctx, alice, roomID, recorder, proc, spool := c.s, c.ctx, c.alice, c.roomID, c.recorder, c.proc, c.spool
+	c.waitSpooled(t)
 	require.NoError(t, proc.cmd.Process.Signal(syscall.SIGKILL))
 	_ = proc.wait(t, stack.Deadline)
-	require.NoError(t, pa.Leave(ctx))
-	require.NoError(t, pz.Leave(ctx))
+	require.NoError(t, c.pa.Leave(ctx))
+	require.NoError(t, c.pz.Leave(ctx))
 
 	s.StartApp(t)
 	var rec *storage.Recording
@@ -232,15 +257,9 @@ func TestRestartAfterCallEnded(t *testing.T) {
 	}, stack.Deadline, 50*time.Millisecond, "the recording is not closed")
 	require.Equal(t, storage.StateRepaired, rec.State, rec.Error)
 	require.Equal(t, storage.StopRecorderRestarted, rec.StopReason)
-	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
-	require.NoError(t, err)
-	require.Len(t, files, 2)
-	for _, f := range files {
-		path := storedPath(s, rec, f.Name)
-		mediacheck.Check(t, path, mediacheck.Duration(t, path), 0.01)
-	}
+	checkStoredFiles(t, s, rec, 2)
 	require.Equal(t, 0, partBytes(spool))
-	_, err = s.App.Calls.Status(ctx, roomID)
+	_, err := s.App.Calls.Status(ctx, roomID)
 	require.ErrorIs(t, err, callbot.ErrNotJoined)
 	require.Empty(t, memberDevices(t, s, alice, roomID, recorder), "a stale member entry of the recorder is left")
 }
@@ -249,19 +268,8 @@ func TestRestartAfterCallEnded(t *testing.T) {
 // not answer (hangups and the member event cannot go out) is cut short by
 // a second signal: the process exits at once with 130.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
-	bin := buildRecorder(t)
-	s := stack.Start(t, stack.Options{})
-	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
-	zoe := s.HS.RegisterUser(ctx, t, "zoe")
-	roomID := s.CallRoom(t, alice, zoe.UserID)
-	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
-	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
-	s.StopApp(t)
-	proc := startRecorder(t, s, bin, s.WriteConfig(t))
-	s.Command(t, alice, roomID, "!rec start")
-	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
-	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
+	c := startBinCall(t, nil)
+	s, proc := c.s, c.proc
 
 	s.HS.Pause(t)
 	defer s.HS.Resume(t)
@@ -290,21 +298,9 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 // ends within the shutdown timeout (plus the writers' own deadline at
 // most) and every file is finalized.
 func TestSigtermWithFrozenHomeserver(t *testing.T) {
-	bin := buildRecorder(t)
-	s := stack.Start(t, stack.Options{})
-	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
-	zoe := s.HS.RegisterUser(ctx, t, "zoe")
-	roomID := s.CallRoom(t, alice, zoe.UserID)
-	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
-	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
-	s.StopApp(t)
-	proc := startRecorder(t, s, bin, s.WriteConfig(t))
-	s.Command(t, alice, roomID, "!rec start")
-	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
-	connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
-	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
-	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+	c := startBinCall(t, nil)
+	s, proc, spool := c.s, c.proc, c.spool
+	c.waitSpooled(t)
 
 	s.HS.Pause(t)
 	termAt := time.Now()
