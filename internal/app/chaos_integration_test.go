@@ -41,23 +41,11 @@ func TestChaosKills(t *testing.T) {
 	t.Logf("chaos seed %d (CHAOS_SEED=%d repeats it)", seed, seed)
 	rnd := rand.New(rand.NewPCG(seed, seed))
 
-	bin := buildRecorder(t)
-	s := stack.Start(t, stack.Options{})
-	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
-	zoe := s.HS.RegisterUser(ctx, t, "zoe")
-	roomID := s.CallRoom(t, alice, zoe.UserID)
-	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
 	// zoe's camera can switch to 160x120 and back on request
 	// (ReplayRamp): a new segment at each switch.
-	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true, Tweak: func(c *simpeer.Config) { c.Browser.RampUp = true }})
-	s.StopApp(t)
-	cfgPath := s.WriteConfig(t)
-	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
-
-	proc := startRecorder(t, s, bin, cfgPath)
-	s.Command(t, alice, roomID, "!rec start")
-	connectedAt := connectedSince(t, recorder, time.Time{}, stack.Deadline, pa, pz)
+	c := startBinCall(t, func(c *simpeer.Config) { c.Browser.RampUp = true })
+	s, ctx, alice, roomID, recorder, pa, pz, proc := c.s, c.ctx, c.alice, c.roomID, c.recorder, c.pa, c.pz, c.proc
+	connectedAt := c.connected
 	// recorded is the span the files should cover: from each (re)connect
 	// to the next kill.
 	var recorded time.Duration
@@ -89,7 +77,7 @@ func TestChaosKills(t *testing.T) {
 		t.Logf("kill %d after %.2fs of recording", i+1, killedAt.Sub(connectedAt).Seconds())
 
 		started := time.Now()
-		proc = startRecorder(t, s, bin, cfgPath)
+		proc = startRecorder(t, s, c.bin, c.cfgPath)
 		connectedAt = connectedSince(t, recorder, started, 10*time.Second, pa, pz)
 		rejoins = append(rejoins, connectedAt.Sub(started))
 		t.Logf("restart %d: rejoined %.2fs after the start (%.2fs after the kill)", i+1,
@@ -122,7 +110,7 @@ func TestChaosKills(t *testing.T) {
 		require.True(t, names[e.Name()], "stored file %s has no row", e.Name())
 	}
 	require.Equal(t, 0, partBytes(filepath.Join(s.Config.Recordings.Path, ".spool")), "parts left")
-	for _, user := range []id.UserID{alice.UserID, zoe.UserID} {
+	for _, user := range []id.UserID{alice.UserID, pz.UserID()} {
 		fs := byUser[user]
 		sort.Slice(fs, func(i, j int) bool { return fs[i].StartedAt.Before(fs[j].StartedAt) })
 		var covered time.Duration
