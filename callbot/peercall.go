@@ -473,10 +473,10 @@ type rtpReader interface {
 func readRTP(track rtpReader, sink TrackSink, onFirst func(), onPanic func(any)) {
 	defer func() {
 		if sink != nil {
-			closeSink(sink, onPanic)
+			CloseSink(sink, onPanic)
 		}
 	}()
-	buf := make([]byte, rtpReadBuffer)
+	buf := make([]byte, RTPReadBuffer)
 	var pkt rtp.Packet
 	first := true
 	for {
@@ -497,34 +497,37 @@ func readRTP(track rtpReader, sink TrackSink, onFirst func(), onPanic func(any))
 		if sink == nil {
 			continue
 		}
-		if err = writeSink(sink, &pkt, onPanic); err != nil {
+		if err = WriteSink(sink, &pkt, time.Now(), onPanic); err != nil {
 			// The sink stopped (disk full, a panic); keep draining so
 			// pion's buffers do not fill, but stop writing.
-			closeSink(sink, onPanic)
+			CloseSink(sink, onPanic)
 			sink = nil
 		}
 	}
 }
 
-// rtpReadBuffer is the track read buffer: above pion's receive MTU.
-const rtpReadBuffer = 1500
+// RTPReadBuffer is the size of a track's read buffer: above pion's receive
+// MTU. Readers allocate it once per track and reuse it with one rtp.Packet.
+const RTPReadBuffer = 1500
 
 // errSinkPanicked is what a sink that panicked returns.
 var errSinkPanicked = errors.New("track sink panicked")
 
-// writeSink writes one packet, turning a panic into an error.
-func writeSink(sink TrackSink, pkt *rtp.Packet, onPanic func(any)) (err error) {
+// WriteSink writes one packet, turning a panic in the sink (a parser bug on
+// hostile media) into an error after reporting it to onPanic. Every track
+// reader writes through it, whatever transport the track came over.
+func WriteSink(sink TrackSink, pkt *rtp.Packet, now time.Time, onPanic func(any)) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			onPanic(v)
 			err = errSinkPanicked
 		}
 	}()
-	return sink.WriteRTP(pkt, time.Now())
+	return sink.WriteRTP(pkt, now)
 }
 
-// closeSink closes a sink, containing a panic.
-func closeSink(sink TrackSink, onPanic func(any)) {
+// CloseSink closes a sink, reporting a panic in it to onPanic.
+func CloseSink(sink TrackSink, onPanic func(any)) {
 	defer func() {
 		if v := recover(); v != nil {
 			onPanic(v)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	lkp "github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/random"
@@ -771,16 +774,30 @@ func (c *Call) maybeParticipantLeft(ctx context.Context, p *participant, at time
 
 // read is a track's reader goroutine: every packet goes to the sink once
 // there is one; it ends when the track does (unsubscribed, SFU closed).
+// Like the mesh reader it reuses one buffer and one packet, and a panic in
+// the sink ends the recording of this track only (callbot.WriteSink).
 func (c *Call) read(ctx context.Context, t *track) {
 	log := zerolog.Ctx(ctx)
+	onPanic := func(v any) {
+		log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Str("track_sid", t.sid).
+			Msg("Recording a track panicked; that track is no longer recorded")
+	}
 	defer func() {
-		t.detach()
+		t.detach(onPanic)
 		c.post(trackEndedMsg{sid: t.sid})
 	}()
+	buf := make([]byte, callbot.RTPReadBuffer)
+	var pkt rtp.Packet
 	for {
-		pkt, _, err := t.remote.ReadRTP()
+		n, _, err := t.remote.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			continue // larger than any packet a peer may send; pion dropped it
+		}
 		if err != nil {
 			return
+		}
+		if err = pkt.Unmarshal(buf[:n]); err != nil {
+			continue
 		}
 		now := time.Now()
 		t.lock.Lock()
@@ -807,9 +824,9 @@ func (c *Call) read(ctx context.Context, t *track) {
 		if !c.firstPacket.Swap(true) {
 			log.Info().Dur("join_time", now.Sub(c.joinStarted)).Str("track_sid", t.sid).Msg("First packet recorded")
 		}
-		if err = sink.WriteRTP(pkt, now); err != nil {
+		if err = callbot.WriteSink(sink, &pkt, now, onPanic); err != nil {
 			log.Err(err).Str("track_sid", t.sid).Msg("Track sink failed; no longer recording the track")
-			t.detach()
+			t.detach(onPanic)
 		}
 	}
 }
@@ -826,13 +843,13 @@ func (t *track) setSink(s callbot.TrackSink) bool {
 }
 
 // detach ends the track for recording: its sink is closed once.
-func (t *track) detach() {
+func (t *track) detach(onPanic func(any)) {
 	t.lock.Lock()
 	s := t.sink
 	t.sink, t.ended = nil, true
 	t.lock.Unlock()
 	if s != nil {
-		s.Close()
+		callbot.CloseSink(s, onPanic)
 	}
 }
 
