@@ -239,82 +239,21 @@ func (fd *fullDisk) WriteAt(p []byte, off int64) (int, error) {
 // still going on within 10 s and continues the same recording with new
 // files; every file plays, the repaired ones to about where they stopped.
 func TestKillDuringRecording(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "recorder")
-	build := exec.Command("go", "build", "-tags", "goolm", "-o", bin, "../../cmd/recorder")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
-
-	s := stack.Start(t, stack.Options{})
-	ctx := s.Ctx()
-	alice := s.HS.RegisterUser(ctx, t, "alice")
-	zoe := s.HS.RegisterUser(ctx, t, "zoe")
-	roomID := s.CallRoom(t, alice, zoe.UserID)
-	pa := s.Sim(t, roomID, alice, stack.SimOptions{CreateCall: true})
-	pz := s.Sim(t, roomID, zoe, stack.SimOptions{Video: true})
-
-	// Hand the appservice over to the real binary.
-	s.StopApp(t)
-	cfgPath := s.WriteConfig(t)
-	cmd := exec.Command(bin, "-c", cfgPath)
-	logFile, err := os.Create(filepath.Join(s.Dir, "recorder.log"))
-	require.NoError(t, err)
-	defer logFile.Close()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			data, _ := os.ReadFile(logFile.Name())
-			t.Logf("recorder log:\n%s", data)
-		}
-	})
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(s.Config.Appservice.Address + "/_matrix/mau/live")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	}, stack.Deadline, 50*time.Millisecond, "recorder binary did not start")
-
-	// The bot answers through the binary now; the appservice in this test
-	// process is stopped, so ask for its user directly.
-	s.Command(t, alice, roomID, "!rec start")
-	recorder := id.NewUserID(s.Config.Appservice.UserPrefix+"1", s.Config.Homeserver.Domain)
-	var started time.Time
-	require.Eventually(t, func() bool {
-		for _, p := range []*simpeer.Participant{pa, pz} {
-			connected := false
-			for _, c := range p.Snapshot().Calls {
-				if c.Remote.UserID == recorder && c.State == simpeer.StateConnected {
-					connected = true
-					if started.IsZero() || c.ConnectedAt.Before(started) {
-						started = c.ConnectedAt
-					}
-				}
-			}
-			if !connected {
-				return false
-			}
-		}
-		return true
-	}, stack.Deadline, 50*time.Millisecond, "participants did not connect to the recorder binary")
+	// The recorder binary records; started is when the participants
+	// connected to it.
+	c := startBinCall(t, nil)
+	s, ctx, alice, roomID, recorder, pa, pz := c.s, c.ctx, c.alice, c.roomID, c.recorder, c.pa, c.pz
+	started, spool := c.connected, c.spool
 
 	// Let it write a few seconds, then kill it mid-file.
-	spool := filepath.Join(s.Config.Recordings.Path, ".spool")
-	require.Eventually(t, func() bool { return partBytes(spool) > 30_000 }, stack.Deadline, 100*time.Millisecond,
-		"no media written to the spool")
+	c.waitSpooled(t)
 	// About 3 s of media before the kill: alice sends 50 Opus packets a second.
 	sent := pa.Snapshot().SentPackets["audio"]
 	require.Eventually(t, func() bool { return pa.Snapshot().SentPackets["audio"] >= sent+150 }, stack.Deadline,
 		20*time.Millisecond, "alice stopped sending")
 	killedAt := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	err = <-exited
-	exited <- err
+	require.NoError(t, c.proc.cmd.Process.Signal(syscall.SIGKILL))
+	err := c.proc.wait(t, stack.Deadline)
 	var exitErr *exec.ExitError
 	require.True(t, errors.As(err, &exitErr), "recorder should die from SIGKILL: %v", err)
 	require.Positive(t, partBytes(spool), "parts must be left behind by the kill")
