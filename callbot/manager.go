@@ -56,6 +56,9 @@ type Options struct {
 	Sink   Sink
 	// SignalHold overrides DefaultSignalHold (tests).
 	SignalHold time.Duration
+	// InviteTimeout overrides signaling.InviteTimeout, how long an invite
+	// the bot placed waits for its answer (tests).
+	InviteTimeout time.Duration
 	// Metrics, if set, are updated with calls, peer states and timings.
 	Metrics *metrics.Metrics
 	// RecordingID mints the ID of a joined call's recording; the recording
@@ -178,6 +181,9 @@ func New(opts Options) (*Manager, error) {
 		m.newID = func(time.Time) string { return strings.ToLower(random.String(16)) }
 	}
 	m.inviteTimeout, m.retryPeriod, m.slowHandler = signaling.InviteTimeout, signaling.RetryInterval, slowHandlerAfter
+	if opts.InviteTimeout > 0 {
+		m.inviteTimeout = opts.InviteTimeout
+	}
 	m.leaveFlush, m.leaveState = leaveFlushTimeout, leaveStateTimeout
 	m.memberRenew, m.memberRetry, m.stateTimeout = signaling.MemberRenewAfter, memberRetryDelay, memberStateTimeout
 	return m, nil

@@ -76,6 +76,9 @@ type Options struct {
 	Create recording.CreateFunc
 	// SignalHold overrides how long signals from unlisted devices wait.
 	SignalHold time.Duration
+	// InviteTimeout overrides how long an invite the recorder placed waits
+	// for its answer.
+	InviteTimeout time.Duration
 	// StopCheckInterval overrides how often stop conditions are checked.
 	StopCheckInterval time.Duration
 	// RoomKeyWait overrides how long an undecryptable event waits for its key.
@@ -174,7 +177,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	}
 	calls, err = callbot.New(callbot.Options{
 		Config: callbot.Config{WebRTC: cfg.WebRTC, CommandPrefix: cfg.Commands.Prefix, NoRecordingNotices: true, Limits: cfg.Limits},
-		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, Metrics: met, RecordingID: archive.NewRecordingID,
+		Matrix: callMatrix{svc}, Sink: sink, SignalHold: opts.SignalHold, InviteTimeout: opts.InviteTimeout, Metrics: met, RecordingID: archive.NewRecordingID,
 	})
 	if err != nil {
 		_ = db.Close()

@@ -513,6 +513,23 @@ func (c *Client) Leave(ctx context.Context) error {
 	return err
 }
 
+// Close leaves the call if still in it, then closes the browser and stops
+// the driver before the test ends: the device's to-device messages then go
+// to the next client that syncs as it (the homeserver hands them to
+// whichever /sync of the device asks first). The test's cleanup still logs
+// the console on failure.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	left := c.left
+	c.mu.Unlock()
+	if !left {
+		if err := c.Leave(ctx); err != nil {
+			return err
+		}
+	}
+	return c.stop()
+}
+
 // WaitFor polls the state until cond accepts it and returns that state, or fails
 // the test after timeout with the last state seen.
 func (c *Client) WaitFor(t testing.TB, timeout time.Duration, what string, cond func(*State) bool) *State {

@@ -177,6 +177,10 @@ type ToDeviceEvent struct {
 	Sender   id.UserID   `json:"sender,omitempty"`
 	// AtMs is the page's Date.now() when it was sent or received.
 	AtMs int64 `json:"at"`
+	// Encrypted is set on received events that came Olm-encrypted (the
+	// page's type is then the decrypted one, or m.room.encrypted if it
+	// could not decrypt).
+	Encrypted bool `json:"encrypted,omitempty"`
 
 	CallID  string `json:"call_id,omitempty"`
 	PartyID string `json:"party_id,omitempty"`

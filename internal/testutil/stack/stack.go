@@ -49,6 +49,9 @@ type Options struct {
 	Federation bool
 	// MembershipExpiry overrides the recorder's MatrixRTC membership expiry.
 	MembershipExpiry time.Duration
+	// InviteTimeout overrides how long the recorder's mesh invites wait
+	// for an answer.
+	InviteTimeout time.Duration
 }
 
 // Stack is a running Dendrite plus a running recorder.
@@ -139,7 +142,7 @@ func (s *Stack) startApp(t *testing.T) {
 	t.Helper()
 	recorder, err := app.New(s.ctx, s.Config, "test", app.Options{Observer: s.opts.Observer, Create: s.opts.Create, SignalHold: 2 * time.Second,
 		StopCheckInterval: s.opts.StopCheckInterval, RoomKeyWait: s.opts.RoomKeyWait, WebhookBackoff: s.opts.WebhookBackoff,
-		MembershipExpiry: s.opts.MembershipExpiry})
+		MembershipExpiry: s.opts.MembershipExpiry, InviteTimeout: s.opts.InviteTimeout})
 	require.NoError(t, err)
 	require.NoError(t, recorder.Start(s.ctx))
 	s.App = recorder

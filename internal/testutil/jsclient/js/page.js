@@ -314,8 +314,17 @@ async function startInner(o) {
 		}
 		return sendToDevice(eventType, contentMap, ...rest);
 	};
-	client.on(ClientEvent.ToDeviceEvent, (ev) => {
-		pushBounded(toDeviceReceived, summarizeVoip(ev.getType(), ev.getContent(), { sender: ev.getSender(), at: Date.now() }));
+	client.on(ClientEvent.ToDeviceEvent, async (ev) => {
+		const at = Date.now();
+		// js-sdk 36 emits an Olm event while it is being decrypted: wait
+		// for the clear type and content.
+		if (ev.isBeingDecrypted()) await ev.getDecryptionPromise().catch(() => {});
+		// encrypted: it came Olm-encrypted (decrypted or not; without crypto
+		// the type stays m.room.encrypted).
+		pushBounded(
+			toDeviceReceived,
+			summarizeVoip(ev.getType(), ev.getContent(), { sender: ev.getSender(), at, encrypted: ev.isEncrypted() }),
+		);
 	});
 	// Record what GET /voip/turnServer answers (js-sdk asks at start and before
 	// every peer call; without "uris" it proceeds without TURN).
