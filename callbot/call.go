@@ -286,8 +286,15 @@ func (c *Call) runTimers(ctx context.Context, now time.Time) {
 			c.flushCandidates(c.peerCtx(ctx, p), p)
 		}
 		if p.outgoing && p.state == PeerInviteSent && !now.Before(p.inviteExpires) {
-			zerolog.Ctx(ctx).Info().Stringer("peer", p.key).Msg("Invite timed out")
+			zerolog.Ctx(ctx).Info().Stringer("peer", p.key).Bool("olm", p.inviteOlm).Bool("heard", p.heard).Msg("Invite timed out")
 			c.endPeer(ctx, p, signaling.ReasonInviteTimeout, true, now)
+			if !p.heard {
+				// Perhaps it could not read us: a js-sdk ≥ 37 page cannot
+				// read Olm, Hydrogen drops plaintext, and a page reloaded
+				// with another client keeps its device id. The hangup
+				// above went the old way; the next attempt the other.
+				c.m.noteKind(p.key, !p.inviteOlm)
+			}
 		}
 	}
 	if !c.memberRenewAt.IsZero() && !now.Before(c.memberRenewAt) {

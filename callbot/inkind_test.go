@@ -63,4 +63,17 @@ func TestPlaceCallInKind(t *testing.T) {
 	yan.join(time.Now().Add(forever))
 	inv := h.fm.takeSent(t, yan.key, "m.call.invite")
 	require.False(t, inv.encrypt)
+
+	// A device that talked Olm (a js-sdk 36 page) is called in Olm; when
+	// that goes unanswered (the same device id now on a js-sdk 43 page),
+	// the next invite goes in plaintext.
+	xav := h.remote("@xav:test", "XAVDEV")
+	h.m.noteKind(xav.key, true)
+	xav.join(time.Now().Add(forever))
+	inv = h.fm.takeSent(t, xav.key, "m.call.invite")
+	require.True(t, inv.encrypt, "a device that talked Olm is called in Olm")
+	hangup := h.fm.takeSent(t, xav.key, "m.call.hangup")
+	require.True(t, hangup.encrypt, "the unanswered invite is hung up the way it went")
+	inv = h.fm.takeSent(t, xav.key, "m.call.invite")
+	require.False(t, inv.encrypt, "the unanswered Olm invite is followed by a plaintext one")
 }

@@ -102,9 +102,10 @@ type Manager struct {
 	statsLock sync.Mutex
 	ignored   map[IgnoreReason]int64
 
-	// kinds is how each device last signalled: true for Olm. It outlives
-	// calls and sessions: a page reloaded with another client keeps its
-	// device id.
+	// kinds is how to send to each device (true for Olm): the way it last
+	// signalled, or the other way after it left an invite unanswered
+	// without a word. It outlives calls and sessions: a page reloaded
+	// with another client keeps its device id.
 	kindLock sync.Mutex
 	kinds    map[signaling.DeviceKey]bool
 }
@@ -112,7 +113,7 @@ type Manager struct {
 // maxKinds bounds the devices whose signalling kind is remembered.
 const maxKinds = 4096
 
-// noteKind remembers whether a device's latest call event was encrypted.
+// noteKind remembers whether to Olm-encrypt what goes to a device.
 func (m *Manager) noteKind(key signaling.DeviceKey, olm bool) {
 	m.kindLock.Lock()
 	defer m.kindLock.Unlock()
@@ -122,12 +123,13 @@ func (m *Manager) noteKind(key signaling.DeviceKey, olm bool) {
 	m.kinds[key] = olm
 }
 
-// kindOf says how to send to a device: as it last signalled, if it did.
-func (m *Manager) kindOf(key signaling.DeviceKey) (olm, known bool) {
+// sendOlm says whether to Olm-encrypt what goes to a device: as noted, or
+// Olm to a device that has shown nothing yet (Hydrogen drops plaintext).
+func (m *Manager) sendOlm(key signaling.DeviceKey) bool {
 	m.kindLock.Lock()
 	defer m.kindLock.Unlock()
-	olm, known = m.kinds[key]
-	return olm, known
+	olm, known := m.kinds[key]
+	return olm || !known
 }
 
 // IgnoreReason says why a to-device call event was not acted on.

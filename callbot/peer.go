@@ -31,9 +31,11 @@ type peer struct {
 	createdAt time.Time
 	// inviteExpires is when an unanswered outgoing invite times out.
 	inviteExpires time.Time
-	// olmFirst is how to send to the device while it has not signalled
-	// anything (Manager.kindOf decides once it has).
-	olmFirst    bool
+	// inviteOlm is how the bot's invite went (outgoing calls); heard is
+	// set once the device signals anything after it. An invite that times
+	// out unheard makes the next attempt use the other kind.
+	inviteOlm   bool
+	heard       bool
 	connectedAt time.Time
 
 	localCands  signaling.CandidateQueue

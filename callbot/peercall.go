@@ -87,12 +87,7 @@ func (c *Call) placeCall(ctx context.Context, part signaling.Participant, now ti
 		return fmt.Errorf("failed to create offer: %w", err)
 	}
 	p.state = PeerInviteSent
-	// Olm to a device that has shown nothing yet (Hydrogen drops
-	// plaintext); an unanswered attempt is followed by one in plaintext
-	// (a js-sdk ≥ 37 page cannot read Olm call events), and so on.
-	if at := c.attempts[p.key]; at != nil {
-		p.olmFirst = at.count%2 == 1
-	}
+	p.inviteOlm = c.m.sendOlm(p.key)
 	invite := &signaling.Invite{
 		Offer:    event.CallData{SDP: p.pc.LocalDescription().SDP, Type: event.CallDataTypeOffer},
 		Lifetime: int64(c.m.inviteTimeout / time.Millisecond), Invitee: part.UserID, Metadata: c.ownMetadata(),

@@ -46,6 +46,9 @@ func (c *Call) handleSignal(ctx context.Context, rcv e2ee.Received, now time.Tim
 	// Answer in kind: the device gets what it sends. The sender is the
 	// homeserver's word; its device id is (for plaintext) its own.
 	c.m.noteKind(base.Sender(rcv.Sender), rcv.Encrypted)
+	if p := c.peers[base.Sender(rcv.Sender)]; p != nil {
+		p.heard = true
+	}
 	c.admit(ctx, pendingSignal{rcv: rcv, msg: msg, at: now}, now)
 }
 
@@ -206,11 +209,7 @@ func (c *Call) send(p *peer, msg signaling.Message) {
 		zerolog.Ctx(c.m.bgCtx).Err(err).Str("event_type", msg.Type().Type).Msg("Refusing to send invalid message")
 		return
 	}
-	olm, known := c.m.kindOf(p.key)
-	if !known {
-		olm = p.olmFirst
-	}
-	c.sendQ.Push(outgoing{evtType: msg.Type(), user: p.key.UserID, device: p.key.DeviceID, content: content, olm: olm})
+	c.sendQ.Push(outgoing{evtType: msg.Type(), user: p.key.UserID, device: p.key.DeviceID, content: content, olm: c.m.sendOlm(p.key)})
 }
 
 // ownMetadata announces the bot's one silent, muted audio stream.
