@@ -51,9 +51,24 @@ type Browser struct {
 	RampUp bool
 	// Loss drops this fraction of outgoing RTP packets on the wire, below
 	// the NACK responder (so retransmissions may repair them); Reorder sends
-	// this fraction one packet late. Seed makes the pattern repeatable.
-	Loss, Reorder float64
-	Seed          int64
+	// this fraction one packet late; Duplicate sends this fraction twice.
+	// Seed makes the pattern repeatable.
+	Loss, Reorder, Duplicate float64
+	// Jitter delays every packet on the wire by a random 0..Jitter, so
+	// packets also overtake each other.
+	Jitter time.Duration
+	Seed   int64
+}
+
+// lossy reports whether the wire is not perfect.
+func (b Browser) lossy() bool {
+	return b.Loss > 0 || b.Reorder > 0 || b.Duplicate > 0 || b.Jitter > 0
+}
+
+// WireStats count what the lossy wire did to the RTP a participant sent
+// (all its peer connections, every stream, retransmissions included).
+type WireStats struct {
+	Packets, Dropped, Reordered, Duplicated, Delayed uint64
 }
 
 // probeEvery and probePackets shape the padding probes: this many
@@ -97,6 +112,10 @@ type source struct {
 
 	muted atomic.Bool
 	sent  atomic.Uint64
+	// startedAt is the clip's time 0 on the wall clock when it was first
+	// sent (unix nanos; a source that restarts its clip on key frame
+	// requests keeps its first start).
+	startedAt atomic.Int64
 
 	// browser-like behaviour (see Browser); fixed before run
 	ramp         []frame // played once before frames
@@ -179,6 +198,10 @@ func (s *source) run(ctx context.Context) {
 		if len(ramp) > 0 {
 			f, ramp = ramp[0], ramp[1:]
 		} else {
+			if s.startedAt.Load() == 0 && s.attached() && !s.muted.Load() {
+				// This frame is due now; the clip began that much earlier.
+				s.startedAt.Store(start.Add(mediaTime - s.clipOffset(i)).UnixNano())
+			}
 			f, i = s.frames[i], (i+1)%len(s.frames)
 		}
 		if s.muted.Load() {
@@ -205,6 +228,15 @@ func (s *source) run(ctx context.Context) {
 	}
 }
 
+// clipOffset is the media time of frame i in the clip.
+func (s *source) clipOffset(i int) time.Duration {
+	var ticks uint64
+	for _, f := range s.frames[:i] {
+		ticks += uint64(f.ticks)
+	}
+	return time.Duration(ticks) * time.Second / time.Duration(s.capability.ClockRate)
+}
+
 func newSource(kind webrtc.RTPCodecType, capability webrtc.RTPCodecCapability, frames []frame, payloader func() rtp.Payloader) *source {
 	return &source{kind: kind, capability: capability, frames: frames, payloader: payloader, tracks: map[*webrtc.TrackLocalStaticRTP]struct{}{}}
 }
@@ -214,7 +246,7 @@ func loadOpus(path string) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to read audio: %w", err)
 	}
-	r, _, err := oggreader.NewWith(bytes.NewReader(data))
+	r, head, err := oggreader.NewWith(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("failed to open ogg %s: %w", path, err)
 	}
@@ -242,6 +274,20 @@ func loadOpus(path string) (*source, error) {
 		}
 		prev = granule
 		frames = append(frames, frame{data: payload, ticks: ticks})
+	}
+	// Loop the clip at its own length, the last granule less the
+	// pre-skip: the encoder's last packet reaches past the end, and
+	// looping it would make every loop a frame longer than the clip (the
+	// audio drifting 20 ms per loop from a video clip of the same length).
+	if clip := prev - int64(head.PreSkip); clip > 0 {
+		var at int64
+		for k, f := range frames {
+			if at >= clip {
+				frames = frames[:k]
+				break
+			}
+			at += int64(f.ticks)
+		}
 	}
 	if len(frames) == 0 {
 		return nil, fmt.Errorf("no audio frames in %s", path)
@@ -297,32 +343,48 @@ func loadVP8(path string) (*source, error) {
 }
 
 // newAPI builds the participant's pion API the way the recorder builds its
-// own (callbot.NewAPI), loopback-only, with a lossy wire when asked.
-func newAPI(b Browser) (*webrtc.API, error) {
+// own (callbot.NewAPI), loopback-only, with a lossy wire when asked (nil
+// factory otherwise).
+func newAPI(b Browser) (*webrtc.API, *wireFactory, error) {
 	var wire []interceptor.Factory
-	if b.Loss > 0 || b.Reorder > 0 {
-		wire = append(wire, &wireFactory{loss: b.Loss, reorder: b.Reorder, seed: b.Seed})
+	var wf *wireFactory
+	if b.lossy() {
+		wf = &wireFactory{loss: b.Loss, reorder: b.Reorder, dup: b.Duplicate, jitter: b.Jitter, seed: b.Seed}
+		wire = append(wire, wf)
 	}
 	api, _, err := callbot.NewAPI(config.WebRTCConfig{LoopbackOnly: true}, callbot.APIOptions{Log: zerolog.Nop(), Wire: wire})
 	if err != nil {
-		return nil, fmt.Errorf("failed to build the webrtc api: %w", err)
+		return nil, nil, fmt.Errorf("failed to build the webrtc api: %w", err)
 	}
-	return api, nil
+	return api, wf, nil
 }
 
-// wireFactory makes wire interceptors: a lossy, reordering network for the
-// RTP a participant sends.
+// wireFactory makes wire interceptors: a lossy, reordering, duplicating,
+// jittery network for the RTP a participant sends.
 type wireFactory struct {
-	loss, reorder float64
-	seed          int64
-	n             atomic.Int64
+	loss, reorder, dup float64
+	jitter             time.Duration
+	seed               int64
+	n                  atomic.Int64
+
+	packets, dropped, reordered, duplicated, delayed atomic.Uint64
+}
+
+// stats copies the counters; zero for a perfect wire (nil).
+func (f *wireFactory) stats() WireStats {
+	if f == nil {
+		return WireStats{}
+	}
+	return WireStats{Packets: f.packets.Load(), Dropped: f.dropped.Load(), Reordered: f.reordered.Load(),
+		Duplicated: f.duplicated.Load(), Delayed: f.delayed.Load()}
 }
 
 func (f *wireFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
 	return &wire{f: f, rng: rand.New(rand.NewPCG(uint64(f.seed), uint64(f.n.Add(1))))}, nil //nolint:gosec // test network
 }
 
-// wire drops and reorders outgoing RTP (one peer connection).
+// wire drops, reorders, duplicates and delays outgoing RTP (one peer
+// connection).
 type wire struct {
 	interceptor.NoOp
 	f   *wireFactory
@@ -336,25 +398,52 @@ type heldPacket struct {
 	attrs   interceptor.Attributes
 }
 
+func (w *wire) draw() (r, d float64, delay time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, d = w.rng.Float64(), w.rng.Float64()
+	if w.f.jitter > 0 {
+		delay = time.Duration(w.rng.Int64N(int64(w.f.jitter)))
+	}
+	return r, d, delay
+}
+
 func (w *wire) BindLocalStream(_ *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
 	var held *heldPacket
 	var mu sync.Mutex
+	// send puts one packet on the wire, after its jitter delay; the
+	// delayed copy is the wire's own (the caller reuses its buffers).
+	send := func(h *rtp.Header, payload []byte, a interceptor.Attributes, delay time.Duration) (int, error) {
+		if delay <= 0 {
+			return writer.Write(h, payload, a)
+		}
+		w.f.delayed.Add(1)
+		hc, pc := h.Clone(), append([]byte(nil), payload...)
+		// Errors come from closed connections, as for a real network.
+		time.AfterFunc(delay, func() { _, _ = writer.Write(&hc, pc, a) })
+		return len(payload), nil
+	}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		w.mu.Lock()
-		r := w.rng.Float64()
-		w.mu.Unlock()
+		r, d, delay := w.draw()
+		w.f.packets.Add(1)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case r < w.f.loss:
+			w.f.dropped.Add(1)
 			return len(payload), nil
 		case r < w.f.loss+w.f.reorder && held == nil:
+			w.f.reordered.Add(1)
 			held = &heldPacket{header: h.Clone(), payload: append([]byte(nil), payload...), attrs: a}
 			return len(payload), nil
 		}
-		n, err := writer.Write(h, payload, a)
+		n, err := send(h, payload, a, delay)
+		if d < w.f.dup {
+			w.f.duplicated.Add(1)
+			_, _ = send(h, payload, a, delay)
+		}
 		if held != nil {
-			_, _ = writer.Write(&held.header, held.payload, held.attrs)
+			_, _ = send(&held.header, held.payload, held.attrs, delay)
 			held = nil
 		}
 		return n, err

@@ -129,6 +129,13 @@ type Snapshot struct {
 	PaddingPackets   map[string]uint64
 	// FramesSent counts frames (audio packets, video frames) sent per source.
 	FramesSent map[string]uint64
+	// MediaStart is when each source's clip first started playing (its
+	// time 0 on the wall clock; zero before it was sent to anyone). The
+	// clips' beeps and flashes are aligned at the source, so the offset
+	// between two of these is the offset the sender put between them.
+	MediaStart map[string]time.Time
+	// Wire is what the lossy network did (zero without one).
+	Wire WireStats
 }
 
 // Current returns the newest call with remote that has not ended.
@@ -181,6 +188,7 @@ type observer struct {
 	drops   []Drop
 	rcvd    ReceivedCounts
 	sources map[string]*source
+	wire    *wireFactory // nil: a perfect network
 }
 
 type callRecord struct {
@@ -199,13 +207,16 @@ func (o *observer) snapshot() Snapshot {
 	defer o.mu.Unlock()
 	s := Snapshot{SessionID: o.session, ConfID: o.conf, Joined: o.joined, Glare: o.glare, Received: o.rcvd,
 		SentPackets: map[string]uint64{}, KeyframeRequests: map[string]uint64{}, PaddingPackets: map[string]uint64{},
-		FramesSent: map[string]uint64{}}
+		FramesSent: map[string]uint64{}, MediaStart: map[string]time.Time{}, Wire: o.wire.stats()}
 	s.Drops = append([]Drop(nil), o.drops...)
 	for name, src := range o.sources {
 		s.SentPackets[name] = src.sent.Load()
 		s.KeyframeRequests[name] = src.keyRequests.Load()
 		s.PaddingPackets[name] = src.padding.Load()
 		s.FramesSent[name] = src.framesSent.Load()
+		if at := src.startedAt.Load(); at != 0 {
+			s.MediaStart[name] = time.Unix(0, at)
+		}
 	}
 	for _, rec := range o.calls {
 		ci := rec.info

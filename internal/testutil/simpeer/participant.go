@@ -257,7 +257,7 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 		}
 		p.obs.sources["video"], p.obs.sources["screen"] = p.video, p.screen
 	}
-	if p.api, err = newAPI(cfg.Browser); err != nil {
+	if p.api, p.obs.wire, err = newAPI(cfg.Browser); err != nil {
 		return nil, err
 	}
 	if cfg.Encrypt {
