@@ -1,15 +1,12 @@
 package recording
 
 import (
-	"math"
 	"math/rand/v2"
-	"regexp"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/matrix-recorder/recorder/internal/testutil"
+	"github.com/matrix-recorder/recorder/internal/testutil/mediacheck"
 
 	"github.com/stretchr/testify/require"
 )
@@ -76,75 +73,18 @@ func TestAVSync(t *testing.T) {
 			require.WithinDuration(t, t0.Add(ao.delay), res[0].Start, 5*time.Millisecond, "file start on the local clock")
 			checkFile(t, res[0].Path, res[0].Duration.Seconds())
 
-			beeps := beepOnsets(t, res[0].Path)
-			flashes := flashOnsets(t, res[0].Path)
+			beeps := mediacheck.BeepOnsets(t, res[0].Path)
+			require.NotEmpty(t, beeps, "no beep found")
+			flashes := mediacheck.FlashOnsets(t, res[0].Path)
 			require.GreaterOrEqual(t, len(flashes), 3, "flashes %v", flashes)
 			for _, f := range flashes {
 				if f < tc.from {
 					continue
 				}
-				b := nearest(beeps, f-tc.want)
+				b := mediacheck.Nearest(beeps, f-tc.want)
 				t.Logf("flash %.3f beep %.3f offset %.1f ms", f, b, (f-b)*1000)
 				require.InDelta(t, tc.want, f-b, 0.040, "flash at %.3f s, nearest beep at %.3f s (beeps %v)", f, b, beeps)
 			}
 		})
 	}
-}
-
-func nearest(xs []float64, v float64) float64 {
-	best := math.Inf(1)
-	for _, x := range xs {
-		if math.Abs(x-v) < math.Abs(best-v) {
-			best = x
-		}
-	}
-
-	return best
-}
-
-// beepOnsets returns the file times where silence ends. -copyts keeps the
-// stream timestamps (ffmpeg would otherwise shift everything by the Opus
-// track's negative start time, the codec delay).
-func beepOnsets(t *testing.T, path string) []float64 {
-	t.Helper()
-	_, errOut, err := run(t, "ffmpeg", "-nostdin", "-hide_banner", "-copyts", "-i", path, "-map", "0:a",
-		"-af", "silencedetect=noise=-30dB:d=0.2", "-f", "null", "-")
-	require.NoError(t, err, errOut)
-	var out []float64
-	for _, m := range regexp.MustCompile(`silence_end: ([0-9.]+)`).FindAllStringSubmatch(errOut, -1) {
-		v, err := strconv.ParseFloat(m[1], 64)
-		require.NoError(t, err)
-		out = append(out, v)
-	}
-	require.NotEmpty(t, out, "no beep found:\n%s", errOut)
-
-	return out
-}
-
-// flashOnsets returns the pts of frames that turn bright after a dark one.
-func flashOnsets(t *testing.T, path string) []float64 {
-	t.Helper()
-	out, errOut, err := run(t, "ffprobe", "-v", "error", "-f", "lavfi", "-i", "movie="+path+",signalstats",
-		"-show_entries", "frame=pts_time:frame_tags=lavfi.signalstats.YAVG", "-of", "csv=p=0")
-	require.NoError(t, err, errOut)
-	var res []float64
-	prevBright := true
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Split(line, ",")
-		if len(f) < 2 {
-			continue
-		}
-		pts, err1 := strconv.ParseFloat(f[0], 64)
-		y, err2 := strconv.ParseFloat(f[1], 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		bright := y > 128
-		if bright && !prevBright {
-			res = append(res, pts)
-		}
-		prevBright = bright
-	}
-
-	return res
 }
