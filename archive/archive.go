@@ -95,6 +95,8 @@ type Recorder struct {
 	// wg counts every goroutine the recorder starts (finishing streams,
 	// storing segments); Stop waits for them.
 	wg sync.WaitGroup
+	// queueHigh is the most packets any stream's write queue has held.
+	queueHigh atomic.Int64
 
 	limits Limits
 	disk   *diskUsage
@@ -157,6 +159,11 @@ type streamRec struct {
 	w       *recording.StreamWriter // nil until ready is closed, and if it failed
 	ready   chan struct{}           // closed once the writer is made (or failed)
 	open    int                     // tracks not yet closed
+	// queue takes the tracks' packets to the stream's writer goroutine
+	// (with w; nil if the writer could not be made).
+	queue *packetQueue
+	// dropWarned is set once a full queue was logged.
+	dropWarned atomic.Bool
 	// stores counts the stream's segments being stored.
 	stores sync.WaitGroup
 	// reported is what was last added to the live metrics (see report).
@@ -364,8 +371,12 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 	}
 	c.writeStreamMeta(ctx, s)
 	w, err := recording.NewStreamWriter(log.WithContext(context.WithoutCancel(ctx)), cfg)
+	var q *packetQueue
+	if err == nil {
+		q = newPacketQueue(queueSize)
+	}
 	c.lock.Lock()
-	s.w = w // nil on error: the tracks waiting for ready see that
+	s.w, s.queue = w, q // nil on error: the tracks waiting for ready see that
 	m, muted := c.mutes[key]
 	c.lock.Unlock()
 	close(s.ready)
@@ -374,6 +385,14 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		c.release(s)
 		return nil
 	}
+	// The stream's writer goroutine: it holds the stream's counts
+	// (closing, the recorder's wg) and finishes the stream once the last
+	// track ended and everything queued is written.
+	go func() {
+		defer c.recoverStream(s)
+		s.writeQueued()
+		c.finishStream(s)
+	}()
 	if muted {
 		s.applyMute(m)
 	}
@@ -397,14 +416,19 @@ func (c *callRec) release(s *streamRec) {
 		delete(c.streams, s.key)
 	}
 	c.lock.Unlock()
-	if last {
-		// The stream holds its counts (closing, the recorder's wg) from
-		// its creation until finishStream ends.
-		go func() {
-			defer c.recoverStream(s)
-			c.finishStream(s)
-		}()
+	if !last {
+		return
 	}
+	if s.queue != nil {
+		s.queue.close() // the writer goroutine finishes the stream
+		return
+	}
+	// No writer: the stream holds its counts (closing, the recorder's
+	// wg) from its creation until finishStream ends.
+	go func() {
+		defer c.recoverStream(s)
+		c.finishStream(s)
+	}()
 }
 
 // uniqueBase returns base, or base with a counter if another stream of
@@ -432,23 +456,97 @@ func (s *streamRec) applyMute(m callbot.StreamChange) {
 	s.w.SetMuted(recording.KindVideo, m.VideoMuted, m.At)
 }
 
-// trackSink feeds one track into its stream's writer.
+// trackSink feeds one track into its stream's writer, through the
+// stream's queue: the track's reader never waits for the disk.
 type trackSink struct {
-	s       *streamRec
-	kind    recording.Kind
-	ssrc    uint32
-	packets uint64 // written by the track's reader only
+	s    *streamRec
+	kind recording.Kind
+	ssrc uint32
 }
 
+// WriteRTP queues a copy of the packet. A full queue drops it (counted);
+// once the writer failed, its error is returned and the reader stops.
 func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
-	err := ts.s.w.WriteRTP(ts.kind, pkt, arrival)
-	if err != nil && errors.Is(err, recording.ErrWriterFailed) {
-		ts.s.c.fail(err)
+	s := ts.s
+	dropped, depth, high, err := s.queue.push(ts.kind, pkt, arrival)
+	if err != nil {
+		return err
 	}
-	if ts.packets++; ts.packets%reportEvery == 0 {
-		ts.s.report()
+	if high {
+		s.c.r.noteQueueDepth(depth)
+	}
+	if dropped {
+		if met := s.c.r.met; met != nil {
+			met.WriteQueueDropped.Inc()
+		}
+		if s.dropWarned.CompareAndSwap(false, true) {
+			s.log.Warn().Int("queue", queueSize).Msg("The stream's writer fell behind, its queue is full: dropping packets")
+		}
+	}
+	return nil
+}
+
+// writeQueued is the stream's writer goroutine: it writes what its tracks
+// queued, until the last track ended and the queue is empty.
+func (s *streamRec) writeQueued() {
+	var n uint64
+	var failed bool
+	for {
+		p, ok := s.queue.next()
+		if !ok {
+			return
+		}
+		var err error
+		if !failed {
+			err = s.writePacket(p)
+			failed = err != nil
+		}
+		s.queue.done(err)
+		if n++; n%reportEvery == 0 {
+			s.report()
+		}
+	}
+}
+
+// writePacket writes one queued packet. A panic in the writer (a parser
+// bug on hostile media) is contained to the stream: logged with its
+// stack, counted, and the stream takes no more packets; its files are
+// finished as far as they got.
+func (s *streamRec) writePacket(p *queuedPacket) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Msg("Writing a packet panicked; the stream is no longer recorded")
+			if met := s.c.r.met; met != nil {
+				met.Panics.WithLabelValues("stream").Inc()
+			}
+			err = fmt.Errorf("%w: writing %s panicked: %v", errStreamPanicked, s.base, v)
+		}
+	}()
+	err = s.w.WriteRTP(p.kind, &p.pkt, p.arrival)
+	if err != nil && errors.Is(err, recording.ErrWriterFailed) {
+		s.c.fail(err)
 	}
 	return err
+}
+
+// errStreamPanicked is what a stream whose writer panicked returns.
+var errStreamPanicked = errors.New("stream writer panicked")
+
+// noteQueueDepth raises the recorder-wide high-water mark of the write
+// queues to depth.
+func (r *Recorder) noteQueueDepth(depth int) {
+	for {
+		cur := r.queueHigh.Load()
+		if int64(depth) <= cur {
+			return
+		}
+		if r.queueHigh.CompareAndSwap(cur, int64(depth)) {
+			if r.met != nil {
+				r.met.WriteQueueHighWater.Set(float64(depth))
+			}
+			return
+		}
+	}
 }
 
 // reportEvery is how many packets of a track go by between updates of the
@@ -553,7 +651,8 @@ func (c *callRec) finishStream(s *streamRec) {
 	_, err := s.w.Close(log.WithContext(ctx)) // its files are stored by segmentDone
 	s.report()
 	st := s.w.Stats()
-	log.Info().Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
+	qHigh, qDropped := s.queue.stats()
+	log.Info().Int("queue_high_water", qHigh).Uint64("queue_dropped", qDropped).Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
 		Uint64("duplicate_packets", st.DuplicatePackets).Uint64("dropped_frames", st.DroppedFrames).
 		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).
 		Uint64("frames_written", st.FramesWritten).Int64("bytes", st.Bytes).Msg("Stream writer closed")

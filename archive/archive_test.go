@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
+	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
 )
 
@@ -170,8 +173,9 @@ func TestLiveMetrics(t *testing.T) {
 		SSRC:  1, Purpose: signaling.PurposeUserMedia, RequestKeyframe: func() {}})
 	require.NotNil(t, ts)
 	sendAudio(t, ts, opusPackets(t), 3*reportEvery, t0)
-	require.Positive(t, promtest.ToFloat64(met.FramesWritten), "frames counted while recording")
-	require.Positive(t, promtest.ToFloat64(met.BytesWritten), "bytes counted while recording")
+	require.Eventually(t, func() bool {
+		return promtest.ToFloat64(met.FramesWritten) > 0 && promtest.ToFloat64(met.BytesWritten) > 0
+	}, 10*time.Second, 10*time.Millisecond, "frames and bytes are counted while recording")
 	ts.Close()
 	r.CallLeft(ctx, call, time.Now())
 }
@@ -211,4 +215,146 @@ func TestRecordingSizeLimit(t *testing.T) {
 	r.WaitStops()
 	require.Equal(t, "!other:localhost "+string(StopReasonDiskFull), <-stops)
 	require.Nil(t, r.call("!other:localhost"), "not recorded")
+}
+
+// stallFile is a recording file on a disk that stalls: its writes wait
+// while stall says so.
+type stallFile struct {
+	recording.File
+	stall func()
+}
+
+func (f stallFile) Write(p []byte) (int, error) {
+	f.stall()
+	return f.File.Write(p)
+}
+
+func (f stallFile) WriteAt(p []byte, off int64) (int, error) {
+	f.stall()
+	return f.File.WriteAt(p, off)
+}
+
+// TestSlowWriterDoesNotStallReaders: alice's files sit on a disk that
+// stalls. Her track's reader still hands over every packet at once, bob's
+// stream keeps being written meanwhile, the queue's depth shows as the
+// high-water mark, and once the queue is full the overflow is dropped and
+// counted instead of blocking. When the disk comes back everything queued
+// is written: her file spans all she sent, the dropped packets as a gap.
+func TestSlowWriterDoesNotStallReaders(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, db, _ := newTestRecorder(t)
+	met := metrics.New()
+	r.met = met
+	var stalled, waited atomic.Bool
+	resume := make(chan struct{})
+	var resumeOnce sync.Once
+	unstall := func() { resumeOnce.Do(func() { close(resume) }) }
+	t.Cleanup(unstall)
+	r.create = func(path string) (recording.File, error) {
+		f, err := recording.CreateFile(path)
+		if err != nil || !strings.Contains(filepath.Base(path), "alice") {
+			return f, err
+		}
+		return stallFile{File: f, stall: func() {
+			if stalled.Load() {
+				waited.Store(true)
+				<-resume
+			}
+		}}, nil
+	}
+	t0 := time.Now()
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", UserID: "@recorder_1:localhost", DeviceID: "REC", JoinedAt: t0}
+	r.CallJoined(ctx, call)
+	peer := func(user id.UserID) callbot.PeerInfo {
+		return callbot.PeerInfo{RoomID: call.RoomID, ConfID: call.ConfID, CallID: signaling.CallID("c-" + user.Localpart()), UserID: user, DeviceID: "DEV", SessionID: "s"}
+	}
+	alice := r.TrackStarted(ctx, audioTrack(peer("@alice:localhost")))
+	bob := r.TrackStarted(ctx, audioTrack(peer("@bob:localhost")))
+	require.NotNil(t, alice)
+	require.NotNil(t, bob)
+	stalled.Store(true)
+
+	// send writes packets [from, to) of 20 ms Opus to a sink and returns
+	// the longest a WriteRTP took; it fails the test (and lets the disk go
+	// on) if the writes do not come back within a deadline.
+	pkts := opusPackets(t)
+	send := func(ts callbot.TrackSink, from, to int) time.Duration {
+		done := make(chan time.Duration, 1)
+		go func() {
+			var slowest time.Duration
+			for i := from; i < to; i++ {
+				p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 960), SSRC: 1},
+					Payload: pkts[i%len(pkts)]}
+				start := time.Now()
+				_ = ts.WriteRTP(p, t0.Add(time.Duration(i)*20*time.Millisecond))
+				slowest = max(slowest, time.Since(start))
+			}
+			done <- slowest
+		}()
+		select {
+		case d := <-done:
+			return d
+		case <-time.After(10 * time.Second):
+			unstall()
+			require.FailNow(t, "a track's reader is stalled by its writer's disk")
+			return 0
+		}
+	}
+	const n = 500 // 10 s of audio by arrival time
+	slowest := send(alice, 0, n)
+	send(bob, 0, n)
+	require.Eventually(t, waited.Load, 10*time.Second, 10*time.Millisecond, "alice's writer never reached the stalled disk")
+	stream := func(key string) *streamRec {
+		c := r.call(call.RoomID)
+		c.lock.Lock()
+		defer c.lock.Unlock()
+		return c.streams[key]
+	}
+	bobStream := stream(streamKey("c-bob", "s"))
+	require.Eventually(t, func() bool { return bobStream.w.Stats().Bytes > 0 }, 10*time.Second, 10*time.Millisecond,
+		"bob's stream is not written while alice's disk stalls")
+	aliceStream := stream(streamKey("c-alice", "s"))
+	waiting := aliceStream.queue.len()
+	high := promtest.ToFloat64(met.WriteQueueHighWater)
+	t.Logf("slowest write into the stalled stream %v; %d packets wait in her queue; high-water mark %.0f", slowest, waiting, high)
+	require.Less(t, slowest, 100*time.Millisecond)
+	// All but what went in before her first file was opened (the writer
+	// holds 1.5 s for sender reports).
+	require.GreaterOrEqual(t, waiting, n-100, "alice's packets wait in her queue")
+	require.GreaterOrEqual(t, high, float64(waiting))
+	require.Zero(t, promtest.ToFloat64(met.WriteQueueDropped))
+
+	// Past the queue's size: the overflow is dropped and counted, the
+	// reader still does not wait.
+	slowest = send(alice, n, n+queueSize)
+	require.Less(t, slowest, 100*time.Millisecond)
+	qHigh, qDropped := aliceStream.queue.stats()
+	require.Equal(t, queueSize, qHigh)
+	require.Positive(t, qDropped)
+	require.InDelta(t, float64(qDropped), promtest.ToFloat64(met.WriteQueueDropped), 0)
+	require.InDelta(t, float64(queueSize), promtest.ToFloat64(met.WriteQueueHighWater), 0)
+
+	// The disk comes back: the queue is written, and what alice sends
+	// next follows the dropped packets' gap.
+	unstall()
+	require.Eventually(t, func() bool { return aliceStream.queue.len() == 0 }, 10*time.Second, 10*time.Millisecond)
+	const more = 50
+	send(alice, n+queueSize, n+queueSize+more)
+	alice.Close()
+	bob.Close()
+	r.CallLeft(ctx, call, time.Now())
+	rec, err := db.Recording.Get(ctx, "rec1")
+	require.NoError(t, err)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := db.File.GetAll(ctx, "rec1")
+	require.NoError(t, err)
+	require.Len(t, files, 2)
+	for _, f := range files {
+		want := float64(n) * 0.02
+		if f.UserID == "@alice:localhost" {
+			want = float64(n+queueSize+more) * 0.02 // the dropped packets are a gap, not a shorter file
+		}
+		t.Logf("%s: %v", f.Name, f.Duration)
+		require.InDelta(t, want, f.Duration.Seconds(), 0.1, f.Name)
+	}
 }

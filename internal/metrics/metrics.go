@@ -58,6 +58,13 @@ type Metrics struct {
 	FramesWritten prometheus.Counter
 	// KeyframeRequests counts PLIs/FIRs sent to participants (callbot/archive).
 	KeyframeRequests prometheus.Counter
+	// WriteQueueHighWater is the most packets any stream's write queue
+	// has held since the start: how far a writer fell behind its tracks
+	// (archive).
+	WriteQueueHighWater prometheus.Gauge
+	// WriteQueueDropped counts packets dropped because a stream's write
+	// queue was full (its writer fell too far behind) (archive).
+	WriteQueueDropped prometheus.Counter
 	// JoinToFirstPacket observes the seconds from joining a call to the
 	// first media packet of the first track (callbot).
 	JoinToFirstPacket prometheus.Histogram
@@ -112,6 +119,14 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "keyframe_requests_total",
 			Help: "Keyframe requests (PLI/FIR) sent to participants.",
 		}),
+		WriteQueueHighWater: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "write_queue_high_water_packets",
+			Help: "Most RTP packets any stream's write queue has held since the start.",
+		}),
+		WriteQueueDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "write_queue_dropped_packets_total",
+			Help: "RTP packets dropped because a stream's write queue was full.",
+		}),
 		JoinToFirstPacket: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "join_to_first_packet_seconds",
 			Help:    "Time from joining a call to receiving its first media packet.",
@@ -146,7 +161,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost, m.FramesWritten,
-		m.KeyframeRequests, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
+		m.KeyframeRequests, m.WriteQueueHighWater, m.WriteQueueDropped, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
 	)
 	return m
 }

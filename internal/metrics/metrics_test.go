@@ -19,6 +19,8 @@ func TestMetrics(t *testing.T) {
 	m.BytesWritten.Add(1500)
 	m.PacketsLost.Add(2)
 	m.KeyframeRequests.Inc()
+	m.WriteQueueHighWater.Set(40)
+	m.WriteQueueDropped.Add(3)
 	m.JoinToFirstPacket.Observe(0.7)
 	m.SyncErrors.Inc()
 	m.PeerStateChanged("", metrics.PeerStateNew)
@@ -36,7 +38,8 @@ func TestMetrics(t *testing.T) {
 		"recorder_active_calls 1", `recorder_peer_connections{state="connected"} 1`, `recorder_peer_connections{state="failed"} 0`,
 		`recorder_peer_connections{state="new"} 0`, `recorder_peer_connections{state="connecting"} 0`,
 		"recorder_tracks_recording 3", "recorder_bytes_written_total 1500", "recorder_packets_lost_total 2",
-		"recorder_keyframe_requests_total 1", "recorder_join_to_first_packet_seconds_count 1", "recorder_sync_errors_total 1",
+		"recorder_keyframe_requests_total 1", "recorder_write_queue_high_water_packets 40", "recorder_write_queue_dropped_packets_total 3",
+		"recorder_join_to_first_packet_seconds_count 1", "recorder_sync_errors_total 1",
 		"go_goroutines", "process_cpu_seconds_total",
 	} {
 		require.True(t, strings.Contains(string(body), name), "exposition has %s", name)

@@ -1,0 +1,141 @@
+package archive
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/matrix-recorder/recorder/recording"
+)
+
+// queueSize bounds a stream's write queue: about two seconds of a
+// 2.5 Mbit/s camera with its microphone. A writer that falls further
+// behind (a stalled disk) loses what does not fit, counted, instead of
+// stalling its tracks' readers: pion's buffers behind a stalled reader
+// overflow too, silently, and the RTCP reader of the track waits on the
+// same sink.
+const queueSize = 1024
+
+// packetQueue is one stream's bounded queue between its tracks' readers
+// (several producers) and the stream's writer goroutine (one consumer).
+// Slots and their payload buffers are reused: no allocation per packet
+// once the queue has been as deep as it gets.
+type packetQueue struct {
+	lock  sync.Mutex
+	wake  chan struct{} // 1-buffered: a push or the close happened
+	slots []queuedPacket
+	head  int // the oldest packet; the consumer's while it writes it
+	n     int // packets queued, the one being written included
+	// closed: the last track ended; the consumer writes what is left.
+	closed bool
+	// err is the writer's first error: pushes return it from then on.
+	err error
+	// high is the most packets queued at once; dropped those refused.
+	high    int
+	dropped uint64
+}
+
+type queuedPacket struct {
+	kind    recording.Kind
+	pkt     rtp.Packet
+	buf     []byte // pkt.Payload's storage
+	arrival time.Time
+}
+
+func newPacketQueue(size int) *packetQueue {
+	return &packetQueue{wake: make(chan struct{}, 1), slots: make([]queuedPacket, size)}
+}
+
+// push copies a packet in without waiting for the writer. It reports
+// whether the packet was dropped because the queue is full and, once the
+// writer failed, its error (the packet is then not queued), plus the depth
+// now and whether it is a new high for this queue.
+func (q *packetQueue) push(kind recording.Kind, pkt *rtp.Packet, arrival time.Time) (dropped bool, depth int, high bool, err error) {
+	q.lock.Lock()
+	switch {
+	case q.err != nil:
+		err = q.err
+	case q.n == len(q.slots):
+		q.dropped++
+		dropped = true
+	default:
+		s := &q.slots[(q.head+q.n)%len(q.slots)]
+		s.kind, s.arrival = kind, arrival
+		s.buf = append(s.buf[:0], pkt.Payload...)
+		// What the writer reads of a packet; no header extensions (they
+		// would alias the reader's buffer).
+		s.pkt = rtp.Packet{Header: rtp.Header{Version: pkt.Version, Padding: pkt.Padding, Marker: pkt.Marker,
+			PayloadType: pkt.PayloadType, SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: pkt.SSRC},
+			Payload: s.buf, PaddingSize: pkt.PaddingSize}
+		q.n++
+		if q.n > q.high {
+			q.high, high = q.n, true
+		}
+	}
+	depth = q.n
+	q.lock.Unlock()
+	if !dropped && err == nil {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+	return dropped, depth, high, err
+}
+
+// next waits for the oldest packet; false once the queue is closed and
+// empty. The packet stays in its slot (and counted) until done.
+func (q *packetQueue) next() (*queuedPacket, bool) {
+	for {
+		q.lock.Lock()
+		if q.n > 0 {
+			p := &q.slots[q.head]
+			q.lock.Unlock()
+			return p, true
+		}
+		closed := q.closed
+		q.lock.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-q.wake
+	}
+}
+
+// done frees the oldest packet's slot after the writer took it; a writer
+// error is kept for the producers.
+func (q *packetQueue) done(err error) {
+	q.lock.Lock()
+	defer q.lock.Unlock()
+	q.head = (q.head + 1) % len(q.slots)
+	q.n--
+	if err != nil && q.err == nil {
+		q.err = err
+	}
+}
+
+// close ends the queue once the writer has written what is in it.
+func (q *packetQueue) close() {
+	q.lock.Lock()
+	q.closed = true
+	q.lock.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// len is the number of packets queued, the one being written included.
+func (q *packetQueue) len() int {
+	q.lock.Lock()
+	defer q.lock.Unlock()
+	return q.n
+}
+
+// stats returns the high-water mark and the packets dropped.
+func (q *packetQueue) stats() (high int, dropped uint64) {
+	q.lock.Lock()
+	defer q.lock.Unlock()
+	return q.high, q.dropped
+}
