@@ -358,3 +358,61 @@ func TestSlowWriterDoesNotStallReaders(t *testing.T) {
 		require.InDelta(t, want, f.Duration.Seconds(), 0.1, f.Name)
 	}
 }
+
+// panicFile panics on its first write (a bug deep in a writer).
+type panicFile struct{ recording.File }
+
+func (panicFile) Write([]byte) (int, error) { panic("write bug") }
+
+// TestWriterPanicContainedToStream: a panic while writing a queued packet
+// stops that stream only: it is counted, the track's reader is told with
+// an error, the other stream is recorded, and the recording still ends.
+func TestWriterPanicContainedToStream(t *testing.T) {
+	ctx := testutil.Ctx(t)
+	r, db, _ := newTestRecorder(t)
+	met := metrics.New()
+	r.met = met
+	r.create = func(path string) (recording.File, error) {
+		f, err := recording.CreateFile(path)
+		if err != nil || !strings.Contains(filepath.Base(path), "alice") {
+			return f, err
+		}
+		return panicFile{f}, nil
+	}
+	t0 := time.Now()
+	call := callbot.CallInfo{ID: "rec1", RoomID: "!room:localhost", ConfID: "conf", UserID: "@recorder_1:localhost", DeviceID: "REC", JoinedAt: t0}
+	r.CallJoined(ctx, call)
+	peer := func(user id.UserID) callbot.PeerInfo {
+		return callbot.PeerInfo{RoomID: call.RoomID, ConfID: call.ConfID, CallID: signaling.CallID("c-" + user.Localpart()), UserID: user, DeviceID: "DEV", SessionID: "s"}
+	}
+	alice := r.TrackStarted(ctx, audioTrack(peer("@alice:localhost")))
+	bob := r.TrackStarted(ctx, audioTrack(peer("@bob:localhost")))
+	pkts := opusPackets(t)
+	sendAudio(t, bob, pkts, 200, t0)
+	var err error
+	require.Eventually(t, func() bool {
+		// Past the sync wait the writer opens its file and panics; the
+		// reader learns it from a later write.
+		for i := 0; i < 100 && err == nil; i++ {
+			p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 960), SSRC: 1},
+				Payload: pkts[i%len(pkts)]}
+			err = alice.WriteRTP(p, t0.Add(time.Duration(i)*20*time.Millisecond))
+		}
+		return err != nil
+	}, 10*time.Second, 10*time.Millisecond, "the reader of the stream that panicked is never told")
+	require.ErrorIs(t, err, errStreamPanicked)
+	require.Positive(t, promtest.ToFloat64(met.Panics.WithLabelValues("stream")))
+	alice.Close()
+	bob.Close()
+	r.CallLeft(ctx, call, time.Now())
+	files, err := db.File.GetAll(ctx, "rec1")
+	require.NoError(t, err)
+	var bobs int
+	for _, f := range files {
+		if f.UserID == "@bob:localhost" && f.State == storage.StateFinished {
+			bobs++
+			require.InDelta(t, 4.0, f.Duration.Seconds(), 0.1)
+		}
+	}
+	require.Equal(t, 1, bobs, "bob's stream is recorded: %+v", files)
+}
