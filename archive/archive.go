@@ -472,6 +472,12 @@ func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 	if err != nil {
 		return err
 	}
+	s.queued(dropped, depth, high)
+	return nil
+}
+
+// queued reports a push into the stream's queue to the metrics.
+func (s *streamRec) queued(dropped bool, depth int, high bool) {
 	if high {
 		s.c.r.noteQueueDepth(depth)
 	}
@@ -483,7 +489,6 @@ func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 			s.log.Warn().Int("queue", queueSize).Msg("The stream's writer fell behind, its queue is full: dropping packets")
 		}
 	}
-	return nil
 }
 
 // writeQueued is the stream's writer goroutine: it writes what its tracks
@@ -508,7 +513,7 @@ func (s *streamRec) writeQueued() {
 	}
 }
 
-// writePacket writes one queued packet. A panic in the writer (a parser
+// writePacket writes one queued packet or sender report. A panic in the writer (a parser
 // bug on hostile media) is contained to the stream: logged with its
 // stack, counted, and the stream takes no more packets; its files are
 // finished as far as they got.
@@ -522,6 +527,10 @@ func (s *streamRec) writePacket(p *queuedPacket) (err error) {
 			err = fmt.Errorf("%w: writing %s panicked: %v", errStreamPanicked, s.base, v)
 		}
 	}()
+	if p.sr {
+		s.w.SenderReport(p.ssrc, p.ntp, p.rtpTime)
+		return nil
+	}
 	err = s.w.WriteRTP(p.kind, &p.pkt, p.arrival)
 	if err != nil && errors.Is(err, recording.ErrWriterFailed) {
 		s.c.fail(err)
@@ -581,8 +590,11 @@ func (s *streamRec) report() {
 	}
 }
 
+// SenderReport queues the report behind the track's packets: it needs the
+// writer's lock, and the track's RTCP reader must not wait for the disk
+// either (in callbot it shares a lock with the RTP reader).
 func (ts *trackSink) SenderReport(ntpTime uint64, rtpTime uint32, _ time.Time) {
-	ts.s.w.SenderReport(ts.ssrc, ntpTime, rtpTime)
+	ts.s.queued(ts.s.queue.pushReport(ts.ssrc, ntpTime, rtpTime))
 }
 
 // Close ends the track; the last track of a stream finalizes its files.

@@ -274,19 +274,25 @@ func TestSlowWriterDoesNotStallReaders(t *testing.T) {
 	require.NotNil(t, bob)
 	stalled.Store(true)
 
-	// send writes packets [from, to) of 20 ms Opus to a sink and returns
-	// the longest a WriteRTP took; it fails the test (and lets the disk go
-	// on) if the writes do not come back within a deadline.
+	// send writes packets [from, to) of 20 ms Opus to a sink, with a
+	// sender report every 100 (as the track's RTCP reader would, under
+	// the same lock in callbot), and returns the longest a call took; it
+	// fails the test (and lets the disk go on) if the calls do not come
+	// back within a deadline.
 	pkts := opusPackets(t)
 	send := func(ts callbot.TrackSink, from, to int) time.Duration {
 		done := make(chan time.Duration, 1)
 		go func() {
 			var slowest time.Duration
 			for i := from; i < to; i++ {
+				at := t0.Add(time.Duration(i) * 20 * time.Millisecond)
 				p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 960), SSRC: 1},
 					Payload: pkts[i%len(pkts)]}
 				start := time.Now()
-				_ = ts.WriteRTP(p, t0.Add(time.Duration(i)*20*time.Millisecond))
+				_ = ts.WriteRTP(p, at)
+				if i%100 == 99 {
+					ts.SenderReport(recording.TimeToNTP(at), p.Timestamp, at)
+				}
 				slowest = max(slowest, time.Since(start))
 			}
 			done <- slowest

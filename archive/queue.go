@@ -36,11 +36,19 @@ type packetQueue struct {
 	dropped uint64
 }
 
+// queuedPacket is an RTP packet of one of the stream's tracks, or (sr) an
+// RTCP sender report: reports take the queue too, as they need the
+// writer's lock, which a stalled write holds.
 type queuedPacket struct {
 	kind    recording.Kind
 	pkt     rtp.Packet
 	buf     []byte // pkt.Payload's storage
 	arrival time.Time
+
+	sr      bool
+	ssrc    uint32
+	ntp     uint64
+	rtpTime uint32
 }
 
 func newPacketQueue(size int) *packetQueue {
@@ -53,21 +61,48 @@ func newPacketQueue(size int) *packetQueue {
 // now and whether it is a new high for this queue.
 func (q *packetQueue) push(kind recording.Kind, pkt *rtp.Packet, arrival time.Time) (dropped bool, depth int, high bool, err error) {
 	q.lock.Lock()
-	switch {
-	case q.err != nil:
-		err = q.err
-	case q.n == len(q.slots):
-		q.dropped++
-		dropped = true
-	default:
-		s := &q.slots[(q.head+q.n)%len(q.slots)]
-		s.kind, s.arrival = kind, arrival
+	s, dropped, err := q.reserve()
+	if s != nil {
+		s.sr, s.kind, s.arrival = false, kind, arrival
 		s.buf = append(s.buf[:0], pkt.Payload...)
 		// What the writer reads of a packet; no header extensions (they
 		// would alias the reader's buffer).
 		s.pkt = rtp.Packet{Header: rtp.Header{Version: pkt.Version, Padding: pkt.Padding, Marker: pkt.Marker,
 			PayloadType: pkt.PayloadType, SequenceNumber: pkt.SequenceNumber, Timestamp: pkt.Timestamp, SSRC: pkt.SSRC},
 			Payload: s.buf, PaddingSize: pkt.PaddingSize}
+	}
+	depth, high = q.commit(s)
+	return dropped, depth, high, err
+}
+
+// pushReport queues a sender report, like push.
+func (q *packetQueue) pushReport(ssrc uint32, ntp uint64, rtpTime uint32) (dropped bool, depth int, high bool) {
+	q.lock.Lock()
+	s, dropped, err := q.reserve()
+	if s != nil {
+		s.sr, s.ssrc, s.ntp, s.rtpTime = true, ssrc, ntp, rtpTime
+	}
+	depth, high = q.commit(s)
+	return dropped && err == nil, depth, high
+}
+
+// reserve returns the next free slot, or why there is none: the queue is
+// full (counted) or the writer failed. Called with the lock held.
+func (q *packetQueue) reserve() (s *queuedPacket, dropped bool, err error) {
+	switch {
+	case q.err != nil:
+		return nil, false, q.err
+	case q.n == len(q.slots):
+		q.dropped++
+		return nil, true, nil
+	}
+	return &q.slots[(q.head+q.n)%len(q.slots)], false, nil
+}
+
+// commit counts a filled slot (none if s is nil), unlocks and wakes the
+// writer.
+func (q *packetQueue) commit(s *queuedPacket) (depth int, high bool) {
+	if s != nil {
 		q.n++
 		if q.n > q.high {
 			q.high, high = q.n, true
@@ -75,13 +110,13 @@ func (q *packetQueue) push(kind recording.Kind, pkt *rtp.Packet, arrival time.Ti
 	}
 	depth = q.n
 	q.lock.Unlock()
-	if !dropped && err == nil {
+	if s != nil {
 		select {
 		case q.wake <- struct{}{}:
 		default:
 		}
 	}
-	return dropped, depth, high, err
+	return depth, high
 }
 
 // next waits for the oldest packet; false once the queue is closed and

@@ -62,8 +62,9 @@ type Metrics struct {
 	// has held since the start: how far a writer fell behind its tracks
 	// (archive).
 	WriteQueueHighWater prometheus.Gauge
-	// WriteQueueDropped counts packets dropped because a stream's write
-	// queue was full (its writer fell too far behind) (archive).
+	// WriteQueueDropped counts RTP packets (and RTCP sender reports)
+	// dropped because a stream's write queue was full (its writer fell
+	// too far behind) (archive).
 	WriteQueueDropped prometheus.Counter
 	// JoinToFirstPacket observes the seconds from joining a call to the
 	// first media packet of the first track (callbot).
@@ -125,7 +126,7 @@ func New() *Metrics {
 		}),
 		WriteQueueDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "write_queue_dropped_packets_total",
-			Help: "RTP packets dropped because a stream's write queue was full.",
+			Help: "RTP packets and sender reports dropped because a stream's write queue was full.",
 		}),
 		JoinToFirstPacket: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "join_to_first_packet_seconds",
