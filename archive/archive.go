@@ -394,7 +394,7 @@ func (r *Recorder) TrackStarted(ctx context.Context, t *callbot.RemoteTrack) cal
 		c.finishStream(s)
 	}()
 	if muted {
-		s.applyMute(m)
+		s.queueMute(m)
 	}
 	return r.trackSink(s, kind, t)
 }
@@ -451,6 +451,11 @@ func (c *callRec) writeStreamMeta(ctx context.Context, s *streamRec) {
 	}
 }
 
+// queueMute hands a mute change to the stream's writer goroutine.
+func (s *streamRec) queueMute(m callbot.StreamChange) {
+	s.queued(!s.queue.pushMute(m), 0, false)
+}
+
 func (s *streamRec) applyMute(m callbot.StreamChange) {
 	s.w.SetMuted(recording.KindAudio, m.AudioMuted, m.At)
 	s.w.SetMuted(recording.KindVideo, m.VideoMuted, m.At)
@@ -497,9 +502,17 @@ func (s *streamRec) writeQueued() {
 	var n uint64
 	var failed bool
 	for {
-		p, ok := s.queue.next()
+		p, mutes, ok := s.queue.next()
 		if !ok {
 			return
+		}
+		for _, m := range mutes {
+			if !failed {
+				failed = s.applyMuteSafely(m) != nil
+			}
+		}
+		if p == nil {
+			continue
 		}
 		var err error
 		if !failed {
@@ -518,15 +531,7 @@ func (s *streamRec) writeQueued() {
 // stack, counted, and the stream takes no more packets; its files are
 // finished as far as they got.
 func (s *streamRec) writePacket(p *queuedPacket) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			s.log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Msg("Writing a packet panicked; the stream is no longer recorded")
-			if met := s.c.r.met; met != nil {
-				met.Panics.WithLabelValues("stream").Inc()
-			}
-			err = fmt.Errorf("%w: writing %s panicked: %v", errStreamPanicked, s.base, v)
-		}
-	}()
+	defer s.containPanic(&err)
 	if p.sr {
 		s.w.SenderReport(p.ssrc, p.ntp, p.rtpTime)
 		return nil
@@ -536,6 +541,28 @@ func (s *streamRec) writePacket(p *queuedPacket) (err error) {
 		s.c.fail(err)
 	}
 	return err
+}
+
+// applyMuteSafely applies a queued mute change, containing a panic like
+// writePacket.
+func (s *streamRec) applyMuteSafely(m callbot.StreamChange) (err error) {
+	defer s.containPanic(&err)
+	s.applyMute(m)
+	return nil
+}
+
+// containPanic, deferred, turns a panic in the stream's writer into *err
+// after logging and counting it.
+func (s *streamRec) containPanic(err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Msg("Writing the stream panicked; it is no longer recorded")
+	if met := s.c.r.met; met != nil {
+		met.Panics.WithLabelValues("stream").Inc()
+	}
+	*err = fmt.Errorf("%w: writing %s panicked: %v", errStreamPanicked, s.base, v)
 }
 
 // errStreamPanicked is what a stream whose writer panicked returns.
@@ -778,9 +805,11 @@ func (r *Recorder) StreamChanged(_ context.Context, change callbot.StreamChange)
 		w = s.w
 	}
 	c.lock.Unlock()
-	// Outside the lock: a mute change may ask for a key frame.
+	// To the stream's writer goroutine: this is the call's loop, which
+	// must not wait for a stalled disk (a mute change takes the writer's
+	// lock and may ask for a key frame).
 	if w != nil {
-		s.applyMute(change)
+		s.queueMute(change)
 	}
 }
 

@@ -310,6 +310,22 @@ func TestSlowWriterDoesNotStallReaders(t *testing.T) {
 	slowest := send(alice, 0, n)
 	send(bob, 0, n)
 	require.Eventually(t, waited.Load, 10*time.Second, 10*time.Millisecond, "alice's writer never reached the stalled disk")
+	// The call's loop tells of a mute (2 s to 4 s) meanwhile: it must not
+	// wait either.
+	muted := make(chan struct{})
+	go func() {
+		for i, on := range []bool{true, false} {
+			r.StreamChanged(ctx, callbot.StreamChange{Peer: peer("@alice:localhost"), StreamID: "s", Purpose: signaling.PurposeUserMedia,
+				AudioMuted: on, At: t0.Add(time.Duration(2+2*i) * time.Second)})
+		}
+		close(muted)
+	}()
+	select {
+	case <-muted:
+	case <-time.After(10 * time.Second):
+		unstall()
+		require.FailNow(t, "the call's loop is stalled by a writer's disk")
+	}
 	stream := func(key string) *streamRec {
 		c := r.call(call.RoomID)
 		c.lock.Lock()
@@ -360,8 +376,13 @@ func TestSlowWriterDoesNotStallReaders(t *testing.T) {
 		if f.UserID == "@alice:localhost" {
 			want = float64(n+queueSize+more) * 0.02 // the dropped packets are a gap, not a shorter file
 		}
-		t.Logf("%s: %v", f.Name, f.Duration)
+		t.Logf("%s: %v, mutes %v", f.Name, f.Duration, f.MuteIntervals)
 		require.InDelta(t, want, f.Duration.Seconds(), 0.1, f.Name)
+		if f.UserID == "@alice:localhost" {
+			require.Len(t, f.MuteIntervals, 1, "the mute told while the disk stalled is kept")
+			require.WithinDuration(t, t0.Add(2*time.Second), f.MuteIntervals[0].Start, 50*time.Millisecond)
+			require.WithinDuration(t, t0.Add(4*time.Second), f.MuteIntervals[0].End, 50*time.Millisecond)
+		}
 	}
 }
 

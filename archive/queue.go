@@ -6,6 +6,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/recording"
 )
 
@@ -34,7 +35,14 @@ type packetQueue struct {
 	// high is the most packets queued at once; dropped those refused.
 	high    int
 	dropped uint64
+	// mutes are stream mute changes for the writer (they carry their
+	// own times, so they need no place among the packets); they come
+	// from the call's loop, which must not wait for the disk either.
+	mutes []callbot.StreamChange
 }
+
+// maxPendingMutes bounds the mute changes waiting for a stalled writer.
+const maxPendingMutes = 256
 
 // queuedPacket is an RTP packet of one of the stream's tracks, or (sr) an
 // RTCP sender report: reports take the queue too, as they need the
@@ -119,20 +127,45 @@ func (q *packetQueue) commit(s *queuedPacket) (depth int, high bool) {
 	return depth, high
 }
 
-// next waits for the oldest packet; false once the queue is closed and
-// empty. The packet stays in its slot (and counted) until done.
-func (q *packetQueue) next() (*queuedPacket, bool) {
+// pushMute queues a mute change; false if too many wait already (it is
+// dropped, counted).
+func (q *packetQueue) pushMute(m callbot.StreamChange) bool {
+	q.lock.Lock()
+	ok := len(q.mutes) < maxPendingMutes
+	if ok {
+		q.mutes = append(q.mutes, m)
+	} else {
+		q.dropped++
+	}
+	q.lock.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return ok
+}
+
+// next waits for work: the pending mute changes (taken), else the oldest
+// packet, which stays in its slot (and counted) until done. false once
+// the queue is closed and empty.
+func (q *packetQueue) next() (*queuedPacket, []callbot.StreamChange, bool) {
 	for {
 		q.lock.Lock()
+		if len(q.mutes) > 0 {
+			mutes := q.mutes
+			q.mutes = nil
+			q.lock.Unlock()
+			return nil, mutes, true
+		}
 		if q.n > 0 {
 			p := &q.slots[q.head]
 			q.lock.Unlock()
-			return p, true
+			return p, nil, true
 		}
 		closed := q.closed
 		q.lock.Unlock()
 		if closed {
-			return nil, false
+			return nil, nil, false
 		}
 		<-q.wake
 	}
