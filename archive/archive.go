@@ -498,38 +498,40 @@ func (s *streamRec) queued(dropped bool, depth int, high bool) {
 
 // writeQueued is the stream's writer goroutine: it writes what its tracks
 // queued, until the last track ended and the queue is empty.
+// After the writer's first error (a failed file, a contained panic) it
+// writes nothing more, and the tracks' readers get that error.
 func (s *streamRec) writeQueued() {
 	var n uint64
-	var failed bool
+	var failed error
 	for {
 		p, mutes, ok := s.queue.next()
 		if !ok {
 			return
 		}
 		for _, m := range mutes {
-			if !failed {
-				failed = s.applyMuteSafely(m) != nil
+			if failed == nil {
+				if failed = s.applyMuteSafely(m); failed != nil {
+					s.queue.fail(failed)
+				}
 			}
 		}
 		if p == nil {
 			continue
 		}
-		var err error
-		if !failed {
-			err = s.writePacket(p)
-			failed = err != nil
+		if failed == nil {
+			failed = s.writePacket(p)
 		}
-		s.queue.done(err)
+		s.queue.done(failed)
 		if n++; n%reportEvery == 0 {
 			s.report()
 		}
 	}
 }
 
-// writePacket writes one queued packet or sender report. A panic in the writer (a parser
-// bug on hostile media) is contained to the stream: logged with its
-// stack, counted, and the stream takes no more packets; its files are
-// finished as far as they got.
+// writePacket writes one queued packet or sender report. A panic in the
+// writer (a parser bug on hostile media) is contained to the stream:
+// logged with its stack, counted, and the stream takes no more packets;
+// its files are finished as far as they got.
 func (s *streamRec) writePacket(p *queuedPacket) (err error) {
 	defer s.containPanic(&err)
 	if p.sr {
@@ -585,7 +587,7 @@ func (r *Recorder) noteQueueDepth(depth int) {
 	}
 }
 
-// reportEvery is how many packets of a track go by between updates of the
+// reportEvery is how many packets of a stream go by between updates of the
 // live metrics (loss, bytes, frames written move while recording, not only
 // when a file closes).
 const reportEvery = 256

@@ -175,10 +175,19 @@ func (q *packetQueue) next() (*queuedPacket, []callbot.StreamChange, bool) {
 // error is kept for the producers.
 func (q *packetQueue) done(err error) {
 	q.lock.Lock()
-	defer q.lock.Unlock()
 	q.head = (q.head + 1) % len(q.slots)
 	q.n--
-	if err != nil && q.err == nil {
+	q.lock.Unlock()
+	if err != nil {
+		q.fail(err)
+	}
+}
+
+// fail keeps the writer's error for the producers.
+func (q *packetQueue) fail(err error) {
+	q.lock.Lock()
+	defer q.lock.Unlock()
+	if q.err == nil {
 		q.err = err
 	}
 }

@@ -1,0 +1,80 @@
+package archive
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/recording"
+)
+
+// TestPacketQueue: packets come out in order across the ring's wrap, as
+// copies (the reader reuses its buffer), a full queue drops and counts,
+// reports and mute changes pass, steady state allocates nothing, the
+// writer's error reaches the producers, and a closed queue ends once
+// empty.
+func TestPacketQueue(t *testing.T) {
+	q := newPacketQueue(4)
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 7}, Payload: make([]byte, 3)}
+	push := func(seq uint16) bool {
+		pkt.SequenceNumber, pkt.Payload[0] = seq, byte(seq)
+		dropped, _, _, err := q.push(recording.KindAudio, pkt, time.Time{})
+		require.NoError(t, err)
+		return dropped
+	}
+	pop := func() *queuedPacket {
+		p, mutes, ok := q.next()
+		require.True(t, ok)
+		require.Empty(t, mutes)
+		return p
+	}
+	for round := range 3 { // the ring wraps
+		for i := range 6 {
+			require.Equal(t, i >= 4, push(uint16(10*round+i)), "packet %d", i)
+		}
+		pkt.Payload[0] = 99 // the queue holds copies
+		for i := range 4 {
+			p := pop()
+			require.Equal(t, uint16(10*round+i), p.pkt.SequenceNumber)
+			require.Equal(t, byte(10*round+i), p.pkt.Payload[0])
+			require.Equal(t, uint32(7), p.pkt.SSRC)
+			q.done(nil)
+		}
+	}
+	high, dropped := q.stats()
+	require.Equal(t, 4, high)
+	require.Equal(t, uint64(6), dropped)
+
+	_, _, _ = q.pushReport(7, 1, 2)
+	require.True(t, q.pushMute(callbot.StreamChange{AudioMuted: true}))
+	p, mutes, ok := q.next()
+	require.True(t, ok)
+	require.Nil(t, p, "mute changes first: they carry their own time")
+	require.Len(t, mutes, 1)
+	p = pop()
+	require.True(t, p.sr)
+	require.Equal(t, uint64(1), p.ntp)
+	q.done(nil)
+
+	allocs := testing.AllocsPerRun(100, func() {
+		_, _, _, _ = q.push(recording.KindAudio, pkt, time.Time{})
+		_, _, _ = q.next()
+		q.done(nil)
+	})
+	require.Zero(t, allocs, "a packet through the queue allocates")
+
+	failure := errors.New("disk gone")
+	push(1)
+	pop()
+	q.done(failure)
+	_, _, _, err := q.push(recording.KindAudio, pkt, time.Time{})
+	require.ErrorIs(t, err, failure)
+
+	q.close()
+	_, _, ok = q.next()
+	require.False(t, ok)
+}
