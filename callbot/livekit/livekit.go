@@ -26,6 +26,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit/framecrypt"
 	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
 )
 
@@ -34,9 +35,6 @@ const Kind = "matrixrtc"
 
 // Sentinel errors of this package.
 var (
-	// ErrEncrypted means the room is encrypted: its call media is end-to-end
-	// encrypted, which this recorder cannot decrypt yet.
-	ErrEncrypted = errors.New("the room's call media is end-to-end encrypted")
 	// ErrHostNotAllowed means the call's focus is not on the configured allow-list.
 	ErrHostNotAllowed = errors.New("the call's LiveKit focus is not on the allow-list")
 	// ErrFocus means the authorization service or the SFU could not be used.
@@ -48,8 +46,9 @@ var (
 type Matrix interface {
 	// VirtualUserID is the n-th recorder user of MatrixRTC calls (n ≥ 1).
 	VirtualUserID(n int) id.UserID
-	// Device returns the virtual user's running device.
-	Device(ctx context.Context, userID id.UserID) (Device, error)
+	// Device returns the virtual user's running device; onToDevice gets
+	// its decrypted to-device events (members' media keys).
+	Device(ctx context.Context, userID id.UserID, onToDevice callbot.ToDeviceHandler) (Device, error)
 	// RoomState reads a room's current state as the bot.
 	RoomState(ctx context.Context, roomID id.RoomID) (mautrix.RoomStateMap, error)
 	// OnRoomEvent registers a handler for room events of a type.
@@ -103,9 +102,13 @@ type Manager struct {
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
-	joining map[id.RoomID]bool
+	joining map[id.RoomID]id.UserID // the virtual user joining the room
 	inUse   map[id.UserID]bool
 	stopped bool
+
+	// keys are members' media keys, by room and device (keys.go).
+	keysLock sync.Mutex
+	keys     map[id.RoomID]map[deviceKey]*framecrypt.Keys
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -127,7 +130,8 @@ func New(opts Options) *Manager {
 		opts.Sink = callbot.DiscardSink{}
 	}
 	m := &Manager{cfg: opts.Config, mx: opts.Matrix, sink: opts.Sink, http: opts.HTTPClient,
-		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, inUse: map[id.UserID]bool{}}
+		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]id.UserID{}, inUse: map[id.UserID]bool{},
+		keys: map[id.RoomID]map[deviceKey]*framecrypt.Keys{}}
 	opts.Matrix.OnRoomEvent(matrixrtc.StateType, m.handleRoomState)
 	return m
 }
@@ -188,7 +192,7 @@ func (m *Manager) HasSession(ctx context.Context, roomID id.RoomID) (bool, error
 func (m *Manager) InCall(roomID id.RoomID) bool {
 	m.lock.Lock()
 	defer m.lock.Unlock()
-	return m.calls[roomID] != nil || m.joining[roomID]
+	return m.calls[roomID] != nil || m.joining[roomID] != ""
 }
 
 func (m *Manager) isRecorder(userID id.UserID) bool {
@@ -262,14 +266,14 @@ func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
 	if m.stopped || m.bgCtx == nil {
 		return "", callbot.ErrStopped
 	}
-	if m.calls[roomID] != nil || m.joining[roomID] {
+	if m.calls[roomID] != nil || m.joining[roomID] != "" {
 		return "", callbot.ErrAlreadyJoined
 	}
 	for n := 1; ; n++ {
 		userID := m.mx.VirtualUserID(n)
 		if !m.inUse[userID] {
 			m.inUse[userID] = true
-			m.joining[roomID] = true
+			m.joining[roomID] = userID
 			return userID, nil
 		}
 	}
@@ -282,6 +286,7 @@ func (m *Manager) forget(c *Call) {
 		delete(m.calls, c.roomID)
 	}
 	delete(m.inUse, c.dev.UserID())
+	m.dropKeys(c.roomID)
 }
 
 // Join puts a virtual recorder user into the room's MatrixRTC call: it
@@ -299,6 +304,7 @@ func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (callbot.CallStatu
 	if err != nil || m.stopped {
 		delete(m.inUse, userID)
 		m.lock.Unlock()
+		m.dropKeys(roomID)
 		if err == nil {
 			c.shutdown(log.WithContext(context.WithoutCancel(ctx)))
 			err = callbot.ErrStopped

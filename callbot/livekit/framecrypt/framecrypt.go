@@ -183,9 +183,14 @@ func KeyIndex(frame []byte) (uint8, error) {
 	return frame[len(frame)-1], nil
 }
 
-// TransformFrame implements recording.FrameTransform: Decrypt.
+// TransformFrame implements recording.FrameTransform: Decrypt, except that
+// a server-injected frame comes out empty (not written, not an error).
 func (d *Decryptor) TransformFrame(dst, frame []byte) ([]byte, error) {
-	return d.Decrypt(dst, frame)
+	out, err := d.Decrypt(dst, frame)
+	if errors.Is(err, ErrServerInjected) {
+		return out[:0], nil
+	}
+	return out, err
 }
 
 // Decrypt appends the clear frame to dst[:0]. A zero-length frame (Opus
