@@ -818,6 +818,9 @@ func (c *Call) maybeParticipantLeft(ctx context.Context, p *participant, at time
 func (c *Call) read(ctx context.Context, t *track) {
 	log := zerolog.Ctx(ctx)
 	onPanic := func(v any) {
+		if c.m.met != nil {
+			c.m.met.Panics.WithLabelValues("track").Inc()
+		}
 		log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Str("track_sid", t.sid).
 			Msg("Recording a track panicked; that track is no longer recorded")
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/matrix-recorder/recorder/callbot"
 	"github.com/matrix-recorder/recorder/callbot/livekit/framecrypt"
 	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
+	"github.com/matrix-recorder/recorder/internal/metrics"
 )
 
 // Kind is this transport's name in CallStatus.Kind.
@@ -91,6 +92,8 @@ type Options struct {
 	Sink   callbot.Sink
 	// HTTPClient talks to authorization services (default: 15 s timeout).
 	HTTPClient *http.Client
+	// Metrics, if set, counts contained panics.
+	Metrics *metrics.Metrics
 }
 
 // Manager owns every joined MatrixRTC call.
@@ -99,6 +102,7 @@ type Manager struct {
 	mx   Matrix
 	sink callbot.Sink
 	http *http.Client
+	met  *metrics.Metrics
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
@@ -129,7 +133,7 @@ func New(opts Options) *Manager {
 	if opts.Sink == nil {
 		opts.Sink = callbot.DiscardSink{}
 	}
-	m := &Manager{cfg: opts.Config, mx: opts.Matrix, sink: opts.Sink, http: opts.HTTPClient,
+	m := &Manager{cfg: opts.Config, mx: opts.Matrix, sink: opts.Sink, http: opts.HTTPClient, met: opts.Metrics,
 		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]id.UserID{}, inUse: map[id.UserID]bool{},
 		keys: map[id.RoomID]map[deviceKey]*framecrypt.Keys{}}
 	opts.Matrix.OnRoomEvent(matrixrtc.StateType, m.handleRoomState)

@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	}
 	rtc := livekit.New(livekit.Options{
 		Config: livekit.Config{AllowedHosts: cfg.MatrixRTC.AllowedHosts, MembershipExpiry: opts.MembershipExpiry},
-		Matrix: rtcMatrix{svc}, Sink: sink,
+		Matrix: rtcMatrix{svc}, Sink: sink, Metrics: met,
 	})
 	router := callRouter{mesh: calls, rtc: rtc}
 	ctl.SetCalls(router)
