@@ -189,7 +189,7 @@ func (c *Call) post(msg any) { c.msgs.Push(msg) }
 // prepare does everything before the call loop runs: the virtual user's
 // device and room membership, the session's focus, the recorder's own
 // membership and the SFU connections.
-func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
+func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID, recordingID string) (*Call, error) {
 	started := time.Now()
 	log := zerolog.Ctx(ctx)
 	state, err := m.mx.RoomState(ctx, roomID)
@@ -247,10 +247,20 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 		conns: map[string]*conn{}, connecting: map[string]bool{}, reconnects: map[string]int{},
 		partsBySID: map[string]*participant{}, tracks: map[string]*track{}, encryptedRoom: encrypted,
 	}
+	rejoin := recordingID != ""
+	if !rejoin {
+		recordingID = started.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8))
+	}
 	c.info = callbot.CallInfo{
-		ID:     started.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		ID:     recordingID,
 		RoomID: roomID, ConfID: ConfID, UserID: userID, DeviceID: dev.DeviceID(),
 		SessionID: signaling.SessionID(matrixrtc.StateKey(userID, dev.DeviceID())), JoinedAt: started,
+	}
+	if rejoin {
+		// The stopped process's membership has this state key: a
+		// created_ts makes the new one a new event, not the old one
+		// unchanged (and aging).
+		c.ownCreated = started
 	}
 	for _, mem := range others {
 		c.members[mem.Identity] = mem
@@ -281,8 +291,15 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 
 // publishMembership sends (or renews) the recorder's own membership.
 func (c *Call) publishMembership(ctx context.Context) error {
+	// As js-sdk: the first join has no created_ts (the event's time is the
+	// membership's); a renewal names the first join's time and extends
+	// expires from it, so every renewal is a new event that lives on.
 	expiry := c.m.cfg.MembershipExpiry
-	content := matrixrtc.OwnContent(c.dev.UserID(), c.dev.DeviceID(), c.roomID, c.serviceURL, expiry, c.ownCreated)
+	expires := expiry
+	if !c.ownCreated.IsZero() {
+		expires += time.Since(c.ownCreated).Truncate(time.Second)
+	}
+	content := matrixrtc.OwnContent(c.dev.UserID(), c.dev.DeviceID(), c.roomID, c.serviceURL, expires, c.ownCreated)
 	if err := c.dev.SetState(ctx, c.roomID, matrixrtc.StateType, matrixrtc.StateKey(c.dev.UserID(), c.dev.DeviceID()), content); err != nil {
 		return fmt.Errorf("failed to publish the recorder's call membership: %w", err)
 	}

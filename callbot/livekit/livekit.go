@@ -263,8 +263,9 @@ func (m *Manager) handleRoomState(_ context.Context, evt *event.Event) {
 	}
 }
 
-// reserve picks the lowest-numbered free virtual user for the room.
-func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
+// reserve picks the lowest-numbered free virtual user for the room (or
+// the given one: a rejoin after a restart).
+func (m *Manager) reserve(roomID id.RoomID, userID id.UserID) (id.UserID, error) {
 	m.lock.Lock()
 	defer m.lock.Unlock()
 	if m.stopped || m.bgCtx == nil {
@@ -272,6 +273,14 @@ func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
 	}
 	if m.calls[roomID] != nil || m.joining[roomID] != "" {
 		return "", callbot.ErrAlreadyJoined
+	}
+	if userID != "" {
+		if m.inUse[userID] {
+			return "", fmt.Errorf("%w: %s is in another call", callbot.ErrAlreadyJoined, userID)
+		}
+		m.inUse[userID] = true
+		m.joining[roomID] = userID
+		return userID, nil
 	}
 	for n := 1; ; n++ {
 		userID := m.mx.VirtualUserID(n)
@@ -297,12 +306,51 @@ func (m *Manager) forget(c *Call) {
 // returns once the recorder's membership is published and it is connected
 // to the SFU; tracks follow in the call's loop.
 func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (callbot.CallStatus, error) {
-	userID, err := m.reserve(roomID)
+	return m.join(ctx, roomID, "", "")
+}
+
+// Rejoin puts the virtual user that was recording the room's call when the
+// recorder stopped back into it, continuing the same recording: its new
+// membership replaces the one the stopped process left (same state key).
+// A call without other members any more is ErrNoCall.
+func (m *Manager) Rejoin(ctx context.Context, roomID id.RoomID, userID id.UserID, recordingID string) (callbot.CallStatus, error) {
+	return m.join(ctx, roomID, userID, recordingID)
+}
+
+// Unlist removes the membership a stopped recorder process left for the
+// virtual user in a call it does not rejoin (no ghost participant).
+func (m *Manager) Unlist(ctx context.Context, roomID id.RoomID, userID id.UserID) error {
+	m.lock.Lock()
+	busy := m.inUse[userID]
+	m.lock.Unlock()
+	if busy {
+		return fmt.Errorf("%w: %s is in a call", callbot.ErrAlreadyJoined, userID)
+	}
+	dev, err := m.mx.Device(ctx, userID, m.toDeviceHandler(userID))
+	if err != nil {
+		return fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	state, err := m.mx.RoomState(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to read room state: %w", err)
+	}
+	key := matrixrtc.StateKey(userID, dev.DeviceID())
+	if evt := state[matrixrtc.StateType][key]; evt == nil || len(evt.Content.VeryRaw) <= 2 {
+		return nil // none, or already {}
+	}
+	if err = dev.SetState(ctx, roomID, matrixrtc.StateType, key, struct{}{}); err != nil {
+		return fmt.Errorf("failed to remove the stale membership: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) join(ctx context.Context, roomID id.RoomID, want id.UserID, recordingID string) (callbot.CallStatus, error) {
+	userID, err := m.reserve(roomID, want)
 	if err != nil {
 		return callbot.CallStatus{}, err
 	}
 	log := zerolog.Ctx(m.bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Str("call_kind", Kind).Logger()
-	c, err := m.prepare(log.WithContext(ctx), roomID, userID)
+	c, err := m.prepare(log.WithContext(ctx), roomID, userID, recordingID)
 	m.lock.Lock()
 	delete(m.joining, roomID)
 	if err != nil || m.stopped {

@@ -270,7 +270,13 @@ func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
 	ctx = log.WithContext(ctx)
 	deadline := time.Now().Add(rejoinFor)
 	for {
-		st, err := app.Calls.Rejoin(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID), string(ac.RecordingID))
+		var st callbot.CallStatus
+		var err error
+		if signaling.ConfID(ac.ConfID) == livekit.ConfID {
+			st, err = app.RTC.Rejoin(ctx, ac.RoomID, ac.UserID, string(ac.RecordingID))
+		} else {
+			st, err = app.Calls.Rejoin(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID), string(ac.RecordingID))
+		}
 		if err == nil {
 			log.Info().Str("session_id", string(st.SessionID)).Dur("down_for", time.Since(ac.JoinedAt)).Msg("Rejoined call after restart")
 			return
@@ -288,7 +294,12 @@ func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
 			// The room still shows it recording: take the indicator down.
 			app.Rooms.ClearInterrupted([]rooms.Interrupted{{RoomID: ac.RoomID, UserID: ac.UserID, RecordingID: string(ac.RecordingID)}})
 			// No ghost participant: the killed process's entry goes.
-			if err = app.Calls.Unlist(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID)); err != nil {
+			if signaling.ConfID(ac.ConfID) == livekit.ConfID {
+				err = app.RTC.Unlist(ctx, ac.RoomID, ac.UserID)
+			} else {
+				err = app.Calls.Unlist(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID))
+			}
+			if err != nil {
 				log.Warn().Err(err).Msg("Failed to remove the recorder from the call member event")
 			}
 			return

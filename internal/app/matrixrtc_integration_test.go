@@ -514,6 +514,13 @@ func TestMatrixRTCMembershipRenewed(t *testing.T) {
 	}, 6*time.Second, 100*time.Millisecond, "membership not renewed before it expired")
 	created := time.UnixMilli(int64(renewed["created_ts"].(float64)))
 	require.WithinDuration(t, time.Now(), created, 5*time.Second)
+	// Each renewal extends expires from the first join: the membership
+	// lives on (created_ts + expires moves forward).
+	require.Eventually(t, func() bool {
+		again := recorderMembership(t, alice, roomID, st.UserID)
+		return again != nil && again["expires"].(float64) >= renewed["expires"].(float64)+2000 &&
+			again["created_ts"] == renewed["created_ts"]
+	}, 8*time.Second, 100*time.Millisecond, "a later renewal does not extend the membership")
 
 	// alice's client crashes: her membership stays (no delayed events on
 	// Dendrite) but she is gone from the SFU; nobody is left, so the
