@@ -105,6 +105,13 @@ type Options struct {
 	// microphone (and simulcast camera) with livekit-client. State() does not
 	// apply to it; use RTCState.
 	MatrixRTCServiceURL string
+	// E2EE runs the MatrixRTC page the way Element Call runs in an encrypted
+	// room (needs MatrixRTCServiceURL): Rust crypto with the device keys
+	// uploaded before the membership, media keys managed by the session and
+	// sent Olm-encrypted to every member's device, and livekit-client's
+	// per-participant frame encryption fed with them. RTCState.E2EE and
+	// RTCState.Remotes report the keys and the decoded media.
+	E2EE bool
 }
 
 // js-sdk versions and crypto implementations for Options.
@@ -172,6 +179,7 @@ type startArgs struct {
 	Crypto        string      `json:"crypto,omitempty"`
 	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
 	ServiceURL    string      `json:"serviceUrl,omitempty"`
+	E2EE          bool        `json:"e2ee,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -182,6 +190,9 @@ func Start(t testing.TB, opts Options) *Client {
 	t.Helper()
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = DefaultStartTimeout
+	}
+	if opts.E2EE && opts.MatrixRTCServiceURL == "" {
+		t.Fatalf("jsclient: Options.E2EE needs MatrixRTCServiceURL (it is a mode of the MatrixRTC page)")
 	}
 	jsDir, chromium := prerequisites(t)
 
@@ -219,6 +230,7 @@ func Start(t testing.TB, opts Options) *Client {
 		Crypto:        opts.Crypto,
 		E2EGroupCall:  opts.E2EGroupCall,
 		ServiceURL:    opts.MatrixRTCServiceURL,
+		E2EE:          opts.E2EE,
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)
@@ -469,7 +481,13 @@ type RTCState struct {
 		SID       string `json:"sid"`
 		Simulcast bool   `json:"simulcast"`
 	} `json:"publications"`
-	Times map[string]int64 `json:"times"` // ms from start: membership, connected, published
+	Times map[string]int64 `json:"times"` // ms from start: deviceKeys (E2EE), membership, connected, published
+
+	// E2EE is set in E2EE mode (Options.E2EE).
+	E2EE *E2EEState `json:"e2ee"`
+	// Remotes are the LiveKit room's remote participants and their tracks'
+	// receive counters (E2EE mode only).
+	Remotes []RemoteParticipant `json:"remoteParticipants"`
 }
 
 // RTCState returns the MatrixRTC page's state.
