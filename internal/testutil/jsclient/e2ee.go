@@ -41,6 +41,17 @@ type E2EEState struct {
 	// Status is RoomEvent.ParticipantEncryptionStatusChanged's last word per
 	// LiveKit identity.
 	Status map[string]bool `json:"status"`
+	// Members are the session's memberships the page saw, by LiveKit
+	// identity, its own included.
+	Members map[string]Member `json:"members"`
+}
+
+// Member is when the page saw a membership of the session come and go.
+type Member struct {
+	JoinedAtMs int64 `json:"joinedAt"` // page Date.now() when it appeared
+	LeftAtMs   int64 `json:"leftAt"`   // 0 while it is there
+	// CreatedTs is the membership's created_ts (or origin_server_ts).
+	CreatedTs int64 `json:"createdTs"`
 }
 
 // KeyRing is what one participant's media keys looked like in the page.
@@ -242,6 +253,20 @@ func (s *RTCState) KeySentTo(identity string) (int, bool) {
 	return 0, false
 }
 
+// KeysFrom returns the io.element.call.encryption_keys events that came from
+// the device, oldest first.
+func (s *RTCState) KeysFrom(userID id.UserID, deviceID id.DeviceID) []KeyEvent {
+	var keys []KeyEvent
+	if s.E2EE != nil {
+		for _, k := range s.E2EE.KeysReceived {
+			if k.Sender == userID && k.DeviceID == deviceID {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
 // ErrorsAbout returns the encryption errors about the identity and those
 // naming no participant.
 func (s *RTCState) ErrorsAbout(identity string) []EncryptionError {
@@ -374,6 +399,9 @@ func RTCSummary(st *RTCState) string {
 		fmt.Fprintf(&b, "  e2ee identity=%s enabled=%t own key index=%d status=%v\n", e.Identity, e.Enabled, st.OwnKeyIndex(), e.Status)
 		for who, r := range e.Keys {
 			fmt.Fprintf(&b, "  keys of %s: count=%d indexes=%v last=%d\n", who, r.Count, r.Indexes, r.LastIndex)
+		}
+		for who, m := range e.Members {
+			fmt.Fprintf(&b, "  member %s joined at %d left at %d (created_ts %d)\n", who, m.JoinedAtMs, m.LeftAtMs, m.CreatedTs)
 		}
 		for _, k := range e.KeysSent {
 			fmt.Fprintf(&b, "  sent index %d to %v at %d\n", k.Index, k.To, k.AtMs)

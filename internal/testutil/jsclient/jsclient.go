@@ -112,6 +112,12 @@ type Options struct {
 	// per-participant frame encryption fed with them. RTCState.E2EE and
 	// RTCState.Remotes report the keys and the decoded media.
 	E2EE bool
+	// KeyListener (with E2EE) joins the way the recorder does: an Olm device
+	// with its keys uploaded, a membership and a LiveKit connection, but no
+	// media key of its own (manageMediaKeys: false: it sends none and gives
+	// none to LiveKit) and nothing published. E2EE.KeysReceived shows the keys
+	// the members send it.
+	KeyListener bool
 }
 
 // js-sdk versions and crypto implementations for Options.
@@ -180,6 +186,7 @@ type startArgs struct {
 	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
 	ServiceURL    string      `json:"serviceUrl,omitempty"`
 	E2EE          bool        `json:"e2ee,omitempty"`
+	KeyListener   bool        `json:"keyListener,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -193,6 +200,9 @@ func Start(t testing.TB, opts Options) *Client {
 	}
 	if opts.E2EE && opts.MatrixRTCServiceURL == "" {
 		t.Fatalf("jsclient: Options.E2EE needs MatrixRTCServiceURL (it is a mode of the MatrixRTC page)")
+	}
+	if opts.KeyListener && !opts.E2EE {
+		t.Fatalf("jsclient: Options.KeyListener needs E2EE")
 	}
 	jsDir, chromium := prerequisites(t)
 
@@ -231,6 +241,7 @@ func Start(t testing.TB, opts Options) *Client {
 		E2EGroupCall:  opts.E2EGroupCall,
 		ServiceURL:    opts.MatrixRTCServiceURL,
 		E2EE:          opts.E2EE,
+		KeyListener:   opts.KeyListener,
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)

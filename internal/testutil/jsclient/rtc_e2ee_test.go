@@ -4,6 +4,7 @@ package jsclient_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -25,6 +26,43 @@ const (
 	decodeTimeout = 30 * time.Second
 )
 
+// e2eeSetup is Dendrite (with the federation API the authorization service
+// asks), LiveKit, the authorization stand-in and an encrypted (Megolm) room
+// every user has joined.
+type e2eeSetup struct {
+	hs     *homeserver.Server
+	auth   *lktest.AuthService
+	users  map[string]*mautrix.Client
+	roomID id.RoomID
+}
+
+func startE2EE(ctx context.Context, t *testing.T, users ...string) *e2eeSetup {
+	t.Helper()
+	hs := homeserver.Start(t, homeserver.Options{Federation: true})
+	lk := lktest.Start(t)
+	e := &e2eeSetup{hs: hs, auth: lktest.StartAuthService(t, lk, map[string]string{homeserver.Domain: hs.URL}), users: map[string]*mautrix.Client{}}
+	var invite []id.UserID
+	for _, name := range users {
+		e.users[name] = hs.RegisterUser(ctx, t, name)
+		invite = append(invite, e.users[name].UserID)
+	}
+	creator := e.users[users[0]]
+	e.roomID = hs.CreateRoom(ctx, t, creator, homeserver.RoomOptions{
+		Name: "encrypted call", Invite: invite[1:], Encrypted: true, CallPowerLevelsZero: true,
+	})
+	for _, name := range users[1:] {
+		_, err := e.users[name].JoinRoomByID(ctx, e.roomID)
+		require.NoError(t, err)
+	}
+	return e
+}
+
+// options are an E2EE MatrixRTC page's for the user.
+func (e *e2eeSetup) options(cli *mautrix.Client, video bool) jsclient.Options {
+	return jsclient.Options{HomeserverURL: e.hs.URL, UserID: cli.UserID, AccessToken: cli.AccessToken, DeviceID: cli.DeviceID,
+		RoomID: e.roomID, Video: video, MatrixRTCServiceURL: e.auth.URL, E2EE: true}
+}
+
 // TestE2EEPages runs two MatrixRTC pages in E2EE mode (what Element Call
 // does in an encrypted room) in a Megolm room on Dendrite, LiveKit and the
 // authorization stand-in: each page gets the other's media key over Olm
@@ -35,27 +73,10 @@ func TestE2EEPages(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 
-	hs := homeserver.Start(t, homeserver.Options{Federation: true})
-	lk := lktest.Start(t)
-	auth := lktest.StartAuthService(t, lk, map[string]string{homeserver.Domain: hs.URL})
-	alice := hs.RegisterUser(ctx, t, "alice")
-	bob := hs.RegisterUser(ctx, t, "bob")
-	roomID := hs.CreateRoom(ctx, t, alice, homeserver.RoomOptions{
-		Name:                "encrypted call",
-		Invite:              []id.UserID{bob.UserID},
-		Encrypted:           true,
-		CallPowerLevelsZero: true,
-	})
-	_, err := bob.JoinRoomByID(ctx, roomID)
-	require.NoError(t, err)
+	e := startE2EE(ctx, t, "alice", "bob")
 	t.Logf("homeserver, LiveKit and room ready after %s", time.Since(start).Round(time.Millisecond))
-
-	e2eeOptions := func(cli *mautrix.Client) jsclient.Options {
-		return jsclient.Options{HomeserverURL: hs.URL, UserID: cli.UserID, AccessToken: cli.AccessToken, DeviceID: cli.DeviceID,
-			RoomID: roomID, Video: true, MatrixRTCServiceURL: auth.URL, E2EE: true}
-	}
-	ja := jsclient.Start(t, e2eeOptions(alice))
-	jb := jsclient.Start(t, e2eeOptions(bob))
+	ja := jsclient.Start(t, e.options(e.users["alice"], true))
+	jb := jsclient.Start(t, e.options(e.users["bob"], true))
 	pages := []struct {
 		name        string
 		page, other *jsclient.Client
@@ -67,12 +88,8 @@ func TestE2EEPages(t *testing.T) {
 		st := p.page.WaitKey(t, keyTimeout, p.other.Identity(), func(*jsclient.KeyRing) bool { return true })
 		require.True(t, st.E2EE.Enabled, "%s: livekit-client E2EE is on", p.name)
 		require.Equal(t, p.page.Identity(), st.LiveKit.Identity, "%s: LiveKit identity is @user:server:DEVICE", p.name)
-		var overOlm bool
-		for _, k := range st.E2EE.KeysReceived {
-			overOlm = overOlm || (k.Sender == p.other.UserID() && k.DeviceID == p.other.DeviceID())
-		}
-		require.True(t, overOlm, "%s: the key of %s came as an io.element.call.encryption_keys to-device event:\n%s",
-			p.name, p.other.Identity(), jsclient.RTCSummary(st))
+		require.NotEmpty(t, st.KeysFrom(p.other.UserID(), p.other.DeviceID()),
+			"%s: the key of %s came as an io.element.call.encryption_keys to-device event:\n%s", p.name, p.other.Identity(), jsclient.RTCSummary(st))
 		idx, sent := st.KeySentTo(p.other.Identity())
 		require.True(t, sent, "%s sent its key to %s", p.name, p.other.Identity())
 		t.Logf("%s: key of %s %+v; sent index %d to it; times %v", p.name, p.other.Identity(), *st.Key(p.other.Identity()), idx, st.Times)
@@ -106,4 +123,96 @@ func TestE2EEPages(t *testing.T) {
 	st, err = ja.RTCState(ctx)
 	require.NoError(t, err)
 	require.Empty(t, st.ErrorsAbout(jb.Identity()), "alice: encryption errors:\n%s", jsclient.RTCSummary(st))
+}
+
+// TestE2EEKeyListener shows what a member like the recorder gets: carol has
+// an Olm device and a membership but sends no key and publishes nothing
+// (KeyListener). Alice sends her key to carol's device anyway, bob's too
+// when he joins, and after bob leaves alice's rotated key reaches carol.
+// The delays it logs are the ones the recorder's design depends on.
+func TestE2EEKeyListener(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := startE2EE(ctx, t, "alice", "bob", "carol")
+	ja := jsclient.Start(t, e.options(e.users["alice"], false))
+	listen := e.options(e.users["carol"], false)
+	listen.KeyListener = true
+	jc := jsclient.Start(t, listen)
+	alice, carol := ja.Identity(), jc.Identity()
+
+	// Alice's key reaches carol, who never sends one.
+	stC := jc.WaitRTC(t, keyTimeout, "alice's key at carol", func(st *jsclient.RTCState) bool {
+		return len(st.KeysFrom(ja.UserID(), ja.DeviceID())) > 0
+	})
+	stA, err := ja.RTCState(ctx)
+	require.NoError(t, err)
+	first := stC.KeysFrom(ja.UserID(), ja.DeviceID())[0]
+	logKeyDelay(t, "alice", stA, carol, first)
+	idx, sent := stA.KeySentTo(carol)
+	require.True(t, sent)
+	require.Equal(t, stA.OwnKeyIndex(), idx, "alice sent carol the key she uses")
+	require.Empty(t, stA.KeysFrom(jc.UserID(), jc.DeviceID()), "carol sent no key")
+	require.Nil(t, stA.Key(carol), "alice holds no key of carol's")
+	require.Empty(t, stC.E2EE.KeysSent, "carol sent no key")
+
+	// Bob joins: his key reaches carol too; alice shares hers with him
+	// (rotating when it is 10 s old or more).
+	jb := jsclient.Start(t, e.options(e.users["bob"], false))
+	stC = jc.WaitRTC(t, keyTimeout, "bob's key at carol", func(st *jsclient.RTCState) bool {
+		return len(st.KeysFrom(jb.UserID(), jb.DeviceID())) > 0
+	})
+	stB, err := jb.RTCState(ctx)
+	require.NoError(t, err)
+	logKeyDelay(t, "bob", stB, carol, stC.KeysFrom(jb.UserID(), jb.DeviceID())[0])
+	stA = ja.WaitKey(t, keyTimeout, jb.Identity(), func(*jsclient.KeyRing) bool { return true })
+	ownA := stA.Key(alice)
+	t.Logf("alice's own key indexes after bob's join: %v (key 0 was %d ms old when bob's membership appeared)",
+		ownA.Indexes, stA.E2EE.Members[jb.Identity()].JoinedAtMs-ownA.FirstAtMs)
+
+	// Bob leaves: alice rotates and carol gets the new key.
+	before := stA.OwnKeyIndex()
+	require.NoError(t, jb.Leave(ctx))
+	after := ja.WaitOwnKeyRotation(t, keyTimeout, before)
+	stC = jc.WaitRTC(t, keyTimeout, fmt.Sprintf("alice's rotated key (index %d) at carol", after), func(st *jsclient.RTCState) bool {
+		for _, k := range st.KeysFrom(ja.UserID(), ja.DeviceID()) {
+			if k.Index == after {
+				return true
+			}
+		}
+		return false
+	})
+	stA, err = ja.RTCState(ctx)
+	require.NoError(t, err)
+	var sentAt, gotAt int64
+	for _, k := range stA.E2EE.KeysSent {
+		if k.Index == after {
+			sentAt = k.AtMs
+		}
+	}
+	for _, k := range stC.KeysFrom(ja.UserID(), ja.DeviceID()) {
+		if k.Index == after {
+			gotAt = k.AtMs
+		}
+	}
+	left := stA.E2EE.Members[jb.Identity()].LeftAtMs
+	t.Logf("bob's leave: alice saw it at %d, sent index %d %d ms later, carol had it %d ms after that, alice used it %d ms after sending",
+		left, after, sentAt-left, gotAt-sentAt, stA.Key(alice).LastAtMs-sentAt)
+	require.Empty(t, stC.E2EE.KeysSent, "carol sent no key")
+}
+
+// logKeyDelay logs how long the sender took from seeing the receiver's
+// membership to sending it a key, and the key's way to the receiver.
+func logKeyDelay(t *testing.T, name string, sender *jsclient.RTCState, receiver string, got jsclient.KeyEvent) {
+	t.Helper()
+	var sentAt int64
+	for _, k := range sender.E2EE.KeysSent {
+		for _, to := range k.To {
+			if to == receiver && sentAt == 0 {
+				sentAt = k.AtMs
+			}
+		}
+	}
+	seen := sender.E2EE.Members[receiver].JoinedAtMs
+	t.Logf("%s: saw %s's membership at %d, sent it key index %d %d ms later, it arrived %d ms after sending",
+		name, receiver, seen, got.Index, sentAt-seen, got.AtMs-sentAt)
 }

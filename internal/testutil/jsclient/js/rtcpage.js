@@ -17,6 +17,11 @@
 // driver), and every remote track is attached to a media element so it is
 // decoded. state() then reports the keys, the remote tracks' decode counters
 // and encryption errors.
+//
+// With o.e2ee and o.keyListener the page joins as the recorder does: an Olm
+// device and a membership, a LiveKit connection, but no media key of its own
+// (manageMediaKeys: false) and nothing published; e2ee.keysReceived shows the
+// keys the members send it.
 
 import { createClient, ClientEvent } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
@@ -45,6 +50,10 @@ const e2ee = {
 	errors: [],
 	// RoomEvent.ParticipantEncryptionStatusChanged, by identity.
 	status: {},
+	// The session's memberships by LiveKit identity: {joinedAt, leftAt,
+	// createdTs} (when the page first saw it, when it went, its created_ts
+	// or origin_server_ts).
+	members: {},
 };
 const attached = new Map(); // track sid → media element
 const MAX_EVENTS = 200;
@@ -112,11 +121,13 @@ async function startInner(o) {
 	// The membership, as Element Call sends it (multi-SFU: our own focus first).
 	const transport = { type: "livekit", livekit_service_url: o.serviceUrl, livekit_alias: o.roomId };
 	session = client.matrixRTC.getRoomSession(room);
+	const manageKeys = !!o.e2ee && !o.keyListener;
 	let keyProvider = null;
 	if (o.e2ee) {
-		keyProvider = matrixKeyProvider(session);
+		watchMembers(session);
+		if (manageKeys) keyProvider = matrixKeyProvider(session);
 	}
-	session.joinRoomSession([transport], transport, { manageMediaKeys: !!o.e2ee });
+	session.joinRoomSession([transport], transport, { manageMediaKeys: manageKeys });
 	await waitFor("our membership in room state", () => ownMembership(), o.timeoutMs);
 	times.membership = Date.now() - t0;
 
@@ -130,13 +141,13 @@ async function startInner(o) {
 	if (!res.ok) throw new Error(`sfu/get answered ${res.status}: ${await res.text()}`);
 	const { url, jwt } = await res.json();
 	const roomOpts = { adaptiveStream: true, dynacast: true };
-	if (o.e2ee) {
+	if (manageKeys) {
 		// One worker per room, as Element Call does.
 		roomOpts.e2ee = { keyProvider, worker: new Worker("/e2ee-worker.mjs", { type: "module" }) };
 	}
 	lkRoom = new Room(roomOpts);
 	lkRoom.on(RoomEvent.Disconnected, (r) => console.warn("LiveKit disconnected", r));
-	if (o.e2ee) {
+	if (manageKeys) {
 		lkRoom.on(RoomEvent.EncryptionError, (err, participant) => {
 			console.warn("LiveKit encryption error", participant?.identity, err);
 			pushBounded(e2ee.errors, { identity: participant?.identity ?? "", message: String(err?.message || err), at: Date.now() });
@@ -152,6 +163,7 @@ async function startInner(o) {
 	}
 	await lkRoom.connect(url, jwt);
 	times.connected = Date.now() - t0;
+	if (o.e2ee && !manageKeys) return; // the recorder publishes nothing
 	// Element Call's defaults: camera with simulcast, microphone.
 	await lkRoom.localParticipant.setMicrophoneEnabled(true);
 	if (o.video) await lkRoom.localParticipant.setCameraEnabled(true, { resolution: { width: 640, height: 360 } }, { simulcast: true });
@@ -197,6 +209,25 @@ function matrixKeyProvider(rtcSession) {
 	rtcSession.on(MatrixRTCSessionEvent.EncryptionKeyChanged, onKey);
 	rtcSession.reemitEncryptionKeys();
 	return provider;
+}
+
+// watchMembers records when the session's memberships come and go.
+function watchMembers(rtcSession) {
+	const seen = (memberships) => {
+		const at = Date.now();
+		const now = new Set();
+		for (const m of memberships) {
+			const identity = m.rtcBackendIdentity;
+			now.add(identity);
+			const rec = e2ee.members[identity];
+			if (!rec || rec.leftAt) e2ee.members[identity] = { joinedAt: at, leftAt: 0, createdTs: m.createdTs() };
+		}
+		for (const [identity, rec] of Object.entries(e2ee.members)) {
+			if (!now.has(identity) && !rec.leftAt) rec.leftAt = at;
+		}
+	};
+	rtcSession.on(MatrixRTCSessionEvent.MembershipsChanged, (_old, memberships) => seen(memberships));
+	seen(rtcSession.memberships);
 }
 
 // watchKeyTraffic records the key to-device events going out and coming in.
