@@ -281,6 +281,26 @@ func (s *RTCState) ErrorsAbout(identity string) []EncryptionError {
 	return errs
 }
 
+// ErrorsAfterKey returns the encryption errors about the identity (and those
+// naming no participant) that happened later than grace after its first key
+// arrived: frames that come before their key fail (LiveKit may deliver a
+// track up to about 0.6 s before the key), the ones after must not. Without
+// a key of the identity it returns all of them.
+func (s *RTCState) ErrorsAfterKey(identity string, grace time.Duration) []EncryptionError {
+	errs := s.ErrorsAbout(identity)
+	r := s.Key(identity)
+	if r == nil {
+		return errs
+	}
+	var late []EncryptionError
+	for _, e := range errs {
+		if e.AtMs > r.FirstAtMs+grace.Milliseconds() {
+			late = append(late, e)
+		}
+	}
+	return late
+}
+
 // WaitRTC polls the MatrixRTC page's state until cond accepts it and returns
 // that state, or fails the test after timeout with the last state seen.
 func (c *Client) WaitRTC(t testing.TB, timeout time.Duration, what string, cond func(*RTCState) bool) *RTCState {
