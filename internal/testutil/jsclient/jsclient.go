@@ -18,6 +18,19 @@
 // most deployed Element versions used. SendText and Messages send and read
 // (decrypted) room messages.
 //
+// With Options.MatrixRTCServiceURL the page is a MatrixRTC client instead
+// (js/rtcpage.js: js-sdk 43 MatrixRTCSession + livekit-client 2.21, as Element
+// Call), and with Options.E2EE it behaves as Element Call in an encrypted
+// room: Rust crypto (wasm served by the driver), device keys uploaded before
+// the membership, per-participant media keys sent Olm-encrypted to every
+// member's device (io.element.call.encryption_keys) and rotated on leaves,
+// livekit-client frame encryption (its E2EE worker served by the driver) with
+// a key provider fed by the session, as Element Call's MatrixKeyProvider.
+// RTCState reports the keys, what each remote track decoded and livekit-client's
+// encryption errors; WaitKey, WaitDecoding, WaitOwnKeyRotation and
+// WaitKeySentTo wait on them (e2ee.go). Options.KeyListener joins like the
+// recorder: membership and Olm device, no key of its own, nothing published.
+//
 // Setup: scripts/jsclient.sh (Debian chromium + `npm ci` in js/). Start fails the
 // test, never skips it, when that has not been run.
 //
