@@ -249,7 +249,7 @@ function watchKeyTraffic() {
 function attach(track) {
 	if (attached.has(track.sid)) return;
 	const el = track.attach();
-	el.muted = track.kind === "audio" ? false : true;
+	el.muted = track.kind !== "audio"; // played, so the audio is pulled and decoded
 	if (track.kind === "video") {
 		el.width = 320;
 		el.height = 180;
