@@ -355,6 +355,34 @@ func (c *Client) WaitOwnKeyRotation(t testing.TB, timeout time.Duration, from in
 	return st.OwnKeyIndex()
 }
 
+// OwnKeySettled reports whether the page uses the key it sent last (a
+// rotated key is used a second after it is sent; the first at once), and
+// returns that index (-1 before the page has a key).
+func (s *RTCState) OwnKeySettled() (int, bool) {
+	own := s.OwnKeyIndex()
+	if own < 0 {
+		return own, false
+	}
+	if n := len(s.E2EE.KeysSent); n > 0 && s.E2EE.KeysSent[n-1].Index != own {
+		return own, false
+	}
+	return own, true
+}
+
+// WaitOwnKeySettled waits until the page uses the key it sent last and
+// returns its index: read the index before a rotation with it, so a rotation
+// still under way (a join when the key was 10 s old) is not mistaken for
+// the next one.
+func (c *Client) WaitOwnKeySettled(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	st := c.WaitRTC(t, timeout, "the page to use the key it sent last", func(st *RTCState) bool {
+		_, ok := st.OwnKeySettled()
+		return ok
+	})
+	i, _ := st.OwnKeySettled()
+	return i
+}
+
 // WaitKeySentTo waits until the page has sent a key to the device with the
 // LiveKit identity (for instance the recorder's) and returns its index.
 func (c *Client) WaitKeySentTo(t testing.TB, timeout time.Duration, identity string) int {

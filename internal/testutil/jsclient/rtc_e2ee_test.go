@@ -120,16 +120,13 @@ func TestE2EEPages(t *testing.T) {
 	}
 
 	// A leave makes the remaining member rotate its key.
-	st, err := ja.RTCState(ctx)
-	require.NoError(t, err)
-	before := st.OwnKeyIndex()
-	require.GreaterOrEqual(t, before, 0, "alice uses a key")
+	before := ja.WaitOwnKeySettled(t, keyTimeout)
 	leaveAt := time.Now()
 	require.NoError(t, jb.Leave(ctx))
 	after := ja.WaitOwnKeyRotation(t, keyTimeout, before)
 	t.Logf("alice rotated her key from index %d to %d %s after bob's leave", before, after, time.Since(leaveAt).Round(time.Millisecond))
 	require.Equal(t, (before+1)%256, after, "the rotated key has the next index")
-	st, err = ja.RTCState(ctx)
+	st, err := ja.RTCState(ctx)
 	require.NoError(t, err)
 	require.Empty(t, st.ErrorsAfterKey(jb.Identity(), keyGrace), "alice: encryption errors after the key:\n%s", jsclient.RTCSummary(st))
 }
@@ -173,15 +170,19 @@ func TestE2EEKeyListener(t *testing.T) {
 	stB, err := jb.RTCState(ctx)
 	require.NoError(t, err)
 	logKeyDelay(t, "bob", stB, carol, stC.KeysFrom(jb.UserID(), jb.DeviceID())[0])
-	stA = ja.WaitKey(t, keyTimeout, jb.Identity(), func(*jsclient.KeyRing) bool { return true })
+	ja.WaitKey(t, keyTimeout, jb.Identity(), func(*jsclient.KeyRing) bool { return true })
+	ja.WaitKeySentTo(t, keyTimeout, jb.Identity())
+	before := ja.WaitOwnKeySettled(t, keyTimeout)
+	stA, err = ja.RTCState(ctx)
+	require.NoError(t, err)
 	ownA := stA.Key(alice)
 	t.Logf("alice's own key indexes after bob's join: %v (key 0 was %d ms old when bob's membership appeared)",
 		ownA.Indexes, stA.E2EE.Members[jb.Identity()].JoinedAtMs-ownA.FirstAtMs)
 
 	// Bob leaves: alice rotates and carol gets the new key.
-	before := stA.OwnKeyIndex()
 	require.NoError(t, jb.Leave(ctx))
 	after := ja.WaitOwnKeyRotation(t, keyTimeout, before)
+	require.Equal(t, (before+1)%256, after, "the rotated key has the next index")
 	stC = jc.WaitRTC(t, keyTimeout, fmt.Sprintf("alice's rotated key (index %d) at carol", after), func(st *jsclient.RTCState) bool {
 		for _, k := range st.KeysFrom(ja.UserID(), ja.DeviceID()) {
 			if k.Index == after {
@@ -195,7 +196,7 @@ func TestE2EEKeyListener(t *testing.T) {
 	var sentAt, gotAt int64
 	for _, k := range stA.E2EE.KeysSent {
 		if k.Index == after {
-			sentAt = k.AtMs
+			sentAt = k.AtMs // the last send of the index
 		}
 	}
 	for _, k := range stC.KeysFrom(ja.UserID(), ja.DeviceID()) {
