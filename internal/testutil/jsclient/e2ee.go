@@ -66,6 +66,10 @@ type KeyRing struct {
 	// latest key.
 	FirstAtMs int64 `json:"firstAt"`
 	LastAtMs  int64 `json:"lastAt"`
+	// Raw are the keys themselves by index (the latest of each index):
+	// padded base64 of the 16 bytes, as on the wire, for checking a
+	// decryption against them.
+	Raw map[int]string `json:"raw"`
 }
 
 // HasIndex reports whether the ring holds a key with the index.

@@ -4,6 +4,7 @@ package jsclient_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -97,7 +98,11 @@ func TestE2EEPages(t *testing.T) {
 			"%s: the key of %s came as an io.element.call.encryption_keys to-device event:\n%s", p.name, p.other.Identity(), jsclient.RTCSummary(st))
 		idx, sent := st.KeySentTo(p.other.Identity())
 		require.True(t, sent, "%s sent its key to %s", p.name, p.other.Identity())
-		t.Logf("%s: key of %s %+v; sent index %d to it; times %v", p.name, p.other.Identity(), *st.Key(p.other.Identity()), idx, st.Times)
+		ring := st.Key(p.other.Identity())
+		raw, err := base64.StdEncoding.DecodeString(ring.Raw[ring.LastIndex])
+		require.NoError(t, err)
+		require.Len(t, raw, 16, "%s: a media key is 16 bytes", p.name)
+		t.Logf("%s: key of %s: count %d indexes %v; sent index %d to it; times %v", p.name, p.other.Identity(), ring.Count, ring.Indexes, idx, st.Times)
 	}
 
 	// Media: each page decodes the other's video and audio (1 s of samples

@@ -39,7 +39,7 @@ const times = {};
 const e2ee = {
 	// Keys the session handed to the key provider, by LiveKit identity
 	// (own one included): {count, indexes: [distinct, in order of arrival],
-	// lastIndex, firstAt, lastAt} (page Date.now()).
+	// lastIndex, firstAt, lastAt (page Date.now()), raw: {index: base64 key}}.
 	keys: {},
 	// io.element.call.encryption_keys to-device events as they arrived
 	// (decrypted): {sender, deviceId, index, at}.
@@ -195,8 +195,9 @@ function matrixKeyProvider(rtcSession) {
 	const provider = new BaseKeyProvider({ ratchetWindowSize: 10, keyringSize: 256 });
 	const onKey = (keyBin, index, membership, identity) => {
 		const at = Date.now();
-		const ring = (e2ee.keys[identity] ??= { count: 0, indexes: [], lastIndex: -1, firstAt: at, lastAt: at });
+		const ring = (e2ee.keys[identity] ??= { count: 0, indexes: [], lastIndex: -1, firstAt: at, lastAt: at, raw: {} });
 		ring.count++;
+		ring.raw[index] = btoa(String.fromCharCode(...keyBin));
 		if (!ring.indexes.includes(index)) ring.indexes.push(index);
 		ring.lastIndex = index;
 		ring.lastAt = at;
