@@ -131,6 +131,10 @@ type Options struct {
 	// none to LiveKit) and nothing published. E2EE.KeysReceived shows the keys
 	// the members send it.
 	KeyListener bool
+	// HoldDeviceKeys (with E2EE) holds the upload of the device keys back
+	// this long after the start and publishes the membership without
+	// waiting for them: the wrong order, to see what members then send.
+	HoldDeviceKeys time.Duration
 }
 
 // js-sdk versions and crypto implementations for Options.
@@ -187,19 +191,20 @@ type request struct {
 
 // startArgs is what window.harness.start receives.
 type startArgs struct {
-	HomeserverURL string      `json:"homeserverUrl"`
-	UserID        id.UserID   `json:"userId"`
-	AccessToken   string      `json:"accessToken"`
-	DeviceID      id.DeviceID `json:"deviceId"`
-	RoomID        id.RoomID   `json:"roomId"`
-	Video         bool        `json:"video"`
-	TimeoutMs     int64       `json:"timeoutMs"`
-	LogLevel      string      `json:"logLevel,omitempty"`
-	Crypto        string      `json:"crypto,omitempty"`
-	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
-	ServiceURL    string      `json:"serviceUrl,omitempty"`
-	E2EE          bool        `json:"e2ee,omitempty"`
-	KeyListener   bool        `json:"keyListener,omitempty"`
+	HomeserverURL    string      `json:"homeserverUrl"`
+	UserID           id.UserID   `json:"userId"`
+	AccessToken      string      `json:"accessToken"`
+	DeviceID         id.DeviceID `json:"deviceId"`
+	RoomID           id.RoomID   `json:"roomId"`
+	Video            bool        `json:"video"`
+	TimeoutMs        int64       `json:"timeoutMs"`
+	LogLevel         string      `json:"logLevel,omitempty"`
+	Crypto           string      `json:"crypto,omitempty"`
+	E2EGroupCall     bool        `json:"e2eGroupCall,omitempty"`
+	ServiceURL       string      `json:"serviceUrl,omitempty"`
+	E2EE             bool        `json:"e2ee,omitempty"`
+	KeyListener      bool        `json:"keyListener,omitempty"`
+	HoldDeviceKeysMs int64       `json:"holdDeviceKeysMs,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -242,19 +247,20 @@ func Start(t testing.TB, opts Options) *Client {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout+5*time.Second)
 	defer cancel()
 	err := c.call(ctx, "start", startArgs{
-		HomeserverURL: opts.HomeserverURL,
-		UserID:        opts.UserID,
-		AccessToken:   opts.AccessToken,
-		DeviceID:      opts.DeviceID,
-		RoomID:        opts.RoomID,
-		Video:         opts.Video,
-		TimeoutMs:     opts.StartTimeout.Milliseconds(),
-		LogLevel:      opts.LogLevel,
-		Crypto:        opts.Crypto,
-		E2EGroupCall:  opts.E2EGroupCall,
-		ServiceURL:    opts.MatrixRTCServiceURL,
-		E2EE:          opts.E2EE,
-		KeyListener:   opts.KeyListener,
+		HomeserverURL:    opts.HomeserverURL,
+		UserID:           opts.UserID,
+		AccessToken:      opts.AccessToken,
+		DeviceID:         opts.DeviceID,
+		RoomID:           opts.RoomID,
+		Video:            opts.Video,
+		TimeoutMs:        opts.StartTimeout.Milliseconds(),
+		LogLevel:         opts.LogLevel,
+		Crypto:           opts.Crypto,
+		E2EGroupCall:     opts.E2EGroupCall,
+		ServiceURL:       opts.MatrixRTCServiceURL,
+		E2EE:             opts.E2EE,
+		KeyListener:      opts.KeyListener,
+		HoldDeviceKeysMs: opts.HoldDeviceKeys.Milliseconds(),
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)

@@ -231,3 +231,51 @@ func logKeyDelay(t *testing.T, name string, sender *jsclient.RTCState, receiver 
 	t.Logf("%s: saw %s's membership at %d, sent it key index %d %d ms later, it arrived %d ms after sending",
 		name, receiver, seen, got.Index, sentAt-seen, got.AtMs-sentAt)
 }
+
+// TestE2EELateDeviceKeys shows why a member's device keys must be on the
+// server before its membership: carol publishes her membership first and
+// uploads her device keys 8 s later. Alice's key send to her finds no
+// device and is dropped, yet js-sdk counts carol as served: no key comes
+// even after the upload, until a rotation (bob joins when alice's key is
+// more than 10 s old) sends everyone a new one.
+func TestE2EELateDeviceKeys(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := startE2EE(ctx, t, "alice", "bob", "carol")
+	ja := jsclient.Start(t, e.options(e.users["alice"], false))
+	listen := e.options(e.users["carol"], false)
+	listen.KeyListener = true
+	listen.HoldDeviceKeys = 8 * time.Second
+	jc := jsclient.Start(t, listen)
+	carol := jc.Identity()
+
+	// Alice sends carol her key while carol's device is unknown.
+	index := ja.WaitKeySentTo(t, keyTimeout, carol)
+	require.Eventually(t, func() bool {
+		resp, err := e.users["alice"].QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{jc.UserID(): {}}})
+		if err != nil {
+			return false
+		}
+		_, ok := resp.DeviceKeys[jc.UserID()][jc.DeviceID()]
+		return ok
+	}, keyTimeout, 100*time.Millisecond, "carol's device keys on the server")
+	uploaded := time.Now()
+	require.Never(t, func() bool {
+		st, err := jc.RTCState(ctx)
+		return err == nil && len(st.KeysFrom(ja.UserID(), ja.DeviceID())) > 0
+	}, 10*time.Second, 200*time.Millisecond, "alice's key (index %d, sent before carol's device keys) must not reach carol", index)
+	t.Logf("no key from alice at carol %s after carol's device keys were uploaded", time.Since(uploaded).Round(time.Millisecond))
+
+	// Bob joins after alice's key is 10 s old: alice rotates and carol
+	// gets the new key; bob's own key reaches her too.
+	stA, err := ja.RTCState(ctx)
+	require.NoError(t, err)
+	require.Greater(t, time.Now().UnixMilli()-stA.Key(ja.Identity()).FirstAtMs, int64(10000), "alice's key is older than 10 s")
+	jb := jsclient.Start(t, e.options(e.users["bob"], false))
+	st := jc.WaitRTC(t, keyTimeout, "alice's rotated key and bob's key at carol", func(st *jsclient.RTCState) bool {
+		return len(st.KeysFrom(ja.UserID(), ja.DeviceID())) > 0 && len(st.KeysFrom(jb.UserID(), jb.DeviceID())) > 0
+	})
+	got := st.KeysFrom(ja.UserID(), ja.DeviceID())[0]
+	require.NotEqual(t, index, got.Index, "carol got alice's rotated key, not the one sent before her device keys")
+	t.Logf("carol got alice's key index %d after the rotation (the first, index %d, never came)", got.Index, index)
+}

@@ -101,6 +101,7 @@ async function startInner(o) {
 		accessToken: o.accessToken,
 		deviceId: o.deviceId,
 		timelineSupport: false,
+		fetchFn: o.holdDeviceKeysMs > 0 ? holdingDeviceKeys(o.holdDeviceKeysMs) : undefined,
 	});
 	if (o.e2ee) {
 		// The Rust crypto; its wasm comes from the driver (/pkg/…, next to
@@ -111,7 +112,7 @@ async function startInner(o) {
 	await client.startClient({ initialSyncLimit: 1, lazyLoadMembers: false });
 	await waitFor("the first sync", () => ["PREPARED", "SYNCING"].includes(client.getSyncState()), o.timeoutMs);
 	const room = await waitFor(`room ${o.roomId}`, () => client.getRoom(o.roomId), o.timeoutMs);
-	if (o.e2ee) {
+	if (o.e2ee && !(o.holdDeviceKeysMs > 0)) {
 		// Others can only send us their keys once our device keys are on the
 		// server: wait for them before the membership goes out.
 		await waitForAsync("our device keys on the homeserver", ownDeviceKeysUploaded, o.timeoutMs);
@@ -168,6 +169,21 @@ async function startInner(o) {
 	await lkRoom.localParticipant.setMicrophoneEnabled(true);
 	if (o.video) await lkRoom.localParticipant.setCameraEnabled(true, { resolution: { width: 640, height: 360 } }, { simulcast: true });
 	times.published = Date.now() - t0;
+}
+
+// holdingDeviceKeys is a fetch that holds the device keys upload
+// (POST /keys/upload) back until ms after the page started: the membership
+// then goes out before the keys, the order a member must not use.
+function holdingDeviceKeys(ms) {
+	const releaseAt = Date.now() + ms;
+	return async (resource, init) => {
+		const url = String(resource?.url ?? resource);
+		if (url.includes("/keys/upload") && Date.now() < releaseAt) {
+			console.warn(`holding the device keys upload back for ${releaseAt - Date.now()} ms`);
+			await new Promise((r) => setTimeout(r, releaseAt - Date.now()));
+		}
+		return fetch(resource, init);
+	};
 }
 
 function waitForAsync(what, cond, timeoutMs) {
