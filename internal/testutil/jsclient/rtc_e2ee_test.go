@@ -125,6 +125,20 @@ func TestE2EEPages(t *testing.T) {
 		require.Empty(t, st.ErrorsAfterKey(p.other.Identity(), keyGrace), "%s: encryption errors after the key:\n%s", p.name, jsclient.RTCSummary(st))
 	}
 
+	// The room is Megolm-encrypted for messages too: alice's text reaches
+	// bob encrypted and he reads it.
+	evtID, err := ja.SendText(ctx, "hello over megolm")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		msgs, err := jb.Messages(ctx)
+		for _, m := range msgs {
+			if err == nil && m.EventID == evtID {
+				return m.Encrypted && m.Body == "hello over megolm"
+			}
+		}
+		return false
+	}, keyTimeout, 100*time.Millisecond, "bob reads alice's encrypted message")
+
 	// A leave makes the remaining member rotate its key.
 	before := ja.WaitOwnKeySettled(t, keyTimeout)
 	leaveAt := time.Now()

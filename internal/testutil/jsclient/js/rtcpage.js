@@ -27,6 +27,7 @@ import { createClient, ClientEvent } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 import { MatrixRTCSessionEvent } from "matrix-js-sdk/lib/matrixrtc/index.js";
 import { BaseKeyProvider, Room, RoomEvent } from "livekit-client";
+import { messages as roomMessages, sendText as sendRoomText } from "./messages.js";
 
 let client = null;
 let session = null;
@@ -373,4 +374,14 @@ async function stop() {
 	if (client) client.stopClient();
 }
 
-window.harness = { start, state, setMicMuted, setVideoMuted, setScreensharing, leave, stop };
+// sendText and messages: the room's messages (encrypted and decrypted with
+// the Rust crypto in E2EE mode), e.g. to send !rec commands as a member.
+function sendText(body) {
+	return sendRoomText(client, opts.roomId, body);
+}
+
+function messages() {
+	return roomMessages(client, opts.roomId);
+}
+
+window.harness = { start, state, setMicMuted, setVideoMuted, setScreensharing, leave, stop, sendText, messages };
