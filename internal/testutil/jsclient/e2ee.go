@@ -23,6 +23,9 @@ const (
 type E2EEState struct {
 	// Identity is the page's own LiveKit identity (@user:server:DEVICE).
 	Identity string `json:"identity"`
+	// MemberID is the page's member id: a random UUID, as Element Call's,
+	// sent as member.id in its keys.
+	MemberID string `json:"memberId"`
 	// Enabled is livekit-client's Room.isE2EEEnabled (our own frames are
 	// encrypted).
 	Enabled bool `json:"enabled"`
@@ -89,6 +92,7 @@ func (r *KeyRing) HasIndex(index int) bool {
 type KeyEvent struct {
 	Sender   id.UserID   `json:"sender"`
 	DeviceID id.DeviceID `json:"deviceId"` // member.claimed_device_id
+	MemberID string      `json:"memberId"` // member.id
 	Index    int         `json:"index"`
 	AtMs     int64       `json:"at"`
 }

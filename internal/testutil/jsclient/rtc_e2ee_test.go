@@ -95,8 +95,10 @@ func TestE2EEPages(t *testing.T) {
 	for _, p := range pages {
 		st := p.page.WaitKey(t, keyTimeout, p.other.Identity(), func(*jsclient.KeyRing) bool { return true })
 		require.Equal(t, p.page.Identity(), st.LiveKit.Identity, "%s: LiveKit identity is @user:server:DEVICE", p.name)
-		require.NotEmpty(t, st.KeysFrom(p.other.UserID(), p.other.DeviceID()),
-			"%s: the key of %s came as an io.element.call.encryption_keys to-device event:\n%s", p.name, p.other.Identity(), jsclient.RTCSummary(st))
+		keys := st.KeysFrom(p.other.UserID(), p.other.DeviceID())
+		require.NotEmpty(t, keys, "%s: the key of %s came as an io.element.call.encryption_keys to-device event:\n%s",
+			p.name, p.other.Identity(), jsclient.RTCSummary(st))
+		require.Len(t, keys[0].MemberID, 36, "%s: member.id is a random UUID, as Element Call's", p.name)
 		idx, sent := st.KeySentTo(p.other.Identity())
 		require.True(t, sent, "%s sent its key to %s", p.name, p.other.Identity())
 		ring := st.Key(p.other.Identity())

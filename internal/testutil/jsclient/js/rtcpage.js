@@ -34,6 +34,7 @@ let session = null;
 let lkRoom = null;
 let opts = null;
 let startError = null;
+let memberId = "";
 const times = {};
 
 // E2EE mode: what the page saw of the media keys and the encrypted media.
@@ -43,7 +44,7 @@ const e2ee = {
 	// lastIndex, firstAt, lastAt (page Date.now()), raw: {index: base64 key}}.
 	keys: {},
 	// io.element.call.encryption_keys to-device events as they arrived
-	// (decrypted): {sender, deviceId, index, at}.
+	// (decrypted): {sender, deviceId, memberId, index, at}.
 	keysReceived: [],
 	// Key sends (encryptAndSendToDevice): {index, to: ["@user:server:DEVICE"], at}.
 	keysSent: [],
@@ -129,7 +130,10 @@ async function startInner(o) {
 		watchMembers(session);
 		if (manageKeys) keyProvider = matrixKeyProvider(session);
 	}
-	session.joinRoomSession([transport], transport, { manageMediaKeys: manageKeys });
+	// As Element Call: the member id in the keys is a random UUID (the
+	// membership's membershipID stays @user:server:DEVICE in this mode).
+	memberId = crypto.randomUUID();
+	session.joinRTCSession({ userId: o.userId, deviceId: o.deviceId, memberId }, [transport], transport, { manageMediaKeys: manageKeys });
 	await waitFor("our membership in room state", () => ownMembership(), o.timeoutMs);
 	times.membership = Date.now() - t0;
 
@@ -260,7 +264,13 @@ function watchKeyTraffic() {
 	client.on(ClientEvent.ToDeviceEvent, (ev) => {
 		if (ev.getType() !== "io.element.call.encryption_keys") return;
 		const c = ev.getContent();
-		pushBounded(e2ee.keysReceived, { sender: ev.getSender(), deviceId: c?.member?.claimed_device_id ?? "", index: c?.keys?.index, at: Date.now() });
+		pushBounded(e2ee.keysReceived, {
+			sender: ev.getSender(),
+			deviceId: c?.member?.claimed_device_id ?? "",
+			memberId: c?.member?.id ?? "",
+			index: c?.keys?.index,
+			at: Date.now(),
+		});
 	});
 }
 
@@ -341,7 +351,7 @@ async function state() {
 		times,
 	};
 	if (opts?.e2ee) {
-		st.e2ee = { ...e2ee, identity: `${client.getUserId()}:${client.getDeviceId()}`, enabled: !!lkRoom?.isE2EEEnabled };
+		st.e2ee = { ...e2ee, identity: `${client.getUserId()}:${client.getDeviceId()}`, memberId, enabled: !!lkRoom?.isE2EEEnabled };
 		st.remoteParticipants = lkRoom ? await remoteStats() : [];
 	}
 	return st;
