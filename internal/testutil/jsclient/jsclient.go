@@ -219,8 +219,8 @@ func Start(t testing.TB, opts Options) *Client {
 	if opts.E2EE && opts.MatrixRTCServiceURL == "" {
 		t.Fatalf("jsclient: Options.E2EE needs MatrixRTCServiceURL (it is a mode of the MatrixRTC page)")
 	}
-	if opts.KeyListener && !opts.E2EE {
-		t.Fatalf("jsclient: Options.KeyListener needs E2EE")
+	if (opts.KeyListener || opts.HoldDeviceKeys > 0) && !opts.E2EE {
+		t.Fatalf("jsclient: Options.KeyListener and HoldDeviceKeys need E2EE")
 	}
 	jsDir, chromium := prerequisites(t)
 
