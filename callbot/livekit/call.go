@@ -57,6 +57,13 @@ const (
 	emptyCheck = time.Second
 	// renewRetry is the wait before retrying a failed membership renewal.
 	renewRetry = 30 * time.Second
+	// keyWait is how long an encrypted track may wait for its publisher's
+	// media key before the recorder re-sends its membership as a new join
+	// (new created_ts): js-sdk then sends its key again. A key sent while
+	// the recorder's device was unknown to the sender is lost for good
+	// otherwise. At most maxKeyNudges times per call.
+	keyWait      = 10 * time.Second
+	maxKeyNudges = 3
 )
 
 // Call is one joined MatrixRTC call. Its run goroutine owns every field
@@ -86,6 +93,10 @@ type Call struct {
 	toldE2EE   bool
 	// encryptedRoom: members encrypt their media (keys come to-device).
 	encryptedRoom bool
+	// keyNudges counts memberships re-sent for want of a key, the last at
+	// lastNudge.
+	keyNudges int
+	lastNudge time.Time
 	// emptySince is when the call was first seen without any member present
 	// on an SFU (zero while someone is).
 	emptySince  time.Time
@@ -132,6 +143,7 @@ type track struct {
 	// encrypted: frames are end-to-end encrypted; they are decrypted with
 	// keys, the publisher's key ring, set with the sink.
 	encrypted bool
+	since     time.Time // subscribed
 
 	lock    sync.Mutex
 	sink    callbot.TrackSink
@@ -381,6 +393,7 @@ func (c *Call) run(ctx context.Context) {
 			c.leaving, c.leaveReason, c.info.StopReason = true, "recorder shutting down", callbot.StopShutdown
 		case <-empty.C:
 			c.checkEmpty(ctx)
+			c.checkKeys(ctx)
 		case <-renew.C:
 			if err := c.publishMembership(ctx); err != nil {
 				zerolog.Ctx(ctx).Err(err).Msg("Failed to renew the recorder's call membership")
@@ -394,6 +407,35 @@ func (c *Call) run(ctx context.Context) {
 		}
 	}
 	c.shutdown(ctx)
+}
+
+// checkKeys re-sends the recorder's membership as a new join when a
+// member's encrypted track has waited keyWait for its key (see keyWait).
+func (c *Call) checkKeys(ctx context.Context) {
+	if c.keyNudges >= maxKeyNudges || time.Since(c.lastNudge) < keyWait {
+		return
+	}
+	var waiting *participant
+	for _, t := range c.tracks {
+		if !t.encrypted || t.p.gone || t.p.info.UserID == "" || time.Since(t.since) < keyWait {
+			continue
+		}
+		if keys, _ := c.m.keyring(c.roomID, deviceKey{t.p.info.UserID, t.p.info.DeviceID}, false); keys == nil || keys.Count() == 0 {
+			waiting = t.p
+			break
+		}
+	}
+	if waiting == nil {
+		return
+	}
+	c.keyNudges++
+	c.lastNudge = time.Now()
+	c.ownCreated = c.lastNudge
+	zerolog.Ctx(ctx).Warn().Stringer("user_id", waiting.info.UserID).Stringer("device_id", waiting.info.DeviceID).
+		Dur("waited", keyWait).Msg("No media key from a participant; re-sending the recorder's membership so members send their keys")
+	if err := c.publishMembership(ctx); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to re-send the recorder's call membership")
+	}
 }
 
 // checkEmpty ends the recording once no call member has been on any SFU
@@ -684,7 +726,7 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 			c.attribute(p, mem)
 		}
 	}
-	t := &track{sid: msg.pub.SID(), p: p, remote: msg.remote, pub: msg.pub, rp: msg.rp,
+	t := &track{sid: msg.pub.SID(), p: p, remote: msg.remote, pub: msg.pub, rp: msg.rp, since: time.Now(),
 		purpose: purposeOf(msg.pub.Source()), kind: msg.remote.Kind(),
 		vp8:  strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeVP8),
 		opus: strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeOpus)}

@@ -35,7 +35,7 @@ func (m *Manager) toDeviceHandler(userID id.UserID) callbot.ToDeviceHandler {
 			if r.Type.Type != matrixrtc.KeysType.Type {
 				continue
 			}
-			log := zerolog.Ctx(ctx).With().Stringer("virtual_user", userID).Stringer("sender", r.Sender).
+			log := zerolog.Ctx(ctx).With().Stringer("sender", r.Sender).
 				Stringer("sender_device", r.SenderDevice).Logger()
 			key, changed, err := m.acceptKey(userID, r)
 			if err != nil {

@@ -280,6 +280,7 @@ func (r *rtcSetup) api(t *testing.T, method, path, body string) (int, []byte) {
 // media end to end and send their keys Olm-encrypted to every member's
 // device. The recorder joins as a member, and until alice's key comes the
 // API lists her as encrypted without a key and writes nothing of hers; a
+// recorder re-sends its membership while her key is missing; a
 // key sent in plaintext (anyone could) is ignored; with the Olm key her
 // frames are decrypted into a file that decodes; she rotates her key
 // mid-call and the file goes on without a gap or an undecryptable frame.
@@ -321,6 +322,20 @@ func TestMatrixRTCEncryptedRoom(t *testing.T) {
 		stack.Deadline, 50*time.Millisecond, "alice is listed as encrypted without a key")
 	require.False(t, obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 1),
 		"nothing of alice's is written before her key")
+	// No key for a while (say the sender did not know the recorder's device
+	// yet): the recorder re-sends its membership, as a new join, which
+	// makes js-sdk send its key again.
+	first := recorderMemberships(t, alice, roomID, st.UserID)
+	require.Len(t, first, 1)
+	require.Eventually(t, func() bool {
+		again := recorderMemberships(t, alice, roomID, st.UserID)
+		for key, evtID := range again {
+			if first[key] != "" && first[key] != evtID {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 200*time.Millisecond, "the recorder does not re-send its membership while a key is missing")
 
 	// The key, as Element Call sends it: Olm-encrypted to the recorder's device.
 	sendKey := func(index int, key []byte, olm bool) {
