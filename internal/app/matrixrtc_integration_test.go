@@ -407,8 +407,10 @@ func randomBytes(t *testing.T, n int) []byte {
 }
 
 // TestMatrixRTCReconnectAndAPI: started through the API (which says the
-// kind of call), the recorder is thrown out of the SFU and comes back with
-// a fresh token; the recording goes on and ends finished with good files.
+// kind of call) with LiveKit tokens that expire after 3 s, the recorder
+// keeps its SFU connection past the expiry; thrown out of the SFU, it
+// comes back with a fresh token; the recording goes on and ends finished
+// with good files.
 func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 	r := startRTC(t)
 	s, obs := r.s, r.obs
@@ -416,7 +418,12 @@ func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 	alice := s.HS.RegisterUser(ctx, t, "alice")
 	roomID := s.CallRoom(t, alice)
 	r.join(t, alice, roomID, true)
+	// The recorder's LiveKit token expires during the call: the SFU
+	// connection outlives it, and the reconnect gets a fresh one.
+	const ttl = 3 * time.Second
+	r.auth.SetTokenTTL(ttl)
 
+	granted := time.Now()
 	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
 	require.Equal(t, http.StatusAccepted, status, string(body))
 	status, body = r.api(t, http.MethodGet, "/api/v1/calls", "")
@@ -425,6 +432,11 @@ func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
 	}, stack.Deadline, 50*time.Millisecond)
+
+	// Past the token's expiry (and the JWT's one-second leeway), media
+	// still arrives on the connection it opened.
+	waitMedia(t, obs, alice.UserID, time.Until(granted.Add(ttl+2*time.Second)))
+	require.True(t, time.Now().After(granted.Add(ttl+time.Second)), "the recorder's token has expired")
 
 	st, err := s.App.RTC.Status(ctx, roomID)
 	require.NoError(t, err)
