@@ -313,7 +313,8 @@ func trackParams(t *callbot.RemoteTrack) (recording.Kind, recording.TrackParams)
 	if t.Kind == webrtc.RTPCodecTypeVideo {
 		kind = recording.KindVideo
 	}
-	return kind, recording.TrackParams{MimeType: t.Codec.MimeType, ClockRate: t.Codec.ClockRate, Channels: t.Codec.Channels, SSRC: uint32(t.SSRC)}
+	return kind, recording.TrackParams{MimeType: t.Codec.MimeType, ClockRate: t.Codec.ClockRate, Channels: t.Codec.Channels, SSRC: uint32(t.SSRC),
+		Transform: t.Transform}
 }
 
 // TrackStarted implements callbot.Sink: the first track of a stream opens
@@ -613,6 +614,9 @@ func (s *streamRec) report() {
 		if d := st.FramesWritten - prev.FramesWritten; d > 0 {
 			met.FramesWritten.Add(float64(d))
 		}
+		if d := st.UndecryptableFrames - prev.UndecryptableFrames; d > 0 {
+			met.FramesUndecryptable.Add(float64(d))
+		}
 	}
 	if d := st.Bytes - prev.Bytes; d > 0 {
 		s.c.checkLimits(d)
@@ -695,7 +699,7 @@ func (c *callRec) finishStream(s *streamRec) {
 	qHigh, qDropped := s.queue.stats()
 	log.Info().Int("queue_high_water", qHigh).Uint64("queue_dropped", qDropped).Uint64("lost_packets", st.LostPackets).Uint64("late_packets", st.LatePackets).
 		Uint64("duplicate_packets", st.DuplicatePackets).Uint64("dropped_frames", st.DroppedFrames).
-		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).
+		Uint64("keyframe_requests", st.KeyframeRequests).Int64("silence_samples", st.SilenceSamples).Uint64("undecryptable_frames", st.UndecryptableFrames).
 		Uint64("frames_written", st.FramesWritten).Int64("bytes", st.Bytes).Msg("Stream writer closed")
 	if err != nil {
 		log.Err(err).Msg("Stream writer failed")

@@ -77,6 +77,13 @@ type PeerStatus struct {
 	Outgoing    bool      `json:"outgoing"`
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	Tracks      []string  `json:"tracks"` // "purpose/kind/codec"
+	// Encrypted: the participant's media is end-to-end encrypted (MatrixRTC
+	// in an encrypted room); KeysHeld is how many of its media keys the
+	// recorder holds.
+	Encrypted bool `json:"encrypted,omitempty"`
+	KeysHeld  int  `json:"keys_held,omitempty"`
+	// Note says why a participant is not (yet) recorded, if it is not.
+	Note string `json:"note,omitempty"`
 }
 
 func (p *peer) status() PeerStatus {

@@ -86,6 +86,16 @@ type RemoteTrack struct {
 	// RequestKeyframe asks the sender for a keyframe (RTCP PLI). Safe to
 	// call from any goroutine; a no-op for audio or after the peer closed.
 	RequestKeyframe func()
+	// Transform, when set, turns each received frame into the codec's frame
+	// before it is written: media end-to-end decryption (MatrixRTC).
+	Transform FrameTransform
+}
+
+// FrameTransform turns a received frame (an Opus packet, a whole video
+// frame) into the frame to write; recording.FrameTransform has the same
+// method. It appends to dst[:0]; an error skips the frame.
+type FrameTransform interface {
+	TransformFrame(dst, frame []byte) ([]byte, error)
 }
 
 // TrackSink consumes one track's packets. Its methods are called from the

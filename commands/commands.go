@@ -144,7 +144,7 @@ func start(ctx context.Context, room Room, roomID id.RoomID, by id.UserID) strin
 		return "This room's call is already being recorded."
 	case errors.Is(err, callbot.ErrNoCall):
 		return "There is no group call in this room to record. Start one, then try again."
-	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrEncrypted), errors.Is(err, livekit.ErrHostNotAllowed):
+	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrHostNotAllowed):
 		return "" // the call layer told the room what is wrong
 	case errors.Is(err, livekit.ErrFocus):
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to join MatrixRTC call")
@@ -207,6 +207,12 @@ func status(ctx context.Context, room Room, roomID id.RoomID, cfg config.Recordi
 		fmt.Fprintf(&b, "* %s (%s): %s", format.EscapeMarkdown(string(p.UserID)), format.EscapeMarkdown(string(p.DeviceID)), p.State)
 		if len(p.Tracks) > 0 {
 			fmt.Fprintf(&b, ", tracks %s", format.EscapeMarkdown(strings.Join(p.Tracks, ", ")))
+		}
+		if p.Encrypted {
+			fmt.Fprintf(&b, ", end-to-end encrypted media (%d keys)", p.KeysHeld)
+		}
+		if p.Note != "" {
+			fmt.Fprintf(&b, ": %s", p.Note)
 		}
 		b.WriteString("\n")
 	}

@@ -111,6 +111,17 @@ func TestCommandReplies(t *testing.T) {
 	require.Contains(t, st, "Recording: @alice:test")
 	require.Contains(t, st, "* @alice:test (ALICE): connected, tracks m.usermedia/audio/audio/opus")
 	require.Equal(t, "Not recording.", status(ctx, fakeRoom{}, "!r:test", cfg))
+	// MatrixRTC in an encrypted room: whether keys are held, and why a
+	// participant is not recorded yet.
+	e2ee := status(ctx, fakeRoom{active: true, status: rooms.Status{
+		Call: callbot.CallStatus{Kind: "matrixrtc", UserID: "@recorder_rtc1:test", JoinedAt: joined, Peers: []callbot.PeerStatus{
+			{PeerInfo: callbot.PeerInfo{UserID: "@alice:test", DeviceID: "ALICE"}, State: callbot.PeerConnected, Encrypted: true, KeysHeld: 2},
+			{PeerInfo: callbot.PeerInfo{UserID: "@bob:test", DeviceID: "BOB"}, State: callbot.PeerConnected, Encrypted: true,
+				Note: "media is end-to-end encrypted and no key has arrived from this device yet: not recorded"},
+		}},
+	}}, "!r:test", cfg)
+	require.Contains(t, e2ee, "* @alice:test (ALICE): connected, end-to-end encrypted media (2 keys)\n")
+	require.Contains(t, e2ee, "* @bob:test (BOB): connected, end-to-end encrypted media (0 keys): media is end-to-end encrypted and no key has arrived")
 	require.Contains(t, status(ctx, fakeRoom{last: &storage.Recording{ID: "r1", StopReason: string(callbot.StopNoMedia)}}, "!r:test", cfg),
 		"no audio or video arrived for 5m0s")
 

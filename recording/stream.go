@@ -101,7 +101,11 @@ type trackState struct {
 
 	pending      []pendingSample
 	pendingBytes int
-	carryLost    uint64 // packets lost before padding, reported with the next media packet
+	// frames through params.Transform: its output buffer, and the
+	// failures of the current burst (logged at its start and end)
+	xbuf      []byte
+	xfailures uint64
+	carryLost uint64 // packets lost before padding, reported with the next media packet
 
 	// video
 	needKey bool
@@ -330,11 +334,22 @@ func (s *StreamWriter) process(t *trackState, p jbPacket) {
 	}
 	t.lastArrival = p.arrival
 	if t.kind == KindAudio {
-		s.deliver(t, t.ext, p.payload, false, 0, 0)
+		data, ok := s.transform(t, p.payload)
+		if ok {
+			s.deliver(t, t.ext, data, false, 0, 0)
+		}
 
 		return
 	}
 	f, ok, lostFrame := t.asm.push(p)
+	if ok && t.params.Transform != nil {
+		var data []byte
+		if data, ok = s.transform(t, f.data); ok {
+			f = t.asm.frame(data)
+		} else {
+			lostFrame = true // wait for a key frame, PLI
+		}
+	}
 	if lostFrame && !t.needKey {
 		t.needKey = true
 		s.maybePLI(t, p.arrival, 0)
@@ -356,6 +371,35 @@ func (s *StreamWriter) process(t *trackState, p jbPacket) {
 		t.lastKey = p.arrival
 	}
 	s.deliver(t, t.ext, f.data, f.key, f.width, f.height)
+}
+
+// transform passes a frame through the track's Transform, if it has one.
+// A rejected frame is counted and skipped; a burst of them is logged once
+// when it starts and once when frames pass again. An empty result (a
+// zero-length frame) is not written.
+func (s *StreamWriter) transform(t *trackState, frame []byte) ([]byte, bool) {
+	if t.params.Transform == nil {
+		return frame, true
+	}
+	out, err := t.params.Transform.TransformFrame(t.xbuf[:0], frame)
+	if cap(out) > cap(t.xbuf) {
+		t.xbuf = out[:0]
+	}
+	if err != nil {
+		s.stats.UndecryptableFrames++
+		if t.xfailures == 0 {
+			s.log.Warn().Err(err).Str("kind", string(t.kind)).Msg("Frames cannot be decrypted; skipping them")
+		}
+		t.xfailures++
+
+		return nil, false
+	}
+	if t.xfailures > 0 {
+		s.log.Info().Str("kind", string(t.kind)).Uint64("skipped", t.xfailures).Msg("Frames decrypt again")
+		t.xfailures = 0
+	}
+
+	return out, len(out) > 0
 }
 
 // SetMuted records that a track was muted or unmuted at the given time

@@ -43,6 +43,20 @@ type TrackParams struct {
 	ClockRate uint32 // RTP clock rate; 0 means the codec's default (48000 / 90000)
 	Channels  uint16 // Opus channels; 0 means 2
 	SSRC      uint32 // media SSRC, to route SenderReport calls
+	// Transform, when set, turns every received frame (an Opus packet, a
+	// whole depacketized video frame) into the codec's frame before it is
+	// written: the media end-to-end decryption a call transport provides.
+	Transform FrameTransform
+}
+
+// FrameTransform turns a received frame into the frame to write. It is
+// called from the goroutine writing the track, under the writer's lock.
+type FrameTransform interface {
+	// TransformFrame appends the frame to write to dst[:0] and returns it
+	// (dst is the writer's reused buffer). An error skips the frame: it is
+	// counted (Stats.UndecryptableFrames), logged once per burst, never
+	// written, and video then waits for a key frame (PLI).
+	TransformFrame(dst, frame []byte) ([]byte, error)
 }
 
 // StreamConfig configures a StreamWriter.
@@ -121,8 +135,10 @@ type Stats struct {
 	LatePackets      uint64 // arrived after their slot was given up
 	DuplicatePackets uint64
 	DroppedFrames    uint64 // video frames dropped (broken, or waiting for a keyframe)
-	KeyframeRequests uint64
-	SilenceSamples   int64  // 48 kHz samples of silence inserted (Ogg and WebM)
-	FramesWritten    uint64 // audio packets and video frames written to files
-	Bytes            int64  // bytes written to files so far, the current one included
+	// UndecryptableFrames are frames the track's Transform rejected.
+	UndecryptableFrames uint64
+	KeyframeRequests    uint64
+	SilenceSamples      int64  // 48 kHz samples of silence inserted (Ogg and WebM)
+	FramesWritten       uint64 // audio packets and video frames written to files
+	Bytes               int64  // bytes written to files so far, the current one included
 }

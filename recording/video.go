@@ -101,14 +101,20 @@ func (a *frameAssembler) push(p jbPacket) (assembledFrame, bool, bool) {
 	if a.broken || len(a.buf) == 0 {
 		return assembledFrame{}, false, true
 	}
-	f := assembledFrame{data: a.buf}
+	return a.frame(a.buf), true, lostFrame
+}
+
+// frame describes a complete frame of the track (data may be the
+// transformed frame the assembler gave out).
+func (a *frameAssembler) frame(data []byte) assembledFrame {
+	f := assembledFrame{data: data}
 	if a.vp9 {
-		f.key, f.width, f.height = vp9Keyframe(a.buf, a.keyHint)
+		f.key, f.width, f.height = vp9Keyframe(data, a.keyHint)
 	} else {
-		f.key, f.width, f.height = vp8Keyframe(a.buf)
+		f.key, f.width, f.height = vp8Keyframe(data)
 	}
 
-	return f, true, lostFrame
+	return f
 }
 
 // vp8Keyframe reports whether a VP8 frame is a keyframe and its dimensions

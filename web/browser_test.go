@@ -55,6 +55,8 @@ func TestBrowserPlaysRecording(t *testing.T) {
 	calls, err := chromedp.Run(ctx, chromedp.Text(css(`#calls tbody`)))
 	require.NoError(t, err)
 	require.Contains(t, calls, string(roomB), "the active call is shown")
+	require.Contains(t, calls, "@bob:example.org (connected) 🔒 no key yet — media is end-to-end encrypted and no key has arrived",
+		"an encrypted participant without a key is shown with the reason")
 
 	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`localStorage.getItem('recorder.api_token')`))
 	require.NoError(t, err)

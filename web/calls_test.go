@@ -55,7 +55,9 @@ func TestCalls(t *testing.T) {
 		c := list.Calls[0]
 		require.Equal(t, roomA, c.RoomID)
 		require.Equal(t, "conf1", c.ConfID)
-		require.Equal(t, []web.Participant{{UserID: alice, DeviceID: "ALICE", State: "connected"}}, c.Participants)
+		require.Equal(t, []web.Participant{{UserID: alice, DeviceID: "ALICE", State: "connected"},
+			{UserID: bob, DeviceID: "BOB", State: "connected", Encrypted: true,
+				Note: "media is end-to-end encrypted and no key has arrived from this device yet: not recorded"}}, c.Participants)
 		require.False(t, c.Since.IsZero())
 	})
 

@@ -97,6 +97,13 @@ type Participant struct {
 	DeviceID id.DeviceID `json:"device_id,omitempty"`
 	// State is the peer connection's state (pion's spelling), if known.
 	State string `json:"state,omitempty"`
+	// Encrypted: the participant's media is end-to-end encrypted (a
+	// MatrixRTC call in an encrypted room); KeysHeld is how many of its
+	// media keys the recorder holds.
+	Encrypted bool `json:"encrypted,omitempty"`
+	KeysHeld  int  `json:"keys_held,omitempty"`
+	// Note says why the participant is not (yet) recorded, if it is not.
+	Note string `json:"note,omitempty"`
 }
 
 // ReadyCheck is one named readiness check of /readyz.

@@ -1,6 +1,7 @@
 package livekit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit/framecrypt"
 	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
 	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
@@ -55,6 +57,13 @@ const (
 	emptyCheck = time.Second
 	// renewRetry is the wait before retrying a failed membership renewal.
 	renewRetry = 30 * time.Second
+	// keyWait is how long an encrypted track may wait for its publisher's
+	// media key before the recorder re-sends its membership as a new join
+	// (new created_ts): js-sdk then sends its key again. A key sent while
+	// the recorder's device was unknown to the sender is lost for good
+	// otherwise. At most maxKeyNudges times per call.
+	keyWait      = 10 * time.Second
+	maxKeyNudges = 3
 )
 
 // Call is one joined MatrixRTC call. Its run goroutine owns every field
@@ -82,6 +91,12 @@ type Call struct {
 	partsBySID map[string]*participant
 	tracks     map[string]*track // by track SID
 	toldE2EE   bool
+	// encryptedRoom: members encrypt their media (keys come to-device).
+	encryptedRoom bool
+	// keyNudges counts memberships re-sent for want of a key, the last at
+	// lastNudge.
+	keyNudges int
+	lastNudge time.Time
 	// emptySince is when the call was first seen without any member present
 	// on an SFU (zero while someone is).
 	emptySince  time.Time
@@ -125,9 +140,14 @@ type track struct {
 	// dropped until a key frame of that size (0: not simulcast).
 	topW, topH int
 	waitUntil  time.Time
+	// encrypted: frames are end-to-end encrypted; they are decrypted with
+	// keys, the publisher's key ring, set with the sink.
+	encrypted bool
+	since     time.Time // subscribed
 
 	lock    sync.Mutex
 	sink    callbot.TrackSink
+	keys    *framecrypt.Keys
 	ended   bool
 	pending []*rtcp.SenderReport
 }
@@ -168,6 +188,11 @@ type (
 		reason lksdk.DisconnectionReason
 	}
 	reconnectMsg struct{ serviceURL string }
+	// keyMsg: a member's device sent a new media key.
+	keyMsg struct {
+		from  deviceKey
+		index uint8
+	}
 )
 
 // post delivers a message to the loop; it never blocks.
@@ -176,18 +201,14 @@ func (c *Call) post(msg any) { c.msgs.Push(msg) }
 // prepare does everything before the call loop runs: the virtual user's
 // device and room membership, the session's focus, the recorder's own
 // membership and the SFU connections.
-func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
+func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID, recordingID string) (*Call, error) {
 	started := time.Now()
 	log := zerolog.Ctx(ctx)
 	state, err := m.mx.RoomState(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read room state: %w", err)
 	}
-	if _, encrypted := state[event.StateEncryption][""]; encrypted {
-		m.mx.SendNotice(ctx, roomID, "This room is encrypted, so its call media is end-to-end encrypted too. "+
-			"I can't record encrypted calls yet, so I'm not joining: nothing is recorded.", "")
-		return nil, ErrEncrypted
-	}
+	_, encrypted := state[event.StateEncryption][""]
 	session := matrixrtc.Read(state, started)
 	for key, why := range session.Ignored {
 		log.Debug().Str("state_key", key).AnErr("reason", why).Msg("Ignoring MatrixRTC membership")
@@ -223,7 +244,9 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 			"and the recorder user %s has level %d. A room admin can lower the level for that event type.", need, matrixrtc.StateType.Type, userID, have), "")
 		return nil, fmt.Errorf("%w: %s needs level %d, %s has %d", callbot.ErrPowerLevel, matrixrtc.StateType.Type, need, userID, have)
 	}
-	dev, err := m.mx.Device(ctx, userID)
+	// The device's keys are on the server before the membership is
+	// published: members send media keys only to devices they can query.
+	dev, err := m.mx.Device(ctx, userID, m.toDeviceHandler(userID))
 	if err != nil {
 		return nil, fmt.Errorf("failed to start virtual user: %w", err)
 	}
@@ -234,12 +257,22 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 		m: m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}), joinStarted: started,
 		serviceURL: urls[0], members: map[string]matrixrtc.Membership{}, identityOf: map[string]string{},
 		conns: map[string]*conn{}, connecting: map[string]bool{}, reconnects: map[string]int{},
-		partsBySID: map[string]*participant{}, tracks: map[string]*track{},
+		partsBySID: map[string]*participant{}, tracks: map[string]*track{}, encryptedRoom: encrypted,
+	}
+	rejoin := recordingID != ""
+	if !rejoin {
+		recordingID = started.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8))
 	}
 	c.info = callbot.CallInfo{
-		ID:     started.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(random.String(8)),
+		ID:     recordingID,
 		RoomID: roomID, ConfID: ConfID, UserID: userID, DeviceID: dev.DeviceID(),
 		SessionID: signaling.SessionID(matrixrtc.StateKey(userID, dev.DeviceID())), JoinedAt: started,
+	}
+	if rejoin {
+		// The stopped process's membership has this state key: a
+		// created_ts makes the new one a new event, not the old one
+		// unchanged (and aging).
+		c.ownCreated = started
 	}
 	for _, mem := range others {
 		c.members[mem.Identity] = mem
@@ -270,8 +303,15 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 
 // publishMembership sends (or renews) the recorder's own membership.
 func (c *Call) publishMembership(ctx context.Context) error {
+	// As js-sdk: the first join has no created_ts (the event's time is the
+	// membership's); a renewal names the first join's time and extends
+	// expires from it, so every renewal is a new event that lives on.
 	expiry := c.m.cfg.MembershipExpiry
-	content := matrixrtc.OwnContent(c.dev.UserID(), c.dev.DeviceID(), c.roomID, c.serviceURL, expiry, c.ownCreated)
+	expires := expiry
+	if !c.ownCreated.IsZero() {
+		expires += time.Since(c.ownCreated).Truncate(time.Second)
+	}
+	content := matrixrtc.OwnContent(c.dev.UserID(), c.dev.DeviceID(), c.roomID, c.serviceURL, expires, c.ownCreated)
 	if err := c.dev.SetState(ctx, c.roomID, matrixrtc.StateType, matrixrtc.StateKey(c.dev.UserID(), c.dev.DeviceID()), content); err != nil {
 		return fmt.Errorf("failed to publish the recorder's call membership: %w", err)
 	}
@@ -353,6 +393,7 @@ func (c *Call) run(ctx context.Context) {
 			c.leaving, c.leaveReason, c.info.StopReason = true, "recorder shutting down", callbot.StopShutdown
 		case <-empty.C:
 			c.checkEmpty(ctx)
+			c.checkKeys(ctx)
 		case <-renew.C:
 			if err := c.publishMembership(ctx); err != nil {
 				zerolog.Ctx(ctx).Err(err).Msg("Failed to renew the recorder's call membership")
@@ -366,6 +407,35 @@ func (c *Call) run(ctx context.Context) {
 		}
 	}
 	c.shutdown(ctx)
+}
+
+// checkKeys re-sends the recorder's membership as a new join when a
+// member's encrypted track has waited keyWait for its key (see keyWait).
+func (c *Call) checkKeys(ctx context.Context) {
+	if c.keyNudges >= maxKeyNudges || time.Since(c.lastNudge) < keyWait {
+		return
+	}
+	var waiting *participant
+	for _, t := range c.tracks {
+		if !t.encrypted || t.p.gone || t.p.info.UserID == "" || time.Since(t.since) < keyWait {
+			continue
+		}
+		if keys, _ := c.m.keyring(c.roomID, deviceKey{t.p.info.UserID, t.p.info.DeviceID}, false); keys == nil || keys.Count() == 0 {
+			waiting = t.p
+			break
+		}
+	}
+	if waiting == nil {
+		return
+	}
+	c.keyNudges++
+	c.lastNudge = time.Now()
+	c.ownCreated = c.lastNudge
+	zerolog.Ctx(ctx).Warn().Stringer("user_id", waiting.info.UserID).Stringer("device_id", waiting.info.DeviceID).
+		Dur("waited", keyWait).Msg("No media key from a participant; re-sending the recorder's membership so members send their keys")
+	if err := c.publishMembership(ctx); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to re-send the recorder's call membership")
+	}
 }
 
 // checkEmpty ends the recording once no call member has been on any SFU
@@ -459,6 +529,15 @@ func (c *Call) status() callbot.CallStatus {
 		for _, t := range c.tracks {
 			if t.p == p {
 				ps.Tracks = append(ps.Tracks, string(t.purpose)+"/"+t.kind.String()+"/"+t.remote.Codec().MimeType)
+				ps.Encrypted = ps.Encrypted || t.encrypted
+			}
+		}
+		if ps.Encrypted {
+			if keys, _ := c.m.keyring(c.roomID, deviceKey{p.info.UserID, p.info.DeviceID}, false); keys != nil {
+				ps.KeysHeld = keys.Count()
+			}
+			if ps.KeysHeld == 0 {
+				ps.Note = "media is end-to-end encrypted and no key has arrived from this device yet: not recorded"
 			}
 		}
 		sort.Strings(ps.Tracks)
@@ -527,6 +606,9 @@ func (c *Call) handle(ctx context.Context, msg any) {
 		c.scheduleReconnect(ctx, msg.conn.serviceURL)
 	case reconnectMsg:
 		c.ensureConn(ctx, msg.serviceURL)
+	case keyMsg:
+		log.Info().Stringer("user_id", msg.from.user).Stringer("device_id", msg.from.device).Uint8("key_index", msg.index).
+			Msg("Media key of a participant")
 	}
 }
 
@@ -644,7 +726,7 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 			c.attribute(p, mem)
 		}
 	}
-	t := &track{sid: msg.pub.SID(), p: p, remote: msg.remote, pub: msg.pub, rp: msg.rp,
+	t := &track{sid: msg.pub.SID(), p: p, remote: msg.remote, pub: msg.pub, rp: msg.rp, since: time.Now(),
 		purpose: purposeOf(msg.pub.Source()), kind: msg.remote.Kind(),
 		vp8:  strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeVP8),
 		opus: strings.EqualFold(msg.remote.Codec().MimeType, webrtc.MimeTypeOpus)}
@@ -673,12 +755,16 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 		defer c.readers.Done()
 		c.read(ctx, t)
 	}()
-	if enc := msg.pub.TrackInfo().GetEncryption(); enc != lkp.Encryption_NONE {
-		log.Warn().Str("encryption", enc.String()).Msg("Not recording an end-to-end encrypted track")
+	switch enc := msg.pub.TrackInfo().GetEncryption(); enc {
+	case lkp.Encryption_NONE:
+	case lkp.Encryption_GCM:
+		t.encrypted = true
+	default:
+		log.Warn().Str("encryption", enc.String()).Msg("Not recording a track encrypted with a scheme the recorder does not know")
 		if !c.toldE2EE {
 			c.toldE2EE = true
-			c.m.mx.SendNotice(ctx, c.roomID, "This call's media is end-to-end encrypted. I can't record encrypted media yet: "+
-				"encrypted tracks are not recorded.", "")
+			c.m.mx.SendNotice(ctx, c.roomID, "Some of this call's media is end-to-end encrypted with a scheme I can't decrypt "+
+				"("+enc.String()+"): those tracks are not recorded.", "")
 		}
 		return
 	}
@@ -691,7 +777,7 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 
 // startRecording gives a track its sink (once).
 func (c *Call) startRecording(ctx context.Context, t *track) {
-	if t.pub.TrackInfo().GetEncryption() != lkp.Encryption_NONE {
+	if enc := t.pub.TrackInfo().GetEncryption(); enc != lkp.Encryption_NONE && enc != lkp.Encryption_GCM {
 		return
 	}
 	t.lock.Lock()
@@ -708,6 +794,18 @@ func (c *Call) startRecording(ctx context.Context, t *track) {
 				rp.WritePLI(remote.SSRC())
 			}
 		}}
+	var keys *framecrypt.Keys
+	if t.encrypted {
+		codec, err := framecrypt.CodecOf(remote.Codec().MimeType)
+		if err == nil {
+			keys, err = c.m.keyring(c.roomID, deviceKey{t.p.info.UserID, t.p.info.DeviceID}, true)
+		}
+		if err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("track_sid", t.sid).Msg("Not recording an encrypted track")
+			return
+		}
+		rt.Transform = framecrypt.NewDecryptor(keys, codec, t.p.conn.room.SifTrailer())
+	}
 	// Mute state before the sink opens the stream, so it starts right.
 	if t.pub.IsMuted() {
 		c.setMute(ctx, t.p, t.purpose, t.kind, true, time.Now())
@@ -716,7 +814,7 @@ func (c *Call) startRecording(ctx context.Context, t *track) {
 	if sink == nil {
 		return
 	}
-	if !t.setSink(sink) {
+	if !t.setSink(sink, keys) {
 		sink.Close()
 		return
 	}
@@ -779,6 +877,9 @@ func (c *Call) maybeParticipantLeft(ctx context.Context, p *participant, at time
 func (c *Call) read(ctx context.Context, t *track) {
 	log := zerolog.Ctx(ctx)
 	onPanic := func(v any) {
+		if c.m.met != nil {
+			c.m.met.Panics.WithLabelValues("track").Inc()
+		}
 		log.Error().Str("stack", string(debug.Stack())).Any("panic", v).Str("track_sid", t.sid).
 			Msg("Recording a track panicked; that track is no longer recorded")
 	}
@@ -788,6 +889,7 @@ func (c *Call) read(ctx context.Context, t *track) {
 	}()
 	buf := make([]byte, callbot.RTPReadBuffer)
 	var pkt rtp.Packet
+	var held heldPackets
 	for {
 		n, _, err := t.remote.Read(buf)
 		if errors.Is(err, io.ErrShortBuffer) {
@@ -801,7 +903,7 @@ func (c *Call) read(ctx context.Context, t *track) {
 		}
 		now := time.Now()
 		t.lock.Lock()
-		sink, srs := t.sink, t.pending
+		sink, srs, keys := t.sink, t.pending, t.keys
 		t.pending = nil
 		t.lock.Unlock()
 		if sink == nil {
@@ -821,6 +923,17 @@ func (c *Call) read(ctx context.Context, t *track) {
 		for _, sr := range srs {
 			sink.SenderReport(sr.NTPTime, sr.RTPTime, now)
 		}
+		if keys != nil && keys.Count() == 0 {
+			// Encrypted, and the publisher's key has not come yet (LiveKit
+			// delivers tracks before members send keys): keep the start.
+			held.add(buf[:n], now)
+			continue
+		}
+		if err = held.flush(sink, &pkt, onPanic); err != nil {
+			log.Err(err).Str("track_sid", t.sid).Msg("Track sink failed; no longer recording the track")
+			t.detach(onPanic)
+			continue
+		}
 		if !c.firstPacket.Swap(true) {
 			log.Info().Dur("join_time", now.Sub(c.joinStarted)).Str("track_sid", t.sid).Msg("First packet recorded")
 		}
@@ -831,14 +944,57 @@ func (c *Call) read(ctx context.Context, t *track) {
 	}
 }
 
-// setSink installs the sink unless the track already ended.
-func (t *track) setSink(s callbot.TrackSink) bool {
+// heldPackets are an encrypted track's packets from before its publisher's
+// first key, kept (bounded, oldest dropped) to be written once it comes.
+type heldPackets struct {
+	pkts  [][]byte
+	at    []time.Time
+	bytes int
+}
+
+const (
+	maxHeldPackets = 1500    // ~10 s of a 1 Mbit/s camera
+	maxHeldBytes   = 4 << 20 // and at most this much
+	maxHeldAge     = 10 * time.Second
+)
+
+func (h *heldPackets) add(raw []byte, at time.Time) {
+	for len(h.pkts) > 0 && (len(h.pkts) >= maxHeldPackets || h.bytes+len(raw) > maxHeldBytes || at.Sub(h.at[0]) > maxHeldAge) {
+		h.bytes -= len(h.pkts[0])
+		h.pkts, h.at = h.pkts[1:], h.at[1:]
+	}
+	h.pkts = append(h.pkts, bytes.Clone(raw))
+	h.at = append(h.at, at)
+	h.bytes += len(raw)
+}
+
+// flush writes the held packets to the sink, in order, and forgets them.
+func (h *heldPackets) flush(sink callbot.TrackSink, pkt *rtp.Packet, onPanic func(any)) error {
+	if len(h.pkts) == 0 {
+		return nil
+	}
+	pkts, at := h.pkts, h.at
+	*h = heldPackets{}
+	for i, raw := range pkts {
+		if pkt.Unmarshal(raw) != nil {
+			continue
+		}
+		if err := callbot.WriteSink(sink, pkt, at[i], onPanic); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setSink installs the sink (and the key ring of an encrypted track)
+// unless the track already ended.
+func (t *track) setSink(s callbot.TrackSink, keys *framecrypt.Keys) bool {
 	t.lock.Lock()
 	defer t.lock.Unlock()
 	if t.ended || t.sink != nil {
 		return false
 	}
-	t.sink = s
+	t.sink, t.keys = s, keys
 	return true
 }
 

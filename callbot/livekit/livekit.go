@@ -26,7 +26,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot"
+	"github.com/matrix-recorder/recorder/callbot/livekit/framecrypt"
 	"github.com/matrix-recorder/recorder/callbot/matrixrtc"
+	"github.com/matrix-recorder/recorder/internal/metrics"
 )
 
 // Kind is this transport's name in CallStatus.Kind.
@@ -34,9 +36,6 @@ const Kind = "matrixrtc"
 
 // Sentinel errors of this package.
 var (
-	// ErrEncrypted means the room is encrypted: its call media is end-to-end
-	// encrypted, which this recorder cannot decrypt yet.
-	ErrEncrypted = errors.New("the room's call media is end-to-end encrypted")
 	// ErrHostNotAllowed means the call's focus is not on the configured allow-list.
 	ErrHostNotAllowed = errors.New("the call's LiveKit focus is not on the allow-list")
 	// ErrFocus means the authorization service or the SFU could not be used.
@@ -48,8 +47,9 @@ var (
 type Matrix interface {
 	// VirtualUserID is the n-th recorder user of MatrixRTC calls (n ≥ 1).
 	VirtualUserID(n int) id.UserID
-	// Device returns the virtual user's running device.
-	Device(ctx context.Context, userID id.UserID) (Device, error)
+	// Device returns the virtual user's running device; onToDevice gets
+	// its decrypted to-device events (members' media keys).
+	Device(ctx context.Context, userID id.UserID, onToDevice callbot.ToDeviceHandler) (Device, error)
 	// RoomState reads a room's current state as the bot.
 	RoomState(ctx context.Context, roomID id.RoomID) (mautrix.RoomStateMap, error)
 	// OnRoomEvent registers a handler for room events of a type.
@@ -92,6 +92,8 @@ type Options struct {
 	Sink   callbot.Sink
 	// HTTPClient talks to authorization services (default: 15 s timeout).
 	HTTPClient *http.Client
+	// Metrics, if set, counts contained panics.
+	Metrics *metrics.Metrics
 }
 
 // Manager owns every joined MatrixRTC call.
@@ -100,12 +102,17 @@ type Manager struct {
 	mx   Matrix
 	sink callbot.Sink
 	http *http.Client
+	met  *metrics.Metrics
 
 	lock    sync.Mutex
 	calls   map[id.RoomID]*Call
-	joining map[id.RoomID]bool
+	joining map[id.RoomID]id.UserID // the virtual user joining the room
 	inUse   map[id.UserID]bool
 	stopped bool
+
+	// keys are members' media keys, by room and device (keys.go).
+	keysLock sync.Mutex
+	keys     map[id.RoomID]map[deviceKey]*framecrypt.Keys
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -126,8 +133,9 @@ func New(opts Options) *Manager {
 	if opts.Sink == nil {
 		opts.Sink = callbot.DiscardSink{}
 	}
-	m := &Manager{cfg: opts.Config, mx: opts.Matrix, sink: opts.Sink, http: opts.HTTPClient,
-		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]bool{}, inUse: map[id.UserID]bool{}}
+	m := &Manager{cfg: opts.Config, mx: opts.Matrix, sink: opts.Sink, http: opts.HTTPClient, met: opts.Metrics,
+		calls: map[id.RoomID]*Call{}, joining: map[id.RoomID]id.UserID{}, inUse: map[id.UserID]bool{},
+		keys: map[id.RoomID]map[deviceKey]*framecrypt.Keys{}}
 	opts.Matrix.OnRoomEvent(matrixrtc.StateType, m.handleRoomState)
 	return m
 }
@@ -188,7 +196,7 @@ func (m *Manager) HasSession(ctx context.Context, roomID id.RoomID) (bool, error
 func (m *Manager) InCall(roomID id.RoomID) bool {
 	m.lock.Lock()
 	defer m.lock.Unlock()
-	return m.calls[roomID] != nil || m.joining[roomID]
+	return m.calls[roomID] != nil || m.joining[roomID] != ""
 }
 
 func (m *Manager) isRecorder(userID id.UserID) bool {
@@ -255,21 +263,30 @@ func (m *Manager) handleRoomState(_ context.Context, evt *event.Event) {
 	}
 }
 
-// reserve picks the lowest-numbered free virtual user for the room.
-func (m *Manager) reserve(roomID id.RoomID) (id.UserID, error) {
+// reserve picks the lowest-numbered free virtual user for the room (or
+// the given one: a rejoin after a restart).
+func (m *Manager) reserve(roomID id.RoomID, userID id.UserID) (id.UserID, error) {
 	m.lock.Lock()
 	defer m.lock.Unlock()
 	if m.stopped || m.bgCtx == nil {
 		return "", callbot.ErrStopped
 	}
-	if m.calls[roomID] != nil || m.joining[roomID] {
+	if m.calls[roomID] != nil || m.joining[roomID] != "" {
 		return "", callbot.ErrAlreadyJoined
+	}
+	if userID != "" {
+		if m.inUse[userID] {
+			return "", fmt.Errorf("%w: %s is in another call", callbot.ErrAlreadyJoined, userID)
+		}
+		m.inUse[userID] = true
+		m.joining[roomID] = userID
+		return userID, nil
 	}
 	for n := 1; ; n++ {
 		userID := m.mx.VirtualUserID(n)
 		if !m.inUse[userID] {
 			m.inUse[userID] = true
-			m.joining[roomID] = true
+			m.joining[roomID] = userID
 			return userID, nil
 		}
 	}
@@ -282,23 +299,64 @@ func (m *Manager) forget(c *Call) {
 		delete(m.calls, c.roomID)
 	}
 	delete(m.inUse, c.dev.UserID())
+	m.dropKeys(c.roomID)
 }
 
 // Join puts a virtual recorder user into the room's MatrixRTC call: it
 // returns once the recorder's membership is published and it is connected
 // to the SFU; tracks follow in the call's loop.
 func (m *Manager) Join(ctx context.Context, roomID id.RoomID) (callbot.CallStatus, error) {
-	userID, err := m.reserve(roomID)
+	return m.join(ctx, roomID, "", "")
+}
+
+// Rejoin puts the virtual user that was recording the room's call when the
+// recorder stopped back into it, continuing the same recording: its new
+// membership replaces the one the stopped process left (same state key).
+// A call without other members any more is ErrNoCall.
+func (m *Manager) Rejoin(ctx context.Context, roomID id.RoomID, userID id.UserID, recordingID string) (callbot.CallStatus, error) {
+	return m.join(ctx, roomID, userID, recordingID)
+}
+
+// Unlist removes the membership a stopped recorder process left for the
+// virtual user in a call it does not rejoin (no ghost participant).
+func (m *Manager) Unlist(ctx context.Context, roomID id.RoomID, userID id.UserID) error {
+	m.lock.Lock()
+	busy := m.inUse[userID]
+	m.lock.Unlock()
+	if busy {
+		return fmt.Errorf("%w: %s is in a call", callbot.ErrAlreadyJoined, userID)
+	}
+	dev, err := m.mx.Device(ctx, userID, m.toDeviceHandler(userID))
+	if err != nil {
+		return fmt.Errorf("failed to start virtual user: %w", err)
+	}
+	state, err := m.mx.RoomState(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to read room state: %w", err)
+	}
+	key := matrixrtc.StateKey(userID, dev.DeviceID())
+	if evt := state[matrixrtc.StateType][key]; evt == nil || len(evt.Content.VeryRaw) <= 2 {
+		return nil // none, or already {}
+	}
+	if err = dev.SetState(ctx, roomID, matrixrtc.StateType, key, struct{}{}); err != nil {
+		return fmt.Errorf("failed to remove the stale membership: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) join(ctx context.Context, roomID id.RoomID, want id.UserID, recordingID string) (callbot.CallStatus, error) {
+	userID, err := m.reserve(roomID, want)
 	if err != nil {
 		return callbot.CallStatus{}, err
 	}
 	log := zerolog.Ctx(m.bgCtx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Str("call_kind", Kind).Logger()
-	c, err := m.prepare(log.WithContext(ctx), roomID, userID)
+	c, err := m.prepare(log.WithContext(ctx), roomID, userID, recordingID)
 	m.lock.Lock()
 	delete(m.joining, roomID)
 	if err != nil || m.stopped {
 		delete(m.inUse, userID)
 		m.lock.Unlock()
+		m.dropKeys(roomID)
 		if err == nil {
 			c.shutdown(log.WithContext(context.WithoutCancel(ctx)))
 			err = callbot.ErrStopped

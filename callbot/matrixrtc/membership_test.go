@@ -2,6 +2,7 @@ package matrixrtc
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -88,4 +89,30 @@ func TestReadAndOwnContent(t *testing.T) {
 	require.Equal(t, []string{"http://127.0.0.1:18013", "http://127.0.0.1:1"}, s.ServiceURLs())
 	require.ErrorIs(t, s.Ignored["_@bob:localhost_B_m.call"], ErrSenderMismatch)
 	require.Equal(t, "_@rec:localhost_RECDEV_m.call", StateKey("@rec:localhost", "RECDEV"))
+}
+
+func TestParseMediaKey(t *testing.T) {
+	good := `{"keys":{"index":3,"key":"AZ76h5zF8IGPX9Bw4VFeiQ=="},"member":{"claimed_device_id":"Ox4YFrpH","id":"728dc7d3"},` +
+		`"room_id":"!r:localhost","sent_ts":1796015982178,"session":{"application":"m.call","call_id":"","scope":"m.room"}}`
+	k, err := ParseMediaKey(json.RawMessage(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.RoomID != "!r:localhost" || k.DeviceID != "Ox4YFrpH" || k.Index != 3 || len(k.Key) != 16 || k.MemberID != "728dc7d3" {
+		t.Fatalf("%+v", k)
+	}
+	for name, bad := range map[string]string{
+		"no room":     `{"keys":{"index":0,"key":"AZ76h5zF8IGPX9Bw4VFeiQ=="},"member":{"claimed_device_id":"D"}}`,
+		"no index":    `{"keys":{"key":"AZ76h5zF8IGPX9Bw4VFeiQ=="},"member":{"claimed_device_id":"D"},"room_id":"!r:x"}`,
+		"index 256":   `{"keys":{"index":256,"key":"AZ76h5zF8IGPX9Bw4VFeiQ=="},"member":{"claimed_device_id":"D"},"room_id":"!r:x"}`,
+		"no device":   `{"keys":{"index":0,"key":"AZ76h5zF8IGPX9Bw4VFeiQ=="},"member":{},"room_id":"!r:x"}`,
+		"not base64":  `{"keys":{"index":0,"key":"!!"},"member":{"claimed_device_id":"D"},"room_id":"!r:x"}`,
+		"other app":   `{"keys":{"index":0,"key":"AZ76h5zF8IGPX9Bw4VFeiQ=="},"member":{"claimed_device_id":"D"},"room_id":"!r:x","session":{"application":"m.other"}}`,
+		"not json":    `[`,
+		"wrong types": `{"keys":{"index":"0","key":1}}`,
+	} {
+		if _, err := ParseMediaKey(json.RawMessage(bad)); !errors.Is(err, ErrBadKeys) {
+			t.Errorf("%s: %v, want ErrBadKeys", name, err)
+		}
+	}
 }

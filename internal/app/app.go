@@ -185,7 +185,7 @@ func New(ctx context.Context, cfg *config.Config, version string, opts Options) 
 	}
 	rtc := livekit.New(livekit.Options{
 		Config: livekit.Config{AllowedHosts: cfg.MatrixRTC.AllowedHosts, MembershipExpiry: opts.MembershipExpiry},
-		Matrix: rtcMatrix{svc}, Sink: sink,
+		Matrix: rtcMatrix{svc}, Sink: sink, Metrics: met,
 	})
 	router := callRouter{mesh: calls, rtc: rtc}
 	ctl.SetCalls(router)
@@ -273,7 +273,13 @@ func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
 	ctx = log.WithContext(ctx)
 	deadline := time.Now().Add(rejoinFor)
 	for {
-		st, err := app.Calls.Rejoin(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID), string(ac.RecordingID))
+		var st callbot.CallStatus
+		var err error
+		if signaling.ConfID(ac.ConfID) == livekit.ConfID {
+			st, err = app.RTC.Rejoin(ctx, ac.RoomID, ac.UserID, string(ac.RecordingID))
+		} else {
+			st, err = app.Calls.Rejoin(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID), string(ac.RecordingID))
+		}
 		if err == nil {
 			log.Info().Str("session_id", string(st.SessionID)).Dur("down_for", time.Since(ac.JoinedAt)).Msg("Rejoined call after restart")
 			return
@@ -291,7 +297,12 @@ func (app *App) rejoin(ctx context.Context, ac *storage.ActiveCall) {
 			// The room still shows it recording: take the indicator down.
 			app.Rooms.ClearInterrupted([]rooms.Interrupted{{RoomID: ac.RoomID, UserID: ac.UserID, RecordingID: string(ac.RecordingID)}})
 			// No ghost participant: the killed process's entry goes.
-			if err = app.Calls.Unlist(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID)); err != nil {
+			if signaling.ConfID(ac.ConfID) == livekit.ConfID {
+				err = app.RTC.Unlist(ctx, ac.RoomID, ac.UserID)
+			} else {
+				err = app.Calls.Unlist(ctx, ac.RoomID, ac.UserID, signaling.ConfID(ac.ConfID))
+			}
+			if err != nil {
 				log.Warn().Err(err).Msg("Failed to remove the recorder from the call member event")
 			}
 			return

@@ -4,6 +4,8 @@ package app_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,8 +19,10 @@ import (
 	lkp "github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/livekit"
@@ -32,6 +36,7 @@ import (
 	"github.com/matrix-recorder/recorder/internal/testutil/stack"
 	"github.com/matrix-recorder/recorder/recording"
 	"github.com/matrix-recorder/recorder/storage"
+	"github.com/matrix-recorder/recorder/web"
 )
 
 // rtcSetup is a stack with a LiveKit SFU and an authorization service.
@@ -271,40 +276,141 @@ func (r *rtcSetup) api(t *testing.T, method, path, body string) (int, []byte) {
 	return resp.StatusCode, data
 }
 
-// TestMatrixRTCEncryptedRoom: in an encrypted room the call's media is
-// end-to-end encrypted; the recorder says so in the room and records
-// nothing (no membership, no recording, no files).
+// TestMatrixRTCEncryptedRoom: in an encrypted room members encrypt their
+// media end to end and send their keys Olm-encrypted to every member's
+// device. The recorder joins as a member, and until alice's key comes the
+// API lists her as encrypted without a key and writes nothing of hers; a
+// recorder re-sends its membership while her key is missing; a
+// key sent in plaintext (anyone could) is ignored; with the Olm key her
+// frames are decrypted into a file that decodes; she rotates her key
+// mid-call and the file goes on without a gap or an undecryptable frame.
 func TestMatrixRTCEncryptedRoom(t *testing.T) {
 	r := startRTC(t)
-	s := r.s
+	s, obs := r.s, r.obs
 	ctx := s.Ctx()
-	// The bot's notices in an encrypted room are encrypted: alice reads
-	// them with her own crypto.
 	aliceCrypto := newCryptoUser(t, s, "alice")
 	alice := aliceCrypto.cli
 	bot := s.App.AS.BotUserID()
 	roomID := s.HS.CreateRoom(ctx, t, alice, homeserver.RoomOptions{Name: "E2EE call", Invite: []id.UserID{bot},
 		CallPowerLevelsZero: true, Encrypted: true})
 	require.Eventually(t, func() bool { return s.App.AS.IsInRoom(ctx, roomID, bot) }, stack.Deadline, 50*time.Millisecond)
-	r.join(t, alice, roomID, true)
+	key0, key1, forged := randomBytes(t, 16), randomBytes(t, 16), randomBytes(t, 16)
+	pa, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: alice, RoomID: roomID, ServiceURL: r.auth.URL,
+		MediaDir: stack.MediaDir(), Camera: true, MediaKey: key0})
+	require.NoError(t, err)
+	t.Cleanup(pa.Disconnect)
 
 	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
-	require.Equal(t, http.StatusForbidden, status, string(body))
-	aliceCrypto.waitReply(t, bot, "", "can't record encrypted calls yet")
-	recs, err := s.App.DB.Recording.List(ctx, storage.ListFilter{RoomID: roomID})
+	require.Equal(t, http.StatusAccepted, status, string(body))
+	st, err := s.App.RTC.Status(ctx, roomID)
 	require.NoError(t, err)
-	require.Empty(t, recs)
-	state, err := alice.State(ctx, roomID)
-	require.NoError(t, err)
-	for key, evt := range state[matrixrtc.StateType] {
-		require.NotEqual(t, bot, evt.Sender, "no recorder membership %s", key)
-		require.False(t, s.App.AS.IsVirtualUser(evt.Sender), "no recorder membership %s", key)
+	aliceInAPI := func() web.Participant {
+		status, body := r.api(t, http.MethodGet, "/api/v1/calls", "")
+		require.Equal(t, http.StatusOK, status, string(body))
+		var list web.CallList
+		require.NoError(t, json.Unmarshal(body, &list))
+		for _, c := range list.Calls {
+			for _, p := range c.Participants {
+				if p.UserID == alice.UserID {
+					return p
+				}
+			}
+		}
+		return web.Participant{}
 	}
+	require.Eventually(t, func() bool { p := aliceInAPI(); return p.Encrypted && p.KeysHeld == 0 && p.Note != "" },
+		stack.Deadline, 50*time.Millisecond, "alice is listed as encrypted without a key")
+	require.False(t, obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 1),
+		"nothing of alice's is written before her key")
+	// No key for a while (say the sender did not know the recorder's device
+	// yet): the recorder re-sends its membership, as a new join, which
+	// makes js-sdk send its key again.
+	first := recorderMemberships(t, alice, roomID, st.UserID)
+	require.Len(t, first, 1)
+	require.Eventually(t, func() bool {
+		again := recorderMemberships(t, alice, roomID, st.UserID)
+		for key, evtID := range again {
+			if first[key] != "" && first[key] != evtID {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 200*time.Millisecond, "the recorder does not re-send its membership while a key is missing")
+
+	// The key, as Element Call sends it: Olm-encrypted to the recorder's device.
+	sendKey := func(index int, key []byte, olm bool) {
+		t.Helper()
+		content := map[string]any{
+			"keys":    map[string]any{"index": index, "key": base64.StdEncoding.EncodeToString(key)},
+			"member":  map[string]any{"claimed_device_id": alice.DeviceID, "id": "728dc7d3-c119-417b-8d3b-a44f4825349c"},
+			"room_id": roomID, "sent_ts": time.Now().UnixMilli(),
+			"session": map[string]any{"application": "m.call", "call_id": "", "scope": "m.room"},
+		}
+		if !olm {
+			_, err := alice.SendToDevice(ctx, matrixrtc.KeysType, &mautrix.ReqSendToDevice{
+				Messages: map[id.UserID]map[id.DeviceID]*event.Content{st.UserID: {st.DeviceID: {Raw: content}}}})
+			require.NoError(t, err)
+			return
+		}
+		mach := aliceCrypto.helper.Machine()
+		dev, err := mach.GetOrFetchDevice(ctx, st.UserID, st.DeviceID)
+		require.NoError(t, err)
+		require.NoError(t, mach.SendEncryptedToDevice(ctx, dev, matrixrtc.KeysType, event.Content{Raw: content}))
+	}
+	sendKey(0, key0, true)
+	require.Eventually(t, func() bool { p := aliceInAPI(); return p.KeysHeld == 1 && p.Note == "" },
+		stack.Deadline, 50*time.Millisecond, "alice's key is held")
+	require.Eventually(t, func() bool {
+		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 60) &&
+			obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeAudio, signaling.PurposeUserMedia, 60)
+	}, stack.Deadline, 50*time.Millisecond, "alice's media is written once her key is there")
+
+	// A plaintext "key" for a new index is ignored; the Olm key of her
+	// rotation is taken (to-device events arrive in order: once the
+	// rotation is held, the forgery was seen).
+	sendKey(5, forged, false)
+	sendKey(1, key1, true)
+	require.Eventually(t, func() bool { return aliceInAPI().KeysHeld >= 2 }, stack.Deadline, 50*time.Millisecond)
+	require.Equal(t, 2, aliceInAPI().KeysHeld, "the plaintext key was not accepted")
+	require.NoError(t, pa.SetMediaKey(1, key1))
+	waitMedia(t, obs, alice.UserID, 2*time.Second)
+
+	stopAt := time.Now()
+	status, body = r.api(t, http.MethodDelete, "/api/v1/calls/"+url.PathEscape(string(roomID)), "")
+	require.Equal(t, http.StatusNoContent, status, string(body))
+	require.Eventually(t, func() bool { return len(obs.Ended()) == 1 }, stack.Deadline, 50*time.Millisecond)
+	rec := onlyRecording(t, s, roomID)
+	require.Equal(t, storage.StateFinished, rec.State, rec.Error)
+	files, err := s.App.DB.File.GetAll(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	f := files[0]
+	require.Equal(t, "webm", f.Kind)
+	path := storedPath(s, rec, f.Name)
+	want := stopAt.Sub(streamStart(obs, alice.UserID, pa.SID(), signaling.PurposeUserMedia)).Seconds()
+	mediacheck.Check(t, path, want, 1)
+	frames := mediacheck.VideoFrames(t, path)
+	pcm := mediacheck.DecodeAudio(t, path)
+	decoded := float64(len(pcm)) / mediacheck.AudioRate
+	t.Logf("%s: %.2f s, %d video frames, %.2f s of audio", f.Name, mediacheck.Duration(t, path), frames, decoded)
+	require.Greater(t, mediacheck.Peak(pcm, 0, decoded), 1000, "decrypted audio is audible")
+	require.Greater(t, float64(frames), want*20, "decrypted video has its frames (about 30 per second)")
+	require.Zero(t, promtest.ToFloat64(s.App.Metrics.FramesUndecryptable), "every frame decrypted, across the rotation")
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b
 }
 
 // TestMatrixRTCReconnectAndAPI: started through the API (which says the
-// kind of call), the recorder is thrown out of the SFU and comes back with
-// a fresh token; the recording goes on and ends finished with good files.
+// kind of call) with LiveKit tokens that expire after 3 s, the recorder
+// keeps its SFU connection past the expiry; thrown out of the SFU, it
+// comes back with a fresh token; the recording goes on and ends finished
+// with good files.
 func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 	r := startRTC(t)
 	s, obs := r.s, r.obs
@@ -312,7 +418,12 @@ func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 	alice := s.HS.RegisterUser(ctx, t, "alice")
 	roomID := s.CallRoom(t, alice)
 	r.join(t, alice, roomID, true)
+	// The recorder's LiveKit token expires during the call: the SFU
+	// connection outlives it, and the reconnect gets a fresh one.
+	const ttl = 3 * time.Second
+	r.auth.SetTokenTTL(ttl)
 
+	granted := time.Now()
 	status, body := r.api(t, http.MethodPost, "/api/v1/calls", fmt.Sprintf(`{"room_id":%q}`, roomID))
 	require.Equal(t, http.StatusAccepted, status, string(body))
 	status, body = r.api(t, http.MethodGet, "/api/v1/calls", "")
@@ -321,6 +432,11 @@ func TestMatrixRTCReconnectAndAPI(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return obs.HasMedia(alice.UserID, webrtc.RTPCodecTypeVideo, signaling.PurposeUserMedia, 30)
 	}, stack.Deadline, 50*time.Millisecond)
+
+	// Past the token's expiry (and the JWT's one-second leeway), media
+	// still arrives on the connection it opened.
+	waitMedia(t, obs, alice.UserID, time.Until(granted.Add(ttl+2*time.Second)))
+	require.True(t, time.Now().After(granted.Add(ttl+time.Second)), "the recorder's token has expired")
 
 	st, err := s.App.RTC.Status(ctx, roomID)
 	require.NoError(t, err)
@@ -425,6 +541,13 @@ func TestMatrixRTCMembershipRenewed(t *testing.T) {
 	}, 6*time.Second, 100*time.Millisecond, "membership not renewed before it expired")
 	created := time.UnixMilli(int64(renewed["created_ts"].(float64)))
 	require.WithinDuration(t, time.Now(), created, 5*time.Second)
+	// Each renewal extends expires from the first join: the membership
+	// lives on (created_ts + expires moves forward).
+	require.Eventually(t, func() bool {
+		again := recorderMembership(t, alice, roomID, st.UserID)
+		return again != nil && again["expires"].(float64) >= renewed["expires"].(float64)+2000 &&
+			again["created_ts"] == renewed["created_ts"]
+	}, 8*time.Second, 100*time.Millisecond, "a later renewal does not extend the membership")
 
 	// alice's client crashes: her membership stays (no delayed events on
 	// Dendrite) but she is gone from the SFU; nobody is left, so the

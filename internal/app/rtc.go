@@ -29,8 +29,8 @@ func (rm rtcMatrix) VirtualUserID(n int) id.UserID {
 	return rm.Users.UserID(rtcUserPrefix + strconv.Itoa(n))
 }
 
-func (rm rtcMatrix) Device(ctx context.Context, userID id.UserID) (livekit.Device, error) {
-	vu, err := rm.Users.Get(ctx, userID, nil)
+func (rm rtcMatrix) Device(ctx context.Context, userID id.UserID, onToDevice callbot.ToDeviceHandler) (livekit.Device, error) {
+	vu, err := rm.Users.Get(ctx, userID, appservice.ToDeviceHandler(onToDevice))
 	if err != nil {
 		return nil, err
 	}

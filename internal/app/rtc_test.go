@@ -55,7 +55,7 @@ type fakeRTCMatrix struct {
 func (fakeRTCMatrix) VirtualUserID(n int) id.UserID {
 	return id.NewUserID("recorder_rtc"+strconv.Itoa(n), "example.org")
 }
-func (fakeRTCMatrix) Device(context.Context, id.UserID) (livekit.Device, error) {
+func (fakeRTCMatrix) Device(context.Context, id.UserID, callbot.ToDeviceHandler) (livekit.Device, error) {
 	return nil, context.Canceled
 }
 func (fm fakeRTCMatrix) RoomState(_ context.Context, roomID id.RoomID) (mautrix.RoomStateMap, error) {

@@ -29,7 +29,7 @@ func (wc webCalls) Join(ctx context.Context, roomID id.RoomID) (web.CallInfo, er
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrAlreadyRecording, err)
 	case errors.Is(err, callbot.ErrNoCall):
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrNoCall, err)
-	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrEncrypted), errors.Is(err, livekit.ErrHostNotAllowed):
+	case errors.Is(err, callbot.ErrPowerLevel), errors.Is(err, livekit.ErrHostNotAllowed):
 		return web.CallInfo{}, fmt.Errorf("%w: %w", web.ErrForbidden, err)
 	case err != nil:
 		return web.CallInfo{}, err
@@ -58,7 +58,8 @@ func toWebCall(st callbot.CallStatus) web.CallInfo {
 	info := web.CallInfo{RoomID: st.RoomID, Kind: st.Kind, ConfID: string(st.ConfID), RecordingID: storage.RecordingID(st.ID), Since: st.JoinedAt,
 		Participants: []web.Participant{}}
 	for _, p := range st.Peers {
-		info.Participants = append(info.Participants, web.Participant{UserID: p.UserID, DeviceID: p.DeviceID, State: string(p.State)})
+		info.Participants = append(info.Participants, web.Participant{UserID: p.UserID, DeviceID: p.DeviceID, State: string(p.State),
+			Encrypted: p.Encrypted, KeysHeld: p.KeysHeld, Note: p.Note})
 	}
 	return info
 }

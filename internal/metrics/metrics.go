@@ -56,6 +56,9 @@ type Metrics struct {
 	PacketsLost prometheus.Counter
 	// FramesWritten counts audio packets and video frames written to files (archive).
 	FramesWritten prometheus.Counter
+	// FramesUndecryptable counts end-to-end encrypted frames that did not
+	// decrypt and were skipped (archive, from recording.Stats).
+	FramesUndecryptable prometheus.Counter
 	// KeyframeRequests counts PLIs/FIRs sent to participants (callbot/archive).
 	KeyframeRequests prometheus.Counter
 	// WriteQueueHighWater is the most packets any stream's write queue
@@ -116,6 +119,10 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "frames_written_total",
 			Help: "Audio packets and video frames written to recording files.",
 		}),
+		FramesUndecryptable: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "frames_undecryptable_total",
+			Help: "End-to-end encrypted media frames that could not be decrypted (no key, wrong key) and were skipped.",
+		}),
 		KeyframeRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "keyframe_requests_total",
 			Help: "Keyframe requests (PLI/FIR) sent to participants.",
@@ -161,7 +168,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost, m.FramesWritten,
+		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost, m.FramesWritten, m.FramesUndecryptable,
 		m.KeyframeRequests, m.WriteQueueHighWater, m.WriteQueueDropped, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
 	)
 	return m

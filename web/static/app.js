@@ -181,7 +181,8 @@ async function loadCalls() {
   const tbody = $('#calls tbody');
   tbody.replaceChildren();
   for (const c of data.calls) {
-    const people = c.participants.map((p) => p.user_id + (p.state ? ` (${p.state})` : '')).join(', ') || '—';
+    const people = c.participants.map((p) => p.user_id + (p.state ? ` (${p.state})` : '') +
+      (p.encrypted ? (p.keys_held ? ' 🔒 decrypting' : ' 🔒 no key yet') : '') + (p.note ? ` — ${p.note}` : '')).join(', ') || '—';
     tbody.append(el('tr', {},
       el('td', { class: 'mono', text: c.room_id }),
       el('td', { class: 'mono', text: c.conf_id || '—' }),

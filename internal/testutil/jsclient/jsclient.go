@@ -18,6 +18,19 @@
 // most deployed Element versions used. SendText and Messages send and read
 // (decrypted) room messages.
 //
+// With Options.MatrixRTCServiceURL the page is a MatrixRTC client instead
+// (js/rtcpage.js: js-sdk 43 MatrixRTCSession + livekit-client 2.21, as Element
+// Call), and with Options.E2EE it behaves as Element Call in an encrypted
+// room: Rust crypto (wasm served by the driver), device keys uploaded before
+// the membership, per-participant media keys sent Olm-encrypted to every
+// member's device (io.element.call.encryption_keys) and rotated on leaves,
+// livekit-client frame encryption (its E2EE worker served by the driver) with
+// a key provider fed by the session, as Element Call's MatrixKeyProvider.
+// RTCState reports the keys, what each remote track decoded and livekit-client's
+// encryption errors; WaitKey, WaitDecoding, WaitOwnKeyRotation and
+// WaitKeySentTo wait on them (e2ee.go). Options.KeyListener joins like the
+// recorder: membership and Olm device, no key of its own, nothing published.
+//
 // Setup: scripts/jsclient.sh (Debian chromium + `npm ci` in js/). Start fails the
 // test, never skips it, when that has not been run.
 //
@@ -105,6 +118,23 @@ type Options struct {
 	// microphone (and simulcast camera) with livekit-client. State() does not
 	// apply to it; use RTCState.
 	MatrixRTCServiceURL string
+	// E2EE runs the MatrixRTC page the way Element Call runs in an encrypted
+	// room (needs MatrixRTCServiceURL): Rust crypto with the device keys
+	// uploaded before the membership, media keys managed by the session and
+	// sent Olm-encrypted to every member's device, and livekit-client's
+	// per-participant frame encryption fed with them. RTCState.E2EE and
+	// RTCState.Remotes report the keys and the decoded media.
+	E2EE bool
+	// KeyListener (with E2EE) joins the way the recorder does: an Olm device
+	// with its keys uploaded, a membership and a LiveKit connection, but no
+	// media key of its own (manageMediaKeys: false: it sends none and gives
+	// none to LiveKit) and nothing published. E2EE.KeysReceived shows the keys
+	// the members send it.
+	KeyListener bool
+	// HoldDeviceKeys (with E2EE) holds the upload of the device keys back
+	// this long after the start and publishes the membership without
+	// waiting for them: the wrong order, to see what members then send.
+	HoldDeviceKeys time.Duration
 }
 
 // js-sdk versions and crypto implementations for Options.
@@ -161,17 +191,20 @@ type request struct {
 
 // startArgs is what window.harness.start receives.
 type startArgs struct {
-	HomeserverURL string      `json:"homeserverUrl"`
-	UserID        id.UserID   `json:"userId"`
-	AccessToken   string      `json:"accessToken"`
-	DeviceID      id.DeviceID `json:"deviceId"`
-	RoomID        id.RoomID   `json:"roomId"`
-	Video         bool        `json:"video"`
-	TimeoutMs     int64       `json:"timeoutMs"`
-	LogLevel      string      `json:"logLevel,omitempty"`
-	Crypto        string      `json:"crypto,omitempty"`
-	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
-	ServiceURL    string      `json:"serviceUrl,omitempty"`
+	HomeserverURL    string      `json:"homeserverUrl"`
+	UserID           id.UserID   `json:"userId"`
+	AccessToken      string      `json:"accessToken"`
+	DeviceID         id.DeviceID `json:"deviceId"`
+	RoomID           id.RoomID   `json:"roomId"`
+	Video            bool        `json:"video"`
+	TimeoutMs        int64       `json:"timeoutMs"`
+	LogLevel         string      `json:"logLevel,omitempty"`
+	Crypto           string      `json:"crypto,omitempty"`
+	E2EGroupCall     bool        `json:"e2eGroupCall,omitempty"`
+	ServiceURL       string      `json:"serviceUrl,omitempty"`
+	E2EE             bool        `json:"e2ee,omitempty"`
+	KeyListener      bool        `json:"keyListener,omitempty"`
+	HoldDeviceKeysMs int64       `json:"holdDeviceKeysMs,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -182,6 +215,12 @@ func Start(t testing.TB, opts Options) *Client {
 	t.Helper()
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = DefaultStartTimeout
+	}
+	if opts.E2EE && opts.MatrixRTCServiceURL == "" {
+		t.Fatalf("jsclient: Options.E2EE needs MatrixRTCServiceURL (it is a mode of the MatrixRTC page)")
+	}
+	if (opts.KeyListener || opts.HoldDeviceKeys > 0) && !opts.E2EE {
+		t.Fatalf("jsclient: Options.KeyListener and HoldDeviceKeys need E2EE")
 	}
 	jsDir, chromium := prerequisites(t)
 
@@ -208,17 +247,20 @@ func Start(t testing.TB, opts Options) *Client {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout+5*time.Second)
 	defer cancel()
 	err := c.call(ctx, "start", startArgs{
-		HomeserverURL: opts.HomeserverURL,
-		UserID:        opts.UserID,
-		AccessToken:   opts.AccessToken,
-		DeviceID:      opts.DeviceID,
-		RoomID:        opts.RoomID,
-		Video:         opts.Video,
-		TimeoutMs:     opts.StartTimeout.Milliseconds(),
-		LogLevel:      opts.LogLevel,
-		Crypto:        opts.Crypto,
-		E2EGroupCall:  opts.E2EGroupCall,
-		ServiceURL:    opts.MatrixRTCServiceURL,
+		HomeserverURL:    opts.HomeserverURL,
+		UserID:           opts.UserID,
+		AccessToken:      opts.AccessToken,
+		DeviceID:         opts.DeviceID,
+		RoomID:           opts.RoomID,
+		Video:            opts.Video,
+		TimeoutMs:        opts.StartTimeout.Milliseconds(),
+		LogLevel:         opts.LogLevel,
+		Crypto:           opts.Crypto,
+		E2EGroupCall:     opts.E2EGroupCall,
+		ServiceURL:       opts.MatrixRTCServiceURL,
+		E2EE:             opts.E2EE,
+		KeyListener:      opts.KeyListener,
+		HoldDeviceKeysMs: opts.HoldDeviceKeys.Milliseconds(),
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)
@@ -469,7 +511,13 @@ type RTCState struct {
 		SID       string `json:"sid"`
 		Simulcast bool   `json:"simulcast"`
 	} `json:"publications"`
-	Times map[string]int64 `json:"times"` // ms from start: membership, connected, published
+	Times map[string]int64 `json:"times"` // ms from start: deviceKeys (E2EE), membership, connected, published
+
+	// E2EE is set in E2EE mode (Options.E2EE).
+	E2EE *E2EEState `json:"e2ee"`
+	// Remotes are the LiveKit room's remote participants and their tracks'
+	// receive counters (E2EE mode only).
+	Remotes []RemoteParticipant `json:"remoteParticipants"`
 }
 
 // RTCState returns the MatrixRTC page's state.

@@ -37,6 +37,14 @@ type AuthService struct {
 
 	lock     sync.Mutex
 	requests []Grant
+	ttl      time.Duration // of the JWTs (default an hour)
+}
+
+// SetTokenTTL makes the JWTs handed out from now on valid for d.
+func (a *AuthService) SetTokenTTL(d time.Duration) {
+	a.lock.Lock()
+	defer a.lock.Unlock()
+	a.ttl = d
 }
 
 // Grant is one token the service handed out.
@@ -177,10 +185,16 @@ func (a *AuthService) grant(ctx context.Context, w http.ResponseWriter, path, id
 		writeError(w, http.StatusInternalServerError, "M_UNKNOWN", "failed to create the LiveKit room: "+err.Error())
 		return
 	}
+	a.lock.Lock()
+	ttl := a.ttl
+	a.lock.Unlock()
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
 	at := auth.NewAccessToken(APIKey, APISecret)
 	canPublish, canSubscribe := true, true
 	at.SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: room, CanPublish: &canPublish, CanSubscribe: &canSubscribe}).
-		SetIdentity(identity).SetValidFor(time.Hour)
+		SetIdentity(identity).SetValidFor(ttl)
 	jwt, err := at.ToJWT()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "M_UNKNOWN", err.Error())

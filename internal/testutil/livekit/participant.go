@@ -37,6 +37,11 @@ type ParticipantOptions struct {
 	// NoMembership skips the MatrixRTC membership: a LiveKit participant
 	// that is no call member (the recorder must not record it).
 	NoMembership bool
+	// MediaKey, when set, end-to-end encrypts every frame with this key
+	// under index 0, as Element Call does in encrypted rooms (the
+	// recorder gets the key only when the test sends it); SetMediaKey
+	// rotates it.
+	MediaKey []byte
 }
 
 // Participant is a simulated Element Call participant: it publishes its
@@ -51,6 +56,7 @@ type Participant struct {
 	wg     sync.WaitGroup
 	lock   sync.Mutex
 	pubs   map[lkp.TrackSource]*published
+	enc    atomic.Pointer[frameEncryptor]
 }
 
 type published struct {
@@ -67,6 +73,11 @@ func (p *Participant) StateKey() string {
 // (and camera).
 func Join(ctx context.Context, opts ParticipantOptions) (*Participant, error) {
 	p := &Participant{opts: opts, pubs: map[lkp.TrackSource]*published{}}
+	if opts.MediaKey != nil {
+		if err := p.SetMediaKey(0, opts.MediaKey); err != nil {
+			return nil, err
+		}
+	}
 	cli := opts.Client
 	content := matrixrtc.OwnContent(cli.UserID, cli.DeviceID, opts.RoomID, opts.ServiceURL, matrixrtc.DefaultExpires, time.Time{})
 	if !opts.NoMembership {
@@ -150,7 +161,11 @@ func (p *Participant) Publish(source lkp.TrackSource) error {
 	if err != nil {
 		return fmt.Errorf("failed to create track: %w", err)
 	}
-	pub, err := p.Room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: source.String(), Source: source})
+	popts := &lksdk.TrackPublicationOptions{Name: source.String(), Source: source}
+	if p.opts.MediaKey != nil {
+		popts.Encryption = lkp.Encryption_GCM
+	}
+	pub, err := p.Room.LocalParticipant.PublishTrack(track, popts)
 	if err != nil {
 		return fmt.Errorf("failed to publish %s: %w", source, err)
 	}
@@ -161,14 +176,20 @@ func (p *Participant) Publish(source lkp.TrackSource) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		send(p.ctx, pb.stop, track, frames, wantKey)
+		send(p.ctx, pb.stop, track, frames, wantKey, func(frame []byte) []byte {
+			if enc := p.enc.Load(); enc != nil {
+				return enc.encrypt(frame, audio)
+			}
+			return frame
+		})
 	}()
 	return nil
 }
 
 // send loops frames into the track in real time until stop or ctx; on a
 // key frame request (VP8) it jumps to the file's next key frame.
-func send(ctx context.Context, stop <-chan struct{}, track *lksdk.LocalTrack, frames []simpeer.Frame, wantKey *atomic.Bool) {
+func send(ctx context.Context, stop <-chan struct{}, track *lksdk.LocalTrack, frames []simpeer.Frame, wantKey *atomic.Bool,
+	transform func([]byte) []byte) {
 	next := time.Now()
 	for i := 0; ; i = (i + 1) % len(frames) {
 		if wantKey.Swap(false) {
@@ -180,7 +201,7 @@ func send(ctx context.Context, stop <-chan struct{}, track *lksdk.LocalTrack, fr
 			}
 		}
 		f := frames[i]
-		_ = track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}, nil)
+		_ = track.WriteSample(media.Sample{Data: transform(f.Data), Duration: f.Duration}, nil)
 		next = next.Add(f.Duration)
 		select {
 		case <-ctx.Done():
@@ -220,6 +241,17 @@ func (p *Participant) SetMuted(source lkp.TrackSource, muted bool) error {
 		return fmt.Errorf("%s is not published", source)
 	}
 	pb.pub.SetMuted(muted)
+	return nil
+}
+
+// SetMediaKey makes the participant encrypt its frames from now on with
+// key under index (a rotation, when it already had one).
+func (p *Participant) SetMediaKey(index uint8, key []byte) error {
+	enc, err := newFrameEncryptor(index, key)
+	if err != nil {
+		return err
+	}
+	p.enc.Store(enc)
 	return nil
 }
 

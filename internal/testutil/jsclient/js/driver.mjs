@@ -82,7 +82,21 @@ let server = null;
 let page = null;
 let closing = null;
 
-const OLM_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules", "@matrix-org", "olm");
+const MODULES = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules");
+const OLM_DIR = path.join(MODULES, "@matrix-org", "olm");
+// Files the pages load besides the bundle, read when first asked for: the
+// Rust crypto's wasm (the package fetches it relative to the bundle's URL,
+// /pkg/…) and livekit-client's E2EE worker.
+const FILES = {
+	"/pkg/matrix_sdk_crypto_wasm_bg.wasm": {
+		path: path.join(MODULES, "@matrix-org", "matrix-sdk-crypto-wasm", "pkg", "matrix_sdk_crypto_wasm_bg.wasm"),
+		type: "application/wasm",
+	},
+	"/e2ee-worker.mjs": {
+		path: path.join(MODULES, "livekit-client", "dist", "livekit-client.e2ee.worker.mjs"),
+		type: "text/javascript; charset=utf-8",
+	},
+};
 const legacy = flags.sdk === "36";
 
 // With the legacy crypto page, libolm is loaded first as a classic script: it
@@ -107,6 +121,19 @@ async function serve(script) {
 		} else if (olm && url.pathname === "/olm.wasm") {
 			res.writeHead(200, { "content-type": "application/wasm" });
 			res.end(olm.wasm);
+		} else if (Object.hasOwn(FILES, url.pathname)) {
+			const f = FILES[url.pathname];
+			let data;
+			try {
+				data = f.data ??= readFileSync(f.path);
+			} catch (e) {
+				diag(`cannot serve ${url.pathname}: ${e}`);
+				res.writeHead(500);
+				res.end();
+				return;
+			}
+			res.writeHead(200, { "content-type": f.type });
+			res.end(data);
 		} else if (url.pathname === "/favicon.ico") {
 			res.writeHead(204);
 			res.end();

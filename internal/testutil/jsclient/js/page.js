@@ -9,7 +9,6 @@
 import {
 	CallEvent,
 	ClientEvent,
-	EventType,
 	GroupCallEvent,
 	GroupCallIntent,
 	GroupCallState,
@@ -17,6 +16,7 @@ import {
 	createClient,
 } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import { messages as roomMessages, sendText as sendRoomText } from "./messages.js";
 
 const MAX_LOG_EVENTS = 200;
 
@@ -432,34 +432,12 @@ async function stop() {
 
 // sendText sends an m.text message to the room (encrypted in an encrypted room)
 // and returns its event ID.
-async function sendText(body) {
-	const res = await client.sendTextMessage(opts.roomId, body);
-	return res.event_id;
+function sendText(body) {
+	return sendRoomText(client, opts.roomId, body);
 }
 
-// messages lists the room's m.room.message events on the live timeline as this
-// client sees them: decrypted when it could, with the reason when it could not.
 function messages() {
-	const room = client?.getRoom(opts.roomId);
-	if (!room) return [];
-	return room
-		.getLiveTimeline()
-		.getEvents()
-		.filter((ev) => ev.getType() === EventType.RoomMessage || ev.isEncrypted())
-		.map((ev) => {
-			const c = ev.getContent() || {};
-			return {
-				eventId: ev.getId(),
-				sender: ev.getSender(),
-				type: ev.getType(),
-				wireType: ev.getWireType(),
-				encrypted: ev.isEncrypted(),
-				decryptionFailure: ev.isDecryptionFailure(),
-				msgtype: c.msgtype ?? "",
-				body: c.body ?? "",
-				replyTo: c["m.relates_to"]?.["m.in_reply_to"]?.event_id ?? "",
-			};
-		});
+	return roomMessages(client, opts.roomId);
 }
 
 window.harness = { start, state, setMicMuted, setVideoMuted, setScreensharing, leave, stop, sendText, messages };
