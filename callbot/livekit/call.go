@@ -952,10 +952,12 @@ type heldPackets struct {
 	bytes int
 }
 
+// The hold is bounded so that its flush fits the stream's write queue
+// (archive: 1024 packets) together with the other track's.
 const (
-	maxHeldPackets = 1500    // ~10 s of a 1 Mbit/s camera
-	maxHeldBytes   = 4 << 20 // and at most this much
-	maxHeldAge     = 10 * time.Second
+	maxHeldPackets = 600     // ~5 s of a 1 Mbit/s camera
+	maxHeldBytes   = 2 << 20 // and at most this much
+	maxHeldAge     = 5 * time.Second
 )
 
 func (h *heldPackets) add(raw []byte, at time.Time) {
