@@ -64,6 +64,11 @@ const (
 	// otherwise. At most maxKeyNudges times per call.
 	keyWait      = 10 * time.Second
 	maxKeyNudges = 3
+	// indexWait is how long a track's frames wait for the key of a new
+	// index (a rotation: js-sdk uses a new key 1 s after sending it, and a
+	// loaded homeserver may take longer to deliver it) before they go on
+	// and fail to decrypt.
+	indexWait = 3 * time.Second
 )
 
 // Call is one joined MatrixRTC call. Its run goroutine owns every field
@@ -188,10 +193,11 @@ type (
 		reason lksdk.DisconnectionReason
 	}
 	reconnectMsg struct{ serviceURL string }
-	// keyMsg: a member's device sent a new media key.
+	// keyMsg: a member's device sent a new media key (its first: first).
 	keyMsg struct {
 		from  deviceKey
 		index uint8
+		first bool
 	}
 )
 
@@ -609,6 +615,14 @@ func (c *Call) handle(ctx context.Context, msg any) {
 	case keyMsg:
 		log.Info().Stringer("user_id", msg.from.user).Stringer("device_id", msg.from.device).Uint8("key_index", msg.index).
 			Msg("Media key of a participant")
+		if msg.first {
+			// Its video waited for the key: start it from a fresh key frame.
+			for _, t := range c.tracks {
+				if t.encrypted && t.kind == webrtc.RTPCodecTypeVideo && t.p.info.UserID == msg.from.user && t.p.info.DeviceID == msg.from.device {
+					t.rp.WritePLI(t.remote.SSRC())
+				}
+			}
+		}
 	}
 }
 
@@ -890,6 +904,12 @@ func (c *Call) read(ctx context.Context, t *track) {
 	buf := make([]byte, callbot.RTPReadBuffer)
 	var pkt rtp.Packet
 	var held heldPackets
+	audio := t.kind == webrtc.RTPCodecTypeAudio
+	var sif []byte
+	if t.encrypted {
+		sif = t.p.conn.room.SifTrailer()
+	}
+	waitIndex, waitSince, gaveUp := -1, time.Time{}, -1
 	for {
 		n, _, err := t.remote.Read(buf)
 		if errors.Is(err, io.ErrShortBuffer) {
@@ -923,11 +943,24 @@ func (c *Call) read(ctx context.Context, t *track) {
 		for _, sr := range srs {
 			sink.SenderReport(sr.NTPTime, sr.RTPTime, now)
 		}
-		if keys != nil && keys.Count() == 0 {
-			// Encrypted, and the publisher's key has not come yet (LiveKit
-			// delivers tracks before members send keys): keep the start.
-			held.add(buf[:n], now)
-			continue
+		if keys != nil {
+			// Encrypted: frames wait (bounded) for the publisher's first key
+			// (LiveKit delivers tracks before members send keys), and for
+			// the key of an index a rotation brought in.
+			if idx, ok := framecrypt.PacketKeyIndex(pkt.Payload, audio || pkt.Marker, sif); ok &&
+				waitIndex < 0 && int(idx) != gaveUp && keys.Count() > 0 && !keys.Has(idx) {
+				waitIndex, waitSince = int(idx), now
+			}
+			if waitIndex >= 0 && keys.Has(uint8(waitIndex)) { //nolint:gosec // 0..255
+				waitIndex = -1
+			} else if waitIndex >= 0 && now.Sub(waitSince) > indexWait {
+				log.Warn().Str("track_sid", t.sid).Int("key_index", waitIndex).Msg("No key for the index the track's frames use; going on without it")
+				waitIndex, gaveUp = -1, waitIndex
+			}
+			if keys.Count() == 0 || waitIndex >= 0 {
+				held.add(buf[:n], now)
+				continue
+			}
 		}
 		if err = held.flush(sink, &pkt, onPanic); err != nil {
 			log.Err(err).Str("track_sid", t.sid).Msg("Track sink failed; no longer recording the track")

@@ -37,7 +37,7 @@ func (m *Manager) toDeviceHandler(userID id.UserID) callbot.ToDeviceHandler {
 			}
 			log := zerolog.Ctx(ctx).With().Stringer("sender", r.Sender).
 				Stringer("sender_device", r.SenderDevice).Logger()
-			key, changed, err := m.acceptKey(userID, r)
+			key, changed, first, err := m.acceptKey(userID, r)
 			if err != nil {
 				log.Warn().Err(err).Msg("Ignoring a media key")
 				continue
@@ -48,7 +48,7 @@ func (m *Manager) toDeviceHandler(userID id.UserID) callbot.ToDeviceHandler {
 				c := m.calls[key.RoomID]
 				m.lock.Unlock()
 				if c != nil {
-					c.post(keyMsg{from: deviceKey{r.Sender, r.SenderDevice}, index: key.Index})
+					c.post(keyMsg{from: deviceKey{r.Sender, r.SenderDevice}, index: key.Index, first: first})
 				}
 			}
 		}
@@ -58,36 +58,36 @@ func (m *Manager) toDeviceHandler(userID id.UserID) callbot.ToDeviceHandler {
 // acceptKey checks a received media key and stores it: it must have come
 // Olm-encrypted from the device it is for, for the room the receiving
 // virtual user is recording (or joining).
-func (m *Manager) acceptKey(userID id.UserID, r e2ee.Received) (matrixrtc.MediaKey, bool, error) {
+func (m *Manager) acceptKey(userID id.UserID, r e2ee.Received) (key matrixrtc.MediaKey, changed, first bool, err error) {
 	if !r.Encrypted || r.SenderDevice == "" {
-		return matrixrtc.MediaKey{}, false, fmt.Errorf("%w: not Olm-encrypted", ErrKeyRejected)
+		return matrixrtc.MediaKey{}, false, false, fmt.Errorf("%w: not Olm-encrypted", ErrKeyRejected)
 	}
-	key, err := matrixrtc.ParseMediaKey(r.Content)
+	key, err = matrixrtc.ParseMediaKey(r.Content)
 	if err != nil {
-		return key, false, err
+		return key, false, false, err
 	}
 	if key.DeviceID != r.SenderDevice {
-		return key, false, fmt.Errorf("%w: for device %s, sent by device %s", ErrKeyRejected, key.DeviceID, r.SenderDevice)
+		return key, false, false, fmt.Errorf("%w: for device %s, sent by device %s", ErrKeyRejected, key.DeviceID, r.SenderDevice)
 	}
 	if m.isRecorder(r.Sender) {
-		return key, false, fmt.Errorf("%w: from a recorder user", ErrKeyRejected)
+		return key, false, false, fmt.Errorf("%w: from a recorder user", ErrKeyRejected)
 	}
 	m.lock.Lock()
 	c, joining := m.calls[key.RoomID], m.joining[key.RoomID]
 	ours := (c != nil && c.dev.UserID() == userID) || (c == nil && joining == userID)
 	m.lock.Unlock()
 	if !ours {
-		return key, false, fmt.Errorf("%w: %s is not recording room %s", ErrKeyRejected, userID, key.RoomID)
+		return key, false, false, fmt.Errorf("%w: %s is not recording room %s", ErrKeyRejected, userID, key.RoomID)
 	}
 	keys, err := m.keyring(key.RoomID, deviceKey{r.Sender, r.SenderDevice}, true)
 	if err != nil {
-		return key, false, err
+		return key, false, false, err
 	}
-	changed, err := keys.Set(key.Index, key.Key)
+	changed, err = keys.Set(key.Index, key.Key)
 	if err != nil {
-		return key, false, fmt.Errorf("%w: %w", ErrKeyRejected, err)
+		return key, false, false, fmt.Errorf("%w: %w", ErrKeyRejected, err)
 	}
-	return key, changed, nil
+	return key, changed, changed && keys.Count() == 1, nil
 }
 
 // keyring is a device's key ring in a room (created when create is set).

@@ -41,10 +41,10 @@ func TestAcceptKey(t *testing.T) {
 	}
 	alice := id.UserID("@alice:example.org")
 
-	_, changed, err := m.acceptKey(rec, olm(alice, "ALICE", keyEvent(room, "ALICE", 0)))
+	_, changed, _, err := m.acceptKey(rec, olm(alice, "ALICE", keyEvent(room, "ALICE", 0)))
 	require.NoError(t, err)
 	require.True(t, changed)
-	_, changed, err = m.acceptKey(rec, olm(alice, "ALICE", keyEvent(room, "ALICE", 0)))
+	_, changed, _, err = m.acceptKey(rec, olm(alice, "ALICE", keyEvent(room, "ALICE", 0)))
 	require.NoError(t, err)
 	require.False(t, changed, "the same key again changes nothing")
 	keys, _ := m.keyring(room, deviceKey{alice, "ALICE"}, false)
@@ -62,7 +62,7 @@ func TestAcceptKey(t *testing.T) {
 		if name == "to another recorder" {
 			to = "@recorder_rtc3:example.org"
 		}
-		_, _, err := m.acceptKey(to, r)
+		_, _, _, err := m.acceptKey(to, r)
 		require.Error(t, err, name)
 		require.True(t, errors.Is(err, ErrKeyRejected) || errors.Is(err, matrixrtc.ErrBadKeys), "%s: %v", name, err)
 	}

@@ -151,6 +151,9 @@ func (k *Keys) Set(index uint8, raw []byte) (bool, error) {
 	return true, nil
 }
 
+// Has reports whether index holds a key.
+func (k *Keys) Has(index uint8) bool { return k.ring[index].Load() != nil }
+
 // Count is how many indexes hold a key.
 func (k *Keys) Count() int { return int(k.set.Load()) }
 
@@ -173,6 +176,18 @@ type Decryptor struct {
 // empty: none).
 func NewDecryptor(keys *Keys, codec Codec, sif []byte) *Decryptor {
 	return &Decryptor{keys: keys, codec: codec, sif: bytes.Clone(sif)}
+}
+
+// PacketKeyIndex is the key index of the frame an RTP payload ends, when
+// it ends one with LiveKit's trailer: every Opus packet (a whole frame),
+// a video frame's last packet (marker set). Not for server-injected frames.
+func PacketKeyIndex(payload []byte, endsFrame bool, sif []byte) (uint8, bool) {
+	n := len(payload)
+	if !endsFrame || n < trailerLength+ivLength+tagLength || payload[n-2] != ivLength ||
+		(len(sif) > 0 && bytes.HasSuffix(payload, sif)) {
+		return 0, false
+	}
+	return payload[n-1], true
 }
 
 // KeyIndex is the key index a frame was encrypted with.

@@ -312,3 +312,20 @@ func BenchmarkDecrypt(b *testing.B) {
 		})
 	}
 }
+
+func TestPacketKeyIndex(t *testing.T) {
+	raw := randomKey()
+	enc := encrypt(t, raw, 7, 1, append([]byte{0x78}, bytes.Repeat([]byte{1}, 40)...))
+	if idx, ok := PacketKeyIndex(enc, true, []byte("LKROCKS")); !ok || idx != 7 {
+		t.Fatalf("index %d, %v", idx, ok)
+	}
+	if _, ok := PacketKeyIndex(enc, false, nil); ok {
+		t.Fatal("a packet that ends no frame has no trailer")
+	}
+	if _, ok := PacketKeyIndex(append([]byte{0xf8, 0xff}, []byte("LKROCKS")...), true, []byte("LKROCKS")); ok {
+		t.Fatal("a server-injected frame has no key index")
+	}
+	if _, ok := PacketKeyIndex([]byte{12, 0}, true, nil); ok {
+		t.Fatal("too short for a trailer")
+	}
+}
