@@ -763,16 +763,16 @@ func (c *Call) handleSubscribed(ctx context.Context, msg subMsg) {
 			t.queueSR(sr)
 		}
 	})
+	enc := msg.pub.TrackInfo().GetEncryption()
+	t.encrypted = enc == lkp.Encryption_GCM // before the reader starts: it reads it
 	c.tracks[t.sid] = t
 	c.readers.Add(1)
 	go func() {
 		defer c.readers.Done()
 		c.read(ctx, t)
 	}()
-	switch enc := msg.pub.TrackInfo().GetEncryption(); enc {
-	case lkp.Encryption_NONE:
-	case lkp.Encryption_GCM:
-		t.encrypted = true
+	switch enc {
+	case lkp.Encryption_NONE, lkp.Encryption_GCM:
 	default:
 		log.Warn().Str("encryption", enc.String()).Msg("Not recording a track encrypted with a scheme the recorder does not know")
 		if !c.toldE2EE {
@@ -948,7 +948,7 @@ func (c *Call) read(ctx context.Context, t *track) {
 			// (LiveKit delivers tracks before members send keys), and for
 			// the key of an index a rotation brought in.
 			if idx, ok := framecrypt.PacketKeyIndex(pkt.Payload, audio || pkt.Marker, sif); ok &&
-				waitIndex < 0 && int(idx) != gaveUp && keys.Count() > 0 && !keys.Has(idx) {
+				waitIndex < 0 && int(idx) != gaveUp && keys.Count() > 0 && !keys.Has(idx) && newerIndex(keys, idx) {
 				waitIndex, waitSince = int(idx), now
 			}
 			if waitIndex >= 0 && keys.Has(uint8(waitIndex)) { //nolint:gosec // 0..255
@@ -975,6 +975,14 @@ func (c *Call) read(ctx context.Context, t *track) {
 			t.detach(onPanic)
 		}
 	}
+}
+
+// newerIndex reports whether a key index is a rotation past the latest
+// key held (worth waiting for), not one from before it (frames a sender
+// encrypted with a key the recorder was never given: it joined after).
+func newerIndex(keys *framecrypt.Keys, idx uint8) bool {
+	latest, ok := keys.Latest()
+	return ok && idx-latest >= 1 && idx-latest < 128
 }
 
 // heldPackets are an encrypted track's packets from before its publisher's

@@ -114,3 +114,17 @@ func TestHeldPackets(t *testing.T) {
 	h.add([]byte{0x80, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0}, t0.Add(maxHeldAge+time.Second))
 	require.Len(t, h.pkts, 1)
 }
+
+func TestNewerIndex(t *testing.T) {
+	keys := framecrypt.NewKeys()
+	_, err := keys.Set(5, make([]byte, 16))
+	require.NoError(t, err)
+	require.True(t, newerIndex(keys, 6), "the next rotation")
+	require.True(t, newerIndex(keys, 7))
+	require.False(t, newerIndex(keys, 4), "a key from before the recorder's")
+	require.False(t, newerIndex(keys, 5))
+	_, err = keys.Set(255, make([]byte, 16))
+	require.NoError(t, err)
+	require.True(t, newerIndex(keys, 0), "rotation wraps at 256")
+	require.False(t, newerIndex(keys, 200))
+}
