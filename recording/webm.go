@@ -1,10 +1,13 @@
 package recording
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
-	"github.com/at-wat/ebml-go/mkvcore"
+	"github.com/at-wat/ebml-go"
 	"github.com/at-wat/ebml-go/webm"
 )
 
@@ -36,12 +39,69 @@ type webmFrame struct {
 	buf *[]byte
 }
 
-// webmMuxer writes one WebM file through ebml-go, interleaving the tracks by
-// timestamp itself (ebml-go's default sorter silently drops late frames) and
-// enforcing per-track monotonic timestamps.
+// Crash-loss window and fsync policy of the WebM writer. Blocks are encoded
+// into the muxer's buffer and handed to the file (one write(2)) when the
+// buffer spans webmFlushSpan ms of media or holds webmFlushBytes, whichever
+// comes first, and when the file is finalized. A process that is killed
+// therefore loses at most the buffer (webmFlushSpan of media, ~25 KB at
+// 1 Mbit/s) on top of the interleaving queue; Repair recovers every block
+// before it. Nothing is fsynced while recording: what was written survives a
+// crash of the process but not of the machine; the file is fsynced once,
+// when it is finalized (stickyFile.closeFile), before it is renamed.
+const (
+	webmFlushSpan  = 200 // ms of media
+	webmFlushBytes = 64 << 10
+	// webmMaxBufKeep is the largest buffer kept between flushes (a huge
+	// key frame's buffer is dropped after it was written).
+	webmMaxBufKeep = 1 << 20
+)
+
+// EBML ids written by the muxer itself (the header and Cues go through
+// ebml-go's Marshal once per file).
+var (
+	ebmlClusterUnknown = []byte{0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}
+	// durationPattern is the Duration element with an 8-byte float.
+	durationPattern = []byte{0x44, 0x89, 0x88}
+)
+
+// webmCue is one cue point: a cluster's time and position.
+type webmCue struct {
+	CueTime           uint64                  `ebml:"CueTime"`
+	CueTrackPositions []webmCueTrackPositions `ebml:"CueTrackPositions"`
+}
+
+type webmCueTrackPositions struct {
+	CueTrack           uint64 `ebml:"CueTrack"`
+	CueClusterPosition uint64 `ebml:"CueClusterPosition"`
+}
+
+type webmSeek struct {
+	SeekID       []byte `ebml:"SeekID"`
+	SeekPosition uint64 `ebml:"SeekPosition,size=8"`
+}
+
+// webmHeader is everything before the first Cluster: EBML header, and the
+// Segment (unknown size) with its SeekHead (fixed-size positions, so they
+// can be filled in after a first pass), Info and Tracks.
+type webmHeader struct {
+	Header  webm.EBMLHeader `ebml:"EBML"`
+	Segment struct {
+		SeekHead struct {
+			Seek []webmSeek `ebml:"Seek"`
+		} `ebml:"SeekHead"`
+		Info   webm.Info   `ebml:"Info"`
+		Tracks webm.Tracks `ebml:"Tracks"`
+	} `ebml:"Segment,size=unknown"`
+}
+
+// webmMuxer writes one WebM file: the header and Cues through ebml-go, the
+// Clusters and SimpleBlocks directly into a reused buffer (no reflection and
+// no allocation per block). It interleaves the tracks by timestamp itself
+// and enforces per-track monotonic timestamps. It is used under the
+// StreamWriter's lock, from one goroutine at a time, and starts none.
 type webmMuxer struct {
 	file    *stickyFile
-	ws      []webm.BlockWriteCloser // by index: 0 video, 1 audio (nil if absent)
+	has     [2]bool // by index: 0 video, 1 audio
 	queues  [2][]webmFrame
 	last    [2]int64 // last written ts per track, -1 before the first
 	newest  int64
@@ -49,8 +109,20 @@ type webmMuxer struct {
 	first   int64
 	lastAny int64
 
-	pool     *bufPool
-	inflight *[]byte // handed to ebml-go, reusable after the next Write
+	pool *bufPool
+
+	// the file layout
+	buf        []byte // encoded blocks not yet written
+	bufFrom    int64  // ts of the first block in buf
+	off        int64  // file offset of buf[0]
+	segData    int64  // file offset of the Segment's data (SeekHead)
+	cuesAt     int64  // file offset of the space reserved for Cues
+	durationAt int64  // file offset of the Duration element, 0 if none
+	cluster    int64  // ts (ms) the current cluster starts at, -1 before the first
+	mainTrack  int    // the track whose key frames start clusters
+	maxCluster int64
+	cues       []webmCue
+	closed     bool
 }
 
 type webmTrackSpec struct {
@@ -60,20 +132,27 @@ type webmTrackSpec struct {
 }
 
 func newWebMMuxer(file *stickyFile, video *webmTrackSpec, audio *webmTrackSpec, start time.Time, pool *bufPool) (*webmMuxer, error) {
-	m := &webmMuxer{file: file, last: [2]int64{-1, -1}, first: -1, pool: pool}
-	var tracks []webm.TrackEntry
-	var idx []int
+	m := &webmMuxer{
+		file: file, last: [2]int64{-1, -1}, first: -1, pool: pool, cluster: -1,
+		mainTrack: trackVideo, maxCluster: webmMaxCluster,
+	}
+	var h webmHeader
+	h.Header = *webm.DefaultEBMLHeader
 	if video != nil {
-		tracks = append(tracks, webm.TrackEntry{
+		m.has[trackVideo] = true
+		h.Segment.Tracks.TrackEntry = append(h.Segment.Tracks.TrackEntry, webm.TrackEntry{
 			Name: "video", TrackNumber: webmVideoTrack, TrackUID: webmVideoTrack,
 			CodecID: video.codec, TrackType: 1,
 			Video: &webm.Video{PixelWidth: uint64(video.width), PixelHeight: uint64(video.height)}, //nolint:gosec // small
 		})
-		idx = append(idx, 0)
+	} else {
+		// audio only: clusters of at most 5 s (audio has no key frames)
+		m.mainTrack, m.maxCluster = trackAudio, webmMinCluster*5
 	}
 	if audio != nil {
+		m.has[trackAudio] = true
 		ch := uint8(audio.channels) //nolint:gosec // 1 or 2
-		tracks = append(tracks, webm.TrackEntry{
+		h.Segment.Tracks.TrackEntry = append(h.Segment.Tracks.TrackEntry, webm.TrackEntry{
 			Name: "audio", TrackNumber: webmAudioTrack, TrackUID: webmAudioTrack,
 			CodecID: "A_OPUS", TrackType: 2,
 			CodecPrivate: opusHead(ch, opusPreSkip),
@@ -81,56 +160,74 @@ func newWebMMuxer(file *stickyFile, video *webmTrackSpec, audio *webmTrackSpec, 
 			SeekPreRoll:  opusSeekPreRoll,
 			Audio:        &webm.Audio{SamplingFrequency: opusSampleRate, Channels: uint64(ch)},
 		})
-		idx = append(idx, 1)
 	}
-	info := *webm.DefaultSegmentInfo // ebml-go mutates it (Duration): use a copy
-	info.MuxingApp = "matrix-recorder (ebml-go)"
-	info.WritingApp = "matrix-recorder"
-	info.DateUTC = start.UTC()
-	opts := []mkvcore.BlockWriterOption{
-		mkvcore.WithSegmentInfo(&info),
-		mkvcore.WithSeekHead(true),
-		mkvcore.WithCues(webmCuesReserve),
-		mkvcore.WithBlockInterceptor(nil), // we interleave ourselves
-		mkvcore.WithOnErrorHandler(m.onError),
-		mkvcore.WithOnFatalHandler(m.onFatal),
-	}
-	if video != nil {
-		opts = append(opts, mkvcore.WithMinMaxClusterDuration(webmVideoTrack, webmMinCluster, webmMaxCluster))
-	} else {
-		opts = append(opts, mkvcore.WithMinMaxClusterDuration(webmAudioTrack, webmMinCluster, webmMinCluster*5))
-	}
-	ws, err := webm.NewSimpleBlockWriter(file, tracks, opts...)
+	h.Segment.Info = *webm.DefaultSegmentInfo
+	h.Segment.Info.MuxingApp = "matrix-recorder"
+	h.Segment.Info.WritingApp = "matrix-recorder"
+	h.Segment.Info.DateUTC = start.UTC()
+	// a non-zero placeholder so Duration is written (8 bytes), patched at the end
+	h.Segment.Info.Duration = math.SmallestNonzeroFloat64
+	head, err := m.header(&h)
 	if err != nil {
 		return nil, fmt.Errorf("failed to start webm writer: %w", err)
 	}
-	m.ws = make([]webm.BlockWriteCloser, 2)
-	for i, w := range ws {
-		m.ws[idx[i]] = w
+	m.cuesAt = int64(len(head))
+	head = appendVoid(head, webmCuesReserve)
+	if _, err := file.Write(head); err != nil {
+		return nil, fmt.Errorf("failed to write webm header: %w", err)
 	}
+	m.off = int64(len(head))
 
-	return m, nil
+	return m, file.err()
 }
 
-// onError receives non-fatal ebml-go errors (e.g. ErrIgnoreOldFrame). Our
-// interleaving keeps frames in order, so there is nothing to do; installing
-// it keeps ebml-go from panicking.
-func (m *webmMuxer) onError(error) {}
-
-// onFatal receives marshal errors; I/O errors never reach it because the
-// sticky file swallows them. Recorded on the file so err() reports it.
-func (m *webmMuxer) onFatal(err error) {
-	m.file.mu.Lock()
-	if m.file.e == nil {
-		m.file.e = fmt.Errorf("webm writer: %w", err)
+// header marshals the header twice: once to learn where Info, Tracks and
+// the reserved Cues space land, once with the SeekHead pointing at them
+// (the positions have a fixed size, so the layout does not move).
+func (m *webmMuxer) header(h *webmHeader) ([]byte, error) {
+	h.Segment.SeekHead.Seek = []webmSeek{
+		{SeekID: ebml.ElementInfo.Bytes()},
+		{SeekID: ebml.ElementTracks.Bytes()},
+		{SeekID: ebml.ElementCues.Bytes()},
 	}
-	m.file.mu.Unlock()
+	var segPos, infoPos, tracksPos uint64
+	hook := func(e *ebml.Element) {
+		switch e.Name {
+		case "SeekHead":
+			segPos = e.Position
+		case "Info":
+			infoPos = e.Position
+		case "Tracks":
+			tracksPos = e.Position
+		}
+	}
+	var buf bytes.Buffer
+	if err := ebml.Marshal(h, &buf, ebml.WithElementWriteHooks(hook)); err != nil {
+		return nil, fmt.Errorf("failed to marshal webm header: %w", err)
+	}
+	end := uint64(buf.Len()) //nolint:gosec // small
+	h.Segment.SeekHead.Seek[0].SeekPosition = infoPos - segPos
+	h.Segment.SeekHead.Seek[1].SeekPosition = tracksPos - segPos
+	h.Segment.SeekHead.Seek[2].SeekPosition = end - segPos
+	buf.Reset()
+	if err := ebml.Marshal(h, &buf); err != nil {
+		return nil, fmt.Errorf("failed to marshal webm header: %w", err)
+	}
+	if uint64(buf.Len()) != end { //nolint:gosec // small
+		return nil, fmt.Errorf("%w: webm header size changed", errBadEBML)
+	}
+	m.segData = int64(segPos) //nolint:gosec // small
+	if i := bytes.Index(buf.Bytes(), durationPattern); i >= 0 {
+		m.durationAt = int64(i)
+	}
+
+	return buf.Bytes(), nil
 }
 
 // push queues a frame (data is copied into a pooled buffer) and writes what
 // can be interleaved.
 func (m *webmMuxer) push(track int, ts int64, key bool, data []byte) error {
-	if m.ws[track] == nil {
+	if !m.has[track] {
 		return nil
 	}
 	prev := m.last[track]
@@ -175,72 +272,204 @@ func (m *webmMuxer) drain(all bool) error {
 			return m.file.err()
 		}
 		other := 1 - t
-		if !all && m.ws[other] != nil && len(m.queues[other]) == 0 && m.newest-m.queues[t][0].ts < webmInterleave {
+		if !all && m.has[other] && len(m.queues[other]) == 0 && m.newest-m.queues[t][0].ts < webmInterleave {
 			return m.file.err()
 		}
 		f := m.queues[t][0]
 		copy(m.queues[t], m.queues[t][1:])
 		m.queues[t] = m.queues[t][:len(m.queues[t])-1]
 		m.queued -= len(*f.buf)
-		if err := m.write(t, f); err != nil {
+		err := m.write(t, f)
+		m.pool.put(f.buf)
+		if err != nil {
 			return err
 		}
 	}
 }
 
+// write encodes one frame as a SimpleBlock (in a new Cluster when due) into
+// the buffer, and flushes the buffer when the crash-loss window is full.
+// Frames arrive in timestamp order across tracks (drain).
 func (m *webmMuxer) write(t int, f webmFrame) error {
 	if err := m.file.err(); err != nil {
-		m.pool.put(f.buf)
-
 		return err
 	}
-	if _, err := m.ws[t].Write(f.key, f.ts, *f.buf); err != nil {
-		m.pool.put(f.buf)
-
-		return fmt.Errorf("failed to write webm block: %w", err)
-	}
-	// ebml-go hands frames to its goroutine over an unbuffered channel: once
-	// this Write returned, the previous frame has been marshalled.
-	if m.inflight != nil {
-		m.pool.put(m.inflight)
-	}
-	m.inflight = f.buf
-	m.last[t] = f.ts
 	if m.first < 0 {
 		m.first = f.ts
 	}
+	rel := f.ts - m.cluster
+	if m.cluster < 0 || rel >= m.maxCluster || (t == m.mainTrack && f.key && rel >= webmMinCluster) {
+		m.startCluster(t, f.ts)
+		rel = 0
+	}
+	number := byte(webmVideoTrack)
+	if t == trackAudio {
+		number = webmAudioTrack
+	}
+	var flags byte
+	if f.key {
+		flags = 0x80
+	}
+	data := *f.buf
+	if len(m.buf) == 0 {
+		m.bufFrom = f.ts
+	}
+	m.buf = append(m.buf, 0xA3) // SimpleBlock
+	m.buf = appendSize(m.buf, uint64(4+len(data)))
+	m.buf = append(m.buf, 0x80|number, byte(rel>>8), byte(rel), flags) // track (1-byte vint), int16 timecode, flags
+	m.buf = append(m.buf, data...)
+	m.last[t] = f.ts
 	m.lastAny = f.ts
-
-	return nil
-}
-
-// close writes all queued frames and finalizes the file (Cues, Duration).
-// It does not close the underlying file.
-func (m *webmMuxer) close() error {
-	err := m.drain(true)
-	for _, w := range m.ws {
-		if w != nil {
-			_ = w.Close() // always nil; the last Close waits for finalization
-		}
-	}
-	if m.inflight != nil {
-		m.pool.put(m.inflight)
-		m.inflight = nil
-	}
-	if err != nil {
-		return err
+	if len(m.buf) >= webmFlushBytes || f.ts-m.bufFrom >= webmFlushSpan {
+		m.flush()
 	}
 
 	return m.file.err()
 }
 
-// duration is what ebml-go writes as Duration: last minus first timestamp.
+// startCluster opens a cluster (unknown size, as ebml-go writes them) at ts
+// and notes its cue.
+func (m *webmMuxer) startCluster(t int, ts int64) {
+	m.cluster = ts
+	number := uint64(webmVideoTrack)
+	if t == trackAudio {
+		number = webmAudioTrack
+	}
+	pos := m.off + int64(len(m.buf)) - m.segData
+	m.cues = append(m.cues, webmCue{
+		CueTime:           uint64(ts - m.first),                                                         //nolint:gosec // ts >= first
+		CueTrackPositions: []webmCueTrackPositions{{CueTrack: number, CueClusterPosition: uint64(pos)}}, //nolint:gosec // positive
+	})
+	m.buf = append(m.buf, ebmlClusterUnknown...)
+	m.buf = append(m.buf, 0xE7)                   // Timecode
+	m.buf = appendUint(m.buf, uint64(ts-m.first)) //nolint:gosec // ts >= first
+}
+
+// flush hands the buffer to the file.
+func (m *webmMuxer) flush() {
+	if len(m.buf) == 0 {
+		return
+	}
+	_, _ = m.file.Write(m.buf) // sticky: the error is read through file.err()
+	m.off += int64(len(m.buf))
+	if cap(m.buf) > webmMaxBufKeep {
+		m.buf = nil
+	} else {
+		m.buf = m.buf[:0]
+	}
+}
+
+// close writes all queued frames and finalizes the file (Cues, Duration).
+// It does not close the underlying file.
+func (m *webmMuxer) close() error {
+	if m.closed {
+		return m.file.err()
+	}
+	m.closed = true
+	err := m.drain(true)
+	m.flush()
+	if err != nil {
+		return err
+	}
+	if m.first >= 0 {
+		if err := m.writeCues(); err != nil {
+			return err
+		}
+		if m.durationAt > 0 {
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], math.Float64bits(float64(m.lastAny-m.first)))
+			_, _ = m.file.WriteAt(b[:], m.durationAt+3)
+		}
+	}
+
+	return m.file.err()
+}
+
+// writeCues writes the Cues into the reserved space, thinned out (every
+// other cue dropped) until they fit, as ebml-go does.
+func (m *webmMuxer) writeCues() error {
+	cues := m.cues
+	var buf bytes.Buffer
+	for {
+		c := struct {
+			Cues struct {
+				CuePoint []webmCue `ebml:"CuePoint"`
+			} `ebml:"Cues"`
+		}{}
+		c.Cues.CuePoint = cues
+		buf.Reset()
+		if err := ebml.Marshal(&c, &buf); err != nil {
+			return fmt.Errorf("failed to marshal webm cues: %w", err)
+		}
+		rest := webmCuesReserve - buf.Len()
+		if rest == 0 || rest >= 9 {
+			out := buf.Bytes()
+			if rest > 0 {
+				out = appendVoid(out, rest)
+			}
+			_, _ = m.file.WriteAt(out, m.cuesAt)
+
+			return nil
+		}
+		if len(cues) == 1 {
+			return nil // no room even for one cue: the Void stays
+		}
+		thin := make([]webmCue, 0, len(cues)/2+1)
+		for i := 0; i < len(cues); i += 2 {
+			thin = append(thin, cues[i])
+		}
+		cues = thin
+	}
+}
+
+// duration is what is written as Duration: last minus first timestamp.
 func (m *webmMuxer) duration() time.Duration {
 	if m.first < 0 {
 		return 0
 	}
 
 	return time.Duration(m.lastAny-m.first) * time.Millisecond
+}
+
+// appendVoid appends a Void element of exactly n (>= 9) bytes.
+func appendVoid(b []byte, n int) []byte {
+	size := uint64(n - 9) //nolint:gosec // n >= 9
+	b = append(b, 0xEC, 0x01)
+	for shift := 48; shift >= 0; shift -= 8 {
+		b = append(b, byte(size>>shift))
+	}
+
+	return append(b, make([]byte, n-9)...)
+}
+
+// appendSize appends v as an EBML data size in as few bytes as it fits
+// (the all-ones value of a length is reserved for "unknown").
+func appendSize(b []byte, v uint64) []byte {
+	n := 1
+	for n < 8 && v >= 1<<(7*n)-1 {
+		n++
+	}
+	v |= 1 << (7 * n) // the length marker
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, byte(v>>(8*i)))
+	}
+
+	return b
+}
+
+// appendUint appends an unsigned integer element body: its size and the
+// value in as few bytes as it fits (at least one).
+func appendUint(b []byte, v uint64) []byte {
+	n := 1
+	for n < 8 && v>>(8*n) != 0 {
+		n++
+	}
+	b = append(b, 0x80|byte(n))
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, byte(v>>(8*i)))
+	}
+
+	return b
 }
 
 // bufPool is a free list of byte slices owned by one StreamWriter (no
