@@ -52,6 +52,12 @@ type Metrics struct {
 	TracksRecording prometheus.Gauge
 	// BytesWritten counts bytes of media written to recording files (archive).
 	BytesWritten prometheus.Counter
+	// PacketsReceived and BytesReceived count the RTP packets (and their
+	// payload bytes) handed to the writers (archive, every 256 packets of a
+	// track): with PacketsLost and BytesWritten, what the recorder lost or
+	// added on its way to disk.
+	PacketsReceived prometheus.Counter
+	BytesReceived   prometheus.Counter
 	// PacketsLost counts RTP packets given up by the jitter buffers (archive, from recording.Stats).
 	PacketsLost prometheus.Counter
 	// FramesWritten counts audio packets and video frames written to files (archive).
@@ -110,6 +116,14 @@ func New() *Metrics {
 		BytesWritten: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "bytes_written_total",
 			Help: "Bytes of media written to recording files.",
+		}),
+		PacketsReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "packets_received_total",
+			Help: "RTP packets handed to the recording writers (counted every 256 packets of a track).",
+		}),
+		BytesReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "bytes_received_total",
+			Help: "RTP payload bytes handed to the recording writers (counted every 256 packets of a track).",
 		}),
 		PacketsLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "packets_lost_total",
@@ -171,6 +185,7 @@ func New() *Metrics {
 		m.ActiveCalls, m.PeerConnections, m.TracksRecording, m.BytesWritten, m.PacketsLost, m.FramesWritten, m.FramesUndecryptable,
 		m.KeyframeRequests, m.WriteQueueHighWater, m.WriteQueueDropped, m.JoinToFirstPacket, m.SyncErrors, m.Panics, m.LimitsHit, m.HTTPRequests, m.HTTPDuration,
 	)
+	m.Registry.MustRegister(m.PacketsReceived, m.BytesReceived)
 	return m
 }
 

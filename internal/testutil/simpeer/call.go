@@ -143,6 +143,15 @@ func (p *Participant) addTrack(c *peerCall, src *source, stream string) (*localT
 }
 
 func (p *Participant) addLocalMedia(c *peerCall) error {
+	if p.cfg.ReceiveOnly && c.outbound {
+		// nothing to send: offer to receive audio and video
+		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+			if _, err := c.pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+				return fmt.Errorf("failed to add a receive-only transceiver: %w", err)
+			}
+		}
+		return nil
+	}
 	for _, src := range []*source{p.audio, p.video} {
 		if src == nil {
 			continue
@@ -441,6 +450,10 @@ func (p *Participant) handleInvite(ctx context.Context, env signaling.Envelope, 
 	key := inv.Sender(env.Sender)
 	if inv.Invitee != "" && inv.Invitee != p.self.UserID {
 		log.Debug().Msg("Ignoring invite for another user")
+		return
+	}
+	if p.skip(key) {
+		log.Debug().Msg("Ignoring invite from a skipped peer")
 		return
 	}
 	existing := p.current[key]

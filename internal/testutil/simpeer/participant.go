@@ -112,6 +112,22 @@ type Config struct {
 
 	// SyncTimeout is the /sync long-poll timeout (default 5 s).
 	SyncTimeout time.Duration
+
+	// For load generators (cmd/loadtest).
+
+	// SkipPeer, if set, names devices this participant neither calls nor
+	// answers: load participants that would otherwise mesh with each other
+	// send their media only to the recorder (or the baseline joiner).
+	SkipPeer func(signaling.DeviceKey) bool
+	// ReceiveOnly sends no media: the participant receives and discards
+	// (a bare pion joiner to compare the recorder with).
+	ReceiveOnly bool
+	// VideoFrameBytes pads every camera frame to at least this many bytes
+	// (key frames to three times as many), turning the small test video
+	// into a camera of a chosen bitrate: 4000 is about 1 Mbit/s at 30 fps.
+	// The padding is zeros after the frame, which receivers that do not
+	// decode (the recorder) carry like any other payload.
+	VideoFrameBytes int
 }
 
 // Participant is one simulated call participant (one Matrix device).
@@ -228,34 +244,8 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 	ctx = p.log.WithContext(ctx)
 
 	var err error
-	audioFile := AudioFile
-	if cfg.Audio != "" {
-		audioFile = cfg.Audio
-	}
-	if p.audio, err = loadOpus(filepath.Join(cfg.MediaDir, audioFile)); err != nil {
+	if err := p.loadMedia(); err != nil {
 		return nil, err
-	}
-	p.obs.sources = map[string]*source{"audio": p.audio}
-	if cfg.Video {
-		camera := VideoFile
-		if cfg.Browser.KeyframesOnRequest {
-			camera = LongGOPFile
-		}
-		if p.video, err = loadVP8(filepath.Join(cfg.MediaDir, camera)); err != nil {
-			return nil, err
-		}
-		p.video.probes, p.video.keyOnRequest = cfg.Browser.Probes, cfg.Browser.KeyframesOnRequest
-		if cfg.Browser.RampUp {
-			small, err := loadVP8(filepath.Join(cfg.MediaDir, ScreenFile))
-			if err != nil {
-				return nil, err
-			}
-			p.video.ramp = small.frames[:30] // one second, from its key frame
-		}
-		if p.screen, err = loadVP8(filepath.Join(cfg.MediaDir, ScreenFile)); err != nil {
-			return nil, err
-		}
-		p.obs.sources["video"], p.obs.sources["screen"] = p.video, p.screen
 	}
 	if p.api, p.obs.wire, err = newAPI(cfg.Browser); err != nil {
 		return nil, err
@@ -277,6 +267,64 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 	// decrypted here and cannot be decrypted again.
 	p.box.Push(p.batch(ctx, resp))
 	return p, nil
+}
+
+// loadMedia loads the sources the participant sends (none if ReceiveOnly).
+func (p *Participant) loadMedia() error {
+	cfg := p.cfg
+	p.obs.sources = map[string]*source{}
+	if cfg.ReceiveOnly {
+		return nil
+	}
+	var err error
+	audioFile := AudioFile
+	if cfg.Audio != "" {
+		audioFile = cfg.Audio
+	}
+	if p.audio, err = loadOpus(filepath.Join(cfg.MediaDir, audioFile)); err != nil {
+		return err
+	}
+	p.obs.sources["audio"] = p.audio
+	if cfg.Video {
+		camera := VideoFile
+		if cfg.Browser.KeyframesOnRequest {
+			camera = LongGOPFile
+		}
+		if p.video, err = loadVP8(filepath.Join(cfg.MediaDir, camera)); err != nil {
+			return err
+		}
+		p.video.probes, p.video.keyOnRequest = cfg.Browser.Probes, cfg.Browser.KeyframesOnRequest
+		if cfg.Browser.RampUp {
+			small, err := loadVP8(filepath.Join(cfg.MediaDir, ScreenFile))
+			if err != nil {
+				return err
+			}
+			p.video.ramp = small.frames[:30] // one second, from its key frame
+		}
+		if p.screen, err = loadVP8(filepath.Join(cfg.MediaDir, ScreenFile)); err != nil {
+			return err
+		}
+		p.obs.sources["video"], p.obs.sources["screen"] = p.video, p.screen
+		if cfg.VideoFrameBytes > 0 {
+			p.video.frames = padFrames(p.video.frames, cfg.VideoFrameBytes)
+		}
+	}
+	return nil
+}
+
+// padFrames pads VP8 frames to at least n bytes, key frames to 3n.
+func padFrames(frames []frame, n int) []frame {
+	out := make([]frame, len(frames))
+	for i, f := range frames {
+		size := n
+		if len(f.data) > 0 && f.data[0]&1 == 0 { // VP8 key frame (RFC 6386 §9.1)
+			size = 3 * n
+		}
+		data := make([]byte, max(size, len(f.data)))
+		copy(data, f.data)
+		out[i] = frame{data: data, ticks: f.ticks}
+	}
+	return out
 }
 
 // Start runs the participant's goroutines until Stop.
@@ -769,6 +817,12 @@ func localEvent(t event.Type, key string, sender id.UserID, evtID id.EventID, ra
 	}
 }
 
+// skip reports whether remote is a device this participant leaves alone
+// (Config.SkipPeer).
+func (p *Participant) skip(remote signaling.DeviceKey) bool {
+	return p.cfg.SkipPeer != nil && p.cfg.SkipPeer(remote)
+}
+
 func (p *Participant) shouldCall(remote signaling.DeviceKey) bool {
 	return p.cfg.InviteAll || signaling.ShouldInvite(p.self, remote)
 }
@@ -792,7 +846,7 @@ func (p *Participant) reconcile(ctx context.Context, now time.Time) {
 				c = nil
 			}
 		}
-		if c != nil || !p.shouldCall(key) {
+		if c != nil || !p.shouldCall(key) || p.skip(key) {
 			continue
 		}
 		if r := p.retry[key]; r != nil && r.session == part.SessionID &&
