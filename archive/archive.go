@@ -169,6 +169,10 @@ type streamRec struct {
 	// reported is what was last added to the live metrics (see report).
 	reportLock sync.Mutex
 	reported   recording.Stats
+	// recvPackets and recvBytes count the RTP packets (payload bytes) the
+	// stream's tracks received; reportedRecv is what report added.
+	recvPackets, recvBytes atomic.Uint64
+	reportedRecv           [2]uint64
 	// keyframe asks the stream's video track for a key frame; set when
 	// the video track arrives (often after the audio track the writer
 	// was created for).
@@ -474,6 +478,8 @@ type trackSink struct {
 // once the writer failed, its error is returned and the reader stops.
 func (ts *trackSink) WriteRTP(pkt *rtp.Packet, arrival time.Time) error {
 	s := ts.s
+	s.recvPackets.Add(1)
+	s.recvBytes.Add(uint64(len(pkt.Payload)))
 	dropped, depth, high, err := s.queue.push(ts.kind, pkt, arrival)
 	if err != nil {
 		return err
@@ -601,10 +607,13 @@ func (s *streamRec) report() {
 	}
 	st := s.w.Stats()
 	s.reportLock.Lock()
-	prev := s.reported
-	s.reported = st
+	recv := [2]uint64{s.recvPackets.Load(), s.recvBytes.Load()} // under the lock: never behind reportedRecv
+	prev, prevRecv := s.reported, s.reportedRecv
+	s.reported, s.reportedRecv = st, recv
 	s.reportLock.Unlock()
 	if met := s.c.r.met; met != nil {
+		met.PacketsReceived.Add(float64(recv[0] - prevRecv[0]))
+		met.BytesReceived.Add(float64(recv[1] - prevRecv[1]))
 		if d := st.LostPackets - prev.LostPackets; d > 0 {
 			met.PacketsLost.Add(float64(d))
 		}

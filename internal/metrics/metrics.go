@@ -54,7 +54,7 @@ type Metrics struct {
 	BytesWritten prometheus.Counter
 	// PacketsReceived and BytesReceived count the RTP packets (and their
 	// payload bytes) handed to the writers (archive, every 256 packets of a
-	// track): with PacketsLost and BytesWritten, what the recorder lost or
+	// track and when a stream ends): with PacketsLost and BytesWritten, what the recorder lost or
 	// added on its way to disk.
 	PacketsReceived prometheus.Counter
 	BytesReceived   prometheus.Counter
@@ -119,11 +119,11 @@ func New() *Metrics {
 		}),
 		PacketsReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "packets_received_total",
-			Help: "RTP packets handed to the recording writers (counted every 256 packets of a track).",
+			Help: "RTP packets handed to the recording writers (added every 256 packets of a track).",
 		}),
 		BytesReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "bytes_received_total",
-			Help: "RTP payload bytes handed to the recording writers (counted every 256 packets of a track).",
+			Help: "RTP payload bytes handed to the recording writers (added every 256 packets of a track).",
 		}),
 		PacketsLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "packets_lost_total",
