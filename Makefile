@@ -2,6 +2,7 @@
 #   make demo   - run the recorder against a local Dendrite (installs what it needs)
 #   make test   - install what the tests need, lint, check for known vulnerabilities, run every test
 #   make fuzz   - run every fuzz target of the repo for FUZZTIME each (default 30s)
+#   make bench  - writer benchmarks, then the load tool (BENCH_N points) into BENCH_OUT
 
 SHELL := /bin/bash
 GO ?= go
@@ -25,7 +26,15 @@ LDFLAGS := -X main.Tag=$(VERSION) -X main.Commit=$(COMMIT) -X main.BuildTime=$(B
 # The suite must stay well under CI's limit on 2 cores.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run demo test tools deps dendrite livekit staticcheck govulncheck vulncheck fuzz jsclient lint vet fmt-check unit clean
+# make bench: participants per load point, call size, warm-up, window, report.
+BENCH_N ?= 10,50
+BENCH_CALL_SIZE ?= 5
+BENCH_WARMUP ?= 10s
+BENCH_WINDOW ?= 30s
+BENCH_OUT ?= loadtest-report.md
+BENCH_NICE ?= nice -n 5
+
+.PHONY: all build run demo test bench tools deps dendrite livekit staticcheck govulncheck vulncheck fuzz jsclient lint vet fmt-check unit clean
 
 all: build
 
@@ -96,6 +105,15 @@ lint: fmt-check vet staticcheck
 # PostgreSQL and the media tools, which `tools` installs).
 test: tools lint vulncheck
 	$(GO) test -tags $(TAGS),integration -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Writer benchmarks (allocations per packet), then the load tool against a
+# loopback Dendrite: recorder vs. the same-run bare pion baseline. Numbers
+# taken on a busy machine are contended; see BENCHMARKS.md.
+bench: dendrite build
+	$(BENCH_NICE) $(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -count 6 ./recording/ | tee bench-writers.txt
+	$(GO) build -tags $(TAGS) -o bin/loadtest ./cmd/loadtest
+	$(BENCH_NICE) bin/loadtest -recorder bin/recorder -n $(BENCH_N) -call-size $(BENCH_CALL_SIZE) \
+		-warmup $(BENCH_WARMUP) -window $(BENCH_WINDOW) -out $(BENCH_OUT)
 
 # Unit tests only: no homeserver needed.
 unit:

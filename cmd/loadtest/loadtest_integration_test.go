@@ -1,0 +1,47 @@
+//go:build integration
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/matrix-recorder/recorder/internal/testutil"
+)
+
+// TestMain lets the test binary be the baseline joiner's process too, as
+// the command is (runBaseline re-executes it with baselineEnv set).
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(baselineEnv); spec != "" {
+		os.Exit(baselineMain(spec, os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// TestLoadSmoke runs the load tool once, small and short: it must run to
+// the end, record every participant and write its report. It asserts no
+// number: timings on a shared machine are not a test.
+func TestLoadSmoke(t *testing.T) {
+	dir := t.TempDir()
+	ctx := testutil.Ctx(t)
+	bin := filepath.Join(dir, "recorder")
+	require.NoError(t, buildRecorder(ctx, bin))
+	o := options{
+		sizes: []int{4}, callSize: 2, warmup: 2 * time.Second, window: 5 * time.Second,
+		videoBytes: 4000, recorder: bin, baseline: true, out: filepath.Join(dir, "report.md"),
+	}
+	res := runPoint(ctx, t, o, 4)
+	require.Equal(t, 4, res.Recorded, "every participant has a stored file")
+	require.Zero(t, res.NotStarted)
+	require.True(t, res.Baseline)
+	rep := newReport(o, "smoke")
+	rep.add(res)
+	require.NoError(t, rep.write(o.out))
+	data, err := os.ReadFile(o.out)
+	require.NoError(t, err)
+	require.Contains(t, string(data), "| 4 / 2 |")
+}
