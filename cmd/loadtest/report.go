@@ -102,6 +102,12 @@ func (r *report) write(path string) error {
 	w("- The baseline's counts are exact (the joiner reads its own packet counters at the window's edges).\n")
 	w("- Frames written are audio packets plus video frames (a frame is several packets). Bytes written include the container; bytes received are RTP payloads.\n")
 	w("- Join → first written is from the API call that made the recorder join a participant's call to the first file of that participant appearing in the spool (the writer opens it with the first frame), all calls joined at once.\n")
+	for _, p := range r.points {
+		if p.CPUTop == "" {
+			continue
+		}
+		w("\n## Recorder profiles at N=%d\n\nCPU over the window:\n\n```\n%s\n```\n\nHeap in use at the window's end:\n\n```\n%s\n```\n", p.N, p.CPUTop, p.HeapTop)
+	}
 	if len(r.fails) > 0 {
 		w("\n## Failed points\n\n")
 		for _, f := range r.fails {

@@ -74,6 +74,9 @@ type pointResult struct {
 	JoinToFirst []time.Duration // per participant recorded, sorted
 	NotStarted  int             // participants never written
 
+	// CPUTop and HeapTop are the top of the recorder's profiles (-profile).
+	CPUTop, HeapTop string
+
 	// the baseline's window
 	Baseline        bool
 	BaseCPU         time.Duration
@@ -134,8 +137,10 @@ func runPoint(ctx context.Context, t testing.TB, o options, n int) pointResult {
 	sent0, self0 := pt.sent(), selfCPU()
 	cpu0, rss0 := pt.procSample(pt.rec.pid())
 	log.Info().Dur("window", o.window).Msg("Recorder window")
+	prof := pt.startCPUProfile()
 	pt.sleep(o.window)
 	cpu1, rss1 := pt.procSample(pt.rec.pid())
+	res.CPUTop, res.HeapTop = pt.finishProfiles(prof)
 	sent1, self1 := pt.sent(), selfCPU()
 	met1 := pt.metrics()
 	res.RecCPU, res.RecRSS, res.RecRSS0 = cpu1-cpu0, rss1, rss0
@@ -466,6 +471,68 @@ func (pt *point) runBaseline(res *pointResult) {
 	res.BaseReceived = m1.Packets - m0.Packets
 	res.BaseConnected = m1.Connected
 	b.closeInput()
+}
+
+// ---- profiles ----
+
+// cpuProfile is a CPU profile being taken over the window.
+type cpuProfile struct {
+	path string
+	done chan error
+}
+
+// startCPUProfile asks the recorder's pprof listener for a CPU profile of
+// the window, if -profile is set.
+func (pt *point) startCPUProfile() *cpuProfile {
+	if pt.o.profile == "" {
+		return nil
+	}
+	require.NoError(pt.t, os.MkdirAll(pt.o.profile, 0o755))
+	p := &cpuProfile{path: filepath.Join(pt.o.profile, fmt.Sprintf("cpu-%d.pprof", pt.n)), done: make(chan error, 1)}
+	secs := strconv.Itoa(int(pt.o.window.Seconds()))
+	go func() { p.done <- pt.save("/debug/pprof/profile?seconds="+secs, p.path) }()
+	return p
+}
+
+// finishProfiles waits for the CPU profile, takes a heap profile and
+// returns the top of both.
+func (pt *point) finishProfiles(p *cpuProfile) (string, string) {
+	if p == nil {
+		return "", ""
+	}
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case err := <-p.done:
+		require.NoError(pt.t, err)
+	case <-timer.C:
+		pt.t.Fatal("no CPU profile")
+	}
+	heap := filepath.Join(pt.o.profile, fmt.Sprintf("heap-%d.pprof", pt.n))
+	require.NoError(pt.t, pt.save("/debug/pprof/heap", heap))
+	return pt.top(p.path, "-top"), pt.top(heap, "-sample_index=inuse_space", "-top")
+}
+
+// save writes an authorized GET of the API to path.
+func (pt *point) save(path, to string) error {
+	data, err := pt.get(path)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(to, data, 0o600); err != nil {
+		return fmt.Errorf("failed to save %s: %w", to, err)
+	}
+	return nil
+}
+
+// top is the head of `go tool pprof -top` of a profile of the recorder.
+func (pt *point) top(profile string, args ...string) string {
+	args = append(append([]string{"tool", "pprof", "-nodecount=15"}, args...), pt.o.recorder, profile)
+	out, err := exec.CommandContext(pt.ctx, "go", args...).Output()
+	if err != nil {
+		return fmt.Sprintf("(go tool pprof failed: %v)", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // ---- helpers ----
