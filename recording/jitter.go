@@ -7,8 +7,11 @@ import (
 )
 
 // jitterBuffer reorders the RTP packets of one track by sequence number.
-// Payloads are copied into slots that are reused, so steady-state operation
-// does not allocate. It drops duplicates and packets that arrive after their
+// Payloads are copied into buffers from the track's free list: a slot holds
+// a buffer only while its packet is queued, so memory follows the packets
+// waiting (usually a few), not the window (1024 slots of a video track
+// would otherwise keep 1024 MTU-sized buffers alive), and steady-state
+// operation does not allocate. It drops duplicates and packets that arrive after their
 // slot was given up, and reports how many packets were skipped (lost) before
 // each released packet.
 //
@@ -28,7 +31,14 @@ type jitterBuffer struct {
 
 	duplicates uint64
 	late       uint64
+
+	free [][]byte // payload buffers not in a slot
+	held []byte   // the last released packet's payload, free again at the next pop
 }
+
+// jbMaxFree bounds the free list: buffers beyond it (after a burst of
+// queued packets) are left to the garbage collector.
+const jbMaxFree = 64
 
 type jbSlot struct {
 	used    bool
@@ -39,8 +49,8 @@ type jbSlot struct {
 	payload []byte
 }
 
-// jbPacket is a released packet. payload aliases the buffer's slot and is
-// valid until the next push.
+// jbPacket is a released packet. payload is the jitter buffer's and is
+// valid until the next pop.
 type jbPacket struct {
 	ts      uint32
 	marker  bool
@@ -102,7 +112,7 @@ func (j *jitterBuffer) push(p *rtp.Packet, arrival time.Time) bool {
 	s.ts = p.Timestamp
 	s.marker = p.Marker
 	s.arrival = arrival
-	s.payload = append(s.payload[:0], p.Payload...)
+	s.payload = append(j.getBuf(), p.Payload...)
 	j.count++
 	if ext > j.highest {
 		j.highest = ext
@@ -117,9 +127,37 @@ const jbRestartDistance = 8192
 
 func (j *jitterBuffer) reset() {
 	for i := range j.slots {
-		j.slots[i].used = false
+		if j.slots[i].used {
+			j.drop(&j.slots[i])
+		}
 	}
 	j.count = 0
+}
+
+// getBuf returns an empty payload buffer.
+func (j *jitterBuffer) getBuf() []byte {
+	if n := len(j.free); n > 0 {
+		b := j.free[n-1]
+		j.free = j.free[:n-1]
+
+		return b[:0]
+	}
+
+	return make([]byte, 0, 1500)
+}
+
+// putBuf returns a payload buffer to the free list.
+func (j *jitterBuffer) putBuf(b []byte) {
+	if b != nil && len(j.free) < jbMaxFree {
+		j.free = append(j.free, b)
+	}
+}
+
+// drop empties a used slot, keeping its buffer.
+func (j *jitterBuffer) drop(s *jbSlot) {
+	s.used = false
+	j.putBuf(s.payload)
+	s.payload = nil
 }
 
 // skipOne advances past the next slot (used or not) — only when the window
@@ -127,7 +165,7 @@ func (j *jitterBuffer) reset() {
 func (j *jitterBuffer) skipOne() {
 	s := &j.slots[j.next&j.mask]
 	if s.used && s.ext == j.next {
-		s.used = false
+		j.drop(s)
 		j.count--
 	}
 	j.next++
@@ -139,6 +177,8 @@ func (j *jitterBuffer) skipOne() {
 // arrival time of the latest packet). With flush set, holes are never waited
 // for. ok is false when nothing can be released.
 func (j *jitterBuffer) pop(now time.Time, flush bool) (jbPacket, bool) {
+	j.putBuf(j.held) // the previous packet has been handled
+	j.held = nil
 	if j.count == 0 {
 		return jbPacket{}, false
 	}
@@ -171,6 +211,7 @@ func (j *jitterBuffer) take(s *jbSlot, lost uint64) jbPacket {
 	j.next++
 	lost += j.skipped
 	j.skipped = 0
+	j.held, s.payload = s.payload, nil
 
-	return jbPacket{ts: s.ts, marker: s.marker, arrival: s.arrival, payload: s.payload, lost: lost}
+	return jbPacket{ts: s.ts, marker: s.marker, arrival: s.arrival, payload: j.held, lost: lost}
 }
