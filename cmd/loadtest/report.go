@@ -59,17 +59,18 @@ func (r *report) write(path string) error {
 	w("- warm-up %s after every participant was first written, window %s; the baseline joiner is measured right after the recorder, against the same senders, with the same warm-up and window\n\n",
 		r.o.warmup, r.o.window)
 
-	w("| N / calls | recorder CPU / baseline CPU | recorder µs per stream-second (baseline) | RSS MiB (per participant) | baseline RSS MiB (per participant) | join → first written p50 / p95 / max | sender CPU (cores) |\n")
-	w("|---|---|---|---|---|---|---|\n")
+	w("| N / calls | recorder CPU / baseline CPU | recorder µs per stream-second (baseline) | recorder µs per packet received (baseline) | RSS MiB (per participant) | baseline RSS MiB (per participant) | join → first written p50 / p95 / max | sender CPU (cores) |\n")
+	w("|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.points {
 		streams := float64(2*p.N) * p.Window.Seconds()
-		ratio, baseUS := "n/a", "n/a"
+		ratio, baseUS, basePkt := "n/a", "n/a", "n/a"
 		if p.Baseline && p.BaseCPU > 0 {
 			ratio = fmt.Sprintf("%.2f", p.RecCPU.Seconds()/p.BaseCPU.Seconds())
 			baseUS = fmt.Sprintf("%.0f", float64(p.BaseCPU.Microseconds())/streams)
+			basePkt = perPacket(p.BaseCPU, p.BaseReceived)
 		}
-		w("| %d / %d | %s | %.0f (%s) | %.1f (%.2f) | %s | %s / %s / %s | %.2f (baseline phase %.2f) |\n",
-			p.N, p.Calls, ratio, float64(p.RecCPU.Microseconds())/streams, baseUS,
+		w("| %d / %d | %s | %.0f (%s) | %s (%s) | %.1f (%.2f) | %s | %s / %s / %s | %.2f (baseline phase %.2f) |\n",
+			p.N, p.Calls, ratio, float64(p.RecCPU.Microseconds())/streams, baseUS, perPacket(p.RecCPU, p.Received), basePkt,
 			mib(p.RecRSS), mib(p.RecRSS)/float64(p.N), baseRSS(p),
 			ms(percentile(p.JoinToFirst, 0.5)), ms(percentile(p.JoinToFirst, 0.95)), ms(percentile(p.JoinToFirst, 1)),
 			p.SenderCPU.Seconds()/p.Window.Seconds(), p.BaseSenderCPU.Seconds()/p.Window.Seconds())
@@ -96,6 +97,7 @@ func (r *report) write(path string) error {
 	}
 	w("\nReading the columns:\n\n")
 	w("- CPU is user + system time of the process (`/proc/<pid>/stat`, the counters of its rusage) over the window; a stream is one track (audio or video), so N participants are 2N streams.\n")
+	w("- Compare the windows' packet counts: a sender starved by a busy machine falls behind and catches up in bursts, so a window may carry more (or fewer) packets than real time; CPU per packet received is the fairer ratio then.\n")
 	w("- Sender CPU is the load tool's own rusage over the window, in cores: if it nears the machine's cores, the senders and not the recorder are the limit.\n")
 	w("- Received comes from the recorder's `/metrics` (`recorder_packets_received_total`, added every 256 packets of a track, so a window's count is off by up to 256 per track at each end); whole-recording numbers are read after every file was finalized and are exact.\n")
 	w("- Recorder-caused loss is `recorder_packets_lost_total`: the sequence gaps its jitter buffers gave up on (not repaired by NACK within the jitter delay). On loopback, with a sender that is not saturated, a gap is a packet the recorder did not read in time. The whole-recording sent count also holds packets sent before the connection was up (dropped by the sender's pion), so sent − received is not loss.\n")
@@ -130,6 +132,16 @@ func baseRSS(p pointResult) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.1f (%.2f)", mib(p.BaseRSS), mib(p.BaseRSS)/float64(p.N))
+}
+
+// perPacket is CPU time per packet in µs: comparable when the senders did
+// not keep their pace in one of the windows (a starved sender catches up
+// in bursts).
+func perPacket(cpu time.Duration, packets uint64) string {
+	if packets == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f", float64(cpu.Nanoseconds())/1000/float64(packets))
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
