@@ -473,8 +473,14 @@ func appendUint(b []byte, v uint64) []byte {
 }
 
 // bufPool is a free list of byte slices owned by one StreamWriter (no
-// locking; the writer's mutex guards it).
+// locking; the writer's mutex guards it). It keeps at most bufPoolKeep
+// buffers: enough for the interleaving queue in steady state, while the
+// burst held before a file starts (SyncWait, KeyframeWait: a hundred
+// frames and more) is given back to the garbage collector instead of
+// staying with the stream for the rest of the call.
 type bufPool struct{ free []*[]byte }
+
+const bufPoolKeep = 32
 
 func (p *bufPool) get() *[]byte {
 	if n := len(p.free); n > 0 {
@@ -489,8 +495,8 @@ func (p *bufPool) get() *[]byte {
 }
 
 func (p *bufPool) put(b *[]byte) {
-	if cap(*b) > 1<<20 {
-		return // don't keep huge keyframe buffers around
+	if cap(*b) > 1<<20 || len(p.free) >= bufPoolKeep {
+		return // don't keep huge keyframe buffers, or a start-up burst, around
 	}
 	p.free = append(p.free, b)
 }
