@@ -76,7 +76,7 @@ func (r *report) write(path string) error {
 			p.SenderCPU.Seconds()/p.Window.Seconds(), p.BaseSenderCPU.Seconds()/p.Window.Seconds())
 	}
 	w("\n## Packets and bytes\n\n")
-	w("| N | window: sent / received / frames written | baseline window: sent / received (lost) | recorder-caused loss: given up / received, whole recording | whole recording: sent / received | bytes written / received | participants recorded (files) | RSS slope in window |\n")
+	w("| N | window: sent / received / frames written / given up | baseline window: sent / received (lost) | recorder-caused loss: given up / received, whole recording | whole recording: sent / received | bytes written / received | participants recorded (files) | RSS slope in window |\n")
 	w("|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.points {
 		lossPct, over := 0.0, 0.0
@@ -90,8 +90,8 @@ func (r *report) write(path string) error {
 		if p.Baseline {
 			base = fmt.Sprintf("%d / %d (%d)", p.BaseSent, p.BaseReceived, int64(p.BaseSent)-int64(p.BaseReceived)) //nolint:gosec // counts
 		}
-		w("| %d | %d / %d / %d | %s | %d / %d (%.3f %%) | %d / %d | %d / %d (%+.2f %%) | %d of %d (%d) | %+.1f KiB/s |\n",
-			p.N, p.Sent, p.Received, p.Frames, base, p.TotalLost, p.TotalReceived, lossPct, p.TotalSent, p.TotalReceived,
+		w("| %d | %d / %d / %d / %d | %s | %d / %d (%.3f %%) | %d / %d | %d / %d (%+.2f %%) | %d of %d (%d) | %+.1f KiB/s |\n",
+			p.N, p.Sent, p.Received, p.Frames, p.Lost, base, p.TotalLost, p.TotalReceived, lossPct, p.TotalSent, p.TotalReceived,
 			p.BytesWritten, p.BytesReceived, over, p.Recorded, p.N, p.Files,
 			float64(p.RecRSS-p.RecRSS0)/1024/p.Window.Seconds())
 	}
