@@ -81,6 +81,8 @@ const (
 	metFramesWritten   = "recorder_frames_written_total"
 	metBytesWritten    = "recorder_bytes_written_total"
 	metKeyframes       = "recorder_keyframe_requests_total"
+	metQueueDropped    = "recorder_write_queue_dropped_packets_total"
+	metQueueHighWater  = "recorder_write_queue_high_water_packets"
 )
 
 // scrapeMetrics reads the unlabelled samples of the recorder's /metrics.

@@ -76,8 +76,8 @@ func (r *report) write(path string) error {
 			p.SenderCPU.Seconds()/p.Window.Seconds(), p.BaseSenderCPU.Seconds()/p.Window.Seconds())
 	}
 	w("\n## Packets and bytes\n\n")
-	w("| N | window: sent / received / frames written / given up | baseline window: sent / received (lost) | recorder-caused loss: given up / received, whole recording | whole recording: sent / received | bytes written / received | participants recorded (files) | RSS slope in window |\n")
-	w("|---|---|---|---|---|---|---|---|\n")
+	w("| N | window: sent / received / frames written / given up | baseline window: sent / received (lost) | recorder-caused loss: given up / received, whole recording | write queue: dropped / high water | whole recording: sent / received | bytes written / received | participants recorded (files) | RSS slope in window |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.points {
 		lossPct, over := 0.0, 0.0
 		if p.TotalReceived > 0 {
@@ -90,8 +90,8 @@ func (r *report) write(path string) error {
 		if p.Baseline {
 			base = fmt.Sprintf("%d / %d (%d)", p.BaseSent, p.BaseReceived, int64(p.BaseSent)-int64(p.BaseReceived)) //nolint:gosec // counts
 		}
-		w("| %d | %d / %d / %d / %d | %s | %d / %d (%.3f %%) | %d / %d | %d / %d (%+.2f %%) | %d of %d (%d) | %+.1f KiB/s |\n",
-			p.N, p.Sent, p.Received, p.Frames, p.Lost, base, p.TotalLost, p.TotalReceived, lossPct, p.TotalSent, p.TotalReceived,
+		w("| %d | %d / %d / %d / %d | %s | %d / %d (%.3f %%) | %d / %d | %d / %d | %d / %d (%+.2f %%) | %d of %d (%d) | %+.1f KiB/s |\n",
+			p.N, p.Sent, p.Received, p.Frames, p.Lost, base, p.TotalLost, p.TotalReceived, lossPct, p.QueueDropped, p.QueueHighWater, p.TotalSent, p.TotalReceived,
 			p.BytesWritten, p.BytesReceived, over, p.Recorded, p.N, p.Files,
 			float64(p.RecRSS-p.RecRSS0)/1024/p.Window.Seconds())
 	}
@@ -101,6 +101,7 @@ func (r *report) write(path string) error {
 	w("- Sender CPU is the load tool's own rusage over the window, in cores: if it nears the machine's cores, the senders and not the recorder are the limit.\n")
 	w("- Received comes from the recorder's `/metrics` (`recorder_packets_received_total`, added every 256 packets of a track, so a window's count is off by up to 256 per track at each end); whole-recording numbers are read after every file was finalized and are exact.\n")
 	w("- Recorder-caused loss is `recorder_packets_lost_total`: the sequence gaps its jitter buffers gave up on (not repaired by NACK within the jitter delay). On loopback, with a sender that is not saturated, a gap is a packet the recorder did not read in time. The whole-recording sent count also holds packets sent before the connection was up (dropped by the sender's pion), so sent − received is not loss.\n")
+	w("- Write queue: packets the per-stream write queues dropped because the stream's writer fell behind (`recorder_write_queue_dropped_packets_total`, also recorder-caused loss) and the deepest queue seen (`recorder_write_queue_high_water_packets`).\n")
 	w("- The baseline's counts are exact (the joiner reads its own packet counters at the window's edges).\n")
 	w("- Frames written are audio packets plus video frames (a frame is several packets). Bytes written include the container; bytes received are RTP payloads.\n")
 	w("- Join → first written is from the API call that made the recorder join a participant's call to the first file of that participant appearing in the spool (the writer opens it with the first frame), all calls joined at once.\n")

@@ -66,6 +66,8 @@ type pointResult struct {
 	Frames    uint64        // audio packets + video frames written in the window
 	// totals of the whole recording, read after every file was finalized
 	TotalSent, TotalReceived, TotalLost uint64
+	QueueDropped                        uint64 // dropped by full write queues, whole recording
+	QueueHighWater                      uint64 // deepest write queue, packets
 	BytesReceived, BytesWritten         uint64
 	Keyframes                           uint64
 	Recorded                            int // participants with a stored file
@@ -161,6 +163,8 @@ func runPoint(ctx context.Context, t testing.TB, o options, n int) pointResult {
 	res.BytesReceived = uint64(met2[metBytesReceived])
 	res.BytesWritten = uint64(met2[metBytesWritten])
 	res.Keyframes = uint64(met2[metKeyframes])
+	res.QueueDropped = uint64(met2[metQueueDropped])
+	res.QueueHighWater = uint64(met2[metQueueHighWater])
 	first.stop()
 
 	if o.baseline {
