@@ -20,8 +20,11 @@ const queueSize = 1024
 
 // packetQueue is one stream's bounded queue between its tracks' readers
 // (several producers) and the stream's writer goroutine (one consumer).
-// Slots and their payload buffers are reused: no allocation per packet
-// once the queue has been as deep as it gets.
+// Payload buffers are reused through a small free list: a slot holds one
+// only while its packet waits, so a stream keeps about as many buffers as
+// packets are usually queued (a handful), not one per slot (1024 MTU-sized
+// buffers, ~1.2 MiB per stream, once the ring has gone round); no
+// allocation per packet in steady state.
 type packetQueue struct {
 	lock  sync.Mutex
 	wake  chan struct{} // 1-buffered: a push or the close happened
@@ -39,7 +42,13 @@ type packetQueue struct {
 	// own times, so they need no place among the packets); they come
 	// from the call's loop, which must not wait for the disk either.
 	mutes []callbot.StreamChange
+	// free holds payload buffers of written packets (at most maxFreeBufs).
+	free [][]byte
 }
+
+// maxFreeBufs bounds a queue's free payload buffers: after a burst (a
+// stalled disk) the rest go back to the garbage collector.
+const maxFreeBufs = 64
 
 // maxPendingMutes bounds the mute changes waiting for a stalled writer.
 const maxPendingMutes = 256
@@ -72,7 +81,7 @@ func (q *packetQueue) push(kind recording.Kind, pkt *rtp.Packet, arrival time.Ti
 	s, dropped, err := q.reserve()
 	if s != nil {
 		s.sr, s.kind, s.arrival = false, kind, arrival
-		s.buf = append(s.buf[:0], pkt.Payload...)
+		s.buf = append(q.getBuf(), pkt.Payload...)
 		// What the writer reads of a packet; no header extensions (they
 		// would alias the reader's buffer).
 		s.pkt = rtp.Packet{Header: rtp.Header{Version: pkt.Version, Padding: pkt.Padding, Marker: pkt.Marker,
@@ -81,6 +90,16 @@ func (q *packetQueue) push(kind recording.Kind, pkt *rtp.Packet, arrival time.Ti
 	}
 	depth, high = q.commit(s)
 	return dropped, depth, high, err
+}
+
+// getBuf returns an empty payload buffer. Called with the lock held.
+func (q *packetQueue) getBuf() []byte {
+	if n := len(q.free); n > 0 {
+		b := q.free[n-1]
+		q.free = q.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, 1500)
 }
 
 // pushReport queues a sender report, like push.
@@ -175,6 +194,12 @@ func (q *packetQueue) next() (*queuedPacket, []callbot.StreamChange, bool) {
 // error is kept for the producers.
 func (q *packetQueue) done(err error) {
 	q.lock.Lock()
+	if s := &q.slots[q.head]; s.buf != nil {
+		if len(q.free) < maxFreeBufs {
+			q.free = append(q.free, s.buf)
+		}
+		s.buf, s.pkt.Payload = nil, nil
+	}
 	q.head = (q.head + 1) % len(q.slots)
 	q.n--
 	q.lock.Unlock()

@@ -78,3 +78,27 @@ func TestPacketQueue(t *testing.T) {
 	_, _, ok = q.next()
 	require.False(t, ok)
 }
+
+// TestPacketQueueKeepsFewBuffers: packets written as they come leave no
+// payload buffer in the ring's slots, and one or two on the free list,
+// not one per slot once the ring has gone round.
+func TestPacketQueueKeepsFewBuffers(t *testing.T) {
+	q := newPacketQueue(queueSize)
+	payload := make([]byte, 1200)
+	for i := range 3 * queueSize {
+		_, _, _, err := q.push(recording.KindVideo, &rtp.Packet{Header: rtp.Header{SequenceNumber: uint16(i)}, Payload: payload}, time.Now()) //nolint:gosec // test
+		require.NoError(t, err)
+		p, _, ok := q.next()
+		require.True(t, ok)
+		require.Len(t, p.pkt.Payload, 1200)
+		q.done(nil)
+	}
+	held := 0
+	for _, s := range q.slots {
+		if s.buf != nil {
+			held++
+		}
+	}
+	require.Zero(t, held)
+	require.LessOrEqual(t, len(q.free), 2)
+}
