@@ -276,7 +276,7 @@ func (fc *fakeCalls) Join(_ context.Context, roomID id.RoomID) (web.CallInfo, er
 		Participants: []web.Participant{{UserID: "@alice:example.org", DeviceID: "ALICE", State: "connected"},
 			{UserID: "@bob:example.org", DeviceID: "BOB", State: "connected", Encrypted: true,
 				Note: "media is end-to-end encrypted and no key has arrived from this device yet: not recorded"}},
-		Since:        time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+		Since: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
 	fc.active[roomID] = info
 	return info, nil
 }
