@@ -177,10 +177,16 @@ func startBinCall(t *testing.T, tweak func(*simpeer.Config)) *binCall {
 	return c
 }
 
-// waitSpooled waits until the spool holds some media.
+// waitSpooled waits until the spool holds some media, and then for two
+// more seconds of alice's audio: the WebM writer writes in batches of up
+// to 64 KiB, so the first bytes on disk can come well under a second into
+// a file.
 func (c *binCall) waitSpooled(t *testing.T) {
 	t.Helper()
 	require.Eventually(t, func() bool { return partBytes(c.spool) > 30_000 }, stack.Deadline, 100*time.Millisecond, "no media written")
+	sent := c.pa.Snapshot().SentPackets["audio"]
+	require.Eventually(t, func() bool { return c.pa.Snapshot().SentPackets["audio"] >= sent+100 }, stack.Deadline,
+		20*time.Millisecond, "alice stopped sending")
 }
 
 // checkStoredFiles checks that rec has n files and that each plays whole.
