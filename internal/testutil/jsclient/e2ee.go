@@ -2,7 +2,6 @@ package jsclient
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -313,33 +312,7 @@ func (s *RTCState) ErrorsAfterKey(identity string, grace time.Duration) []Encryp
 // that state, or fails the test after timeout with the last state seen.
 func (c *Client) WaitRTC(t testing.TB, timeout time.Duration, what string, cond func(*RTCState) bool) *RTCState {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	var last *RTCState
-	var lastErr error
-	for {
-		st, err := c.RTCState(ctx)
-		if err == nil {
-			last = st
-			if cond(st) {
-				return st
-			}
-		} else if !errors.Is(err, context.DeadlineExceeded) {
-			lastErr = err
-			if errors.Is(err, ErrExited) {
-				t.Fatalf("jsclient %s: driver exited while waiting for %s: %v", c.name, what, err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("jsclient %s: timed out after %s waiting for %s (last error: %v); last state:\n%s",
-				c.name, timeout, what, lastErr, RTCSummary(last))
-			return nil
-		case <-tick.C:
-		}
-	}
+	return waitState(t, c, timeout, what, c.RTCState, cond, RTCSummary)
 }
 
 // WaitKey waits until a key of the LiveKit identity (a remote member's or

@@ -28,8 +28,7 @@
 // a key provider fed by the session, as Element Call's MatrixKeyProvider.
 // RTCState reports the keys, what each remote track decoded and livekit-client's
 // encryption errors; WaitKey, WaitDecoding, WaitOwnKeyRotation and
-// WaitKeySentTo wait on them (e2ee.go). Options.KeyListener joins like the
-// recorder: membership and Olm device, no key of its own, nothing published.
+// WaitKeySentTo wait on them (e2ee.go).
 //
 // Setup: scripts/jsclient.sh (Debian chromium + `npm ci` in js/). Start fails the
 // test, never skips it, when that has not been run.
@@ -125,16 +124,6 @@ type Options struct {
 	// per-participant frame encryption fed with them. RTCState.E2EE and
 	// RTCState.Remotes report the keys and the decoded media.
 	E2EE bool
-	// KeyListener (with E2EE) joins the way the recorder does: an Olm device
-	// with its keys uploaded, a membership and a LiveKit connection, but no
-	// media key of its own (manageMediaKeys: false: it sends none and gives
-	// none to LiveKit) and nothing published. E2EE.KeysReceived shows the keys
-	// the members send it.
-	KeyListener bool
-	// HoldDeviceKeys (with E2EE) holds the upload of the device keys back
-	// this long after the start and publishes the membership without
-	// waiting for them: the wrong order, to see what members then send.
-	HoldDeviceKeys time.Duration
 }
 
 // js-sdk versions and crypto implementations for Options.
@@ -191,20 +180,18 @@ type request struct {
 
 // startArgs is what window.harness.start receives.
 type startArgs struct {
-	HomeserverURL    string      `json:"homeserverUrl"`
-	UserID           id.UserID   `json:"userId"`
-	AccessToken      string      `json:"accessToken"`
-	DeviceID         id.DeviceID `json:"deviceId"`
-	RoomID           id.RoomID   `json:"roomId"`
-	Video            bool        `json:"video"`
-	TimeoutMs        int64       `json:"timeoutMs"`
-	LogLevel         string      `json:"logLevel,omitempty"`
-	Crypto           string      `json:"crypto,omitempty"`
-	E2EGroupCall     bool        `json:"e2eGroupCall,omitempty"`
-	ServiceURL       string      `json:"serviceUrl,omitempty"`
-	E2EE             bool        `json:"e2ee,omitempty"`
-	KeyListener      bool        `json:"keyListener,omitempty"`
-	HoldDeviceKeysMs int64       `json:"holdDeviceKeysMs,omitempty"`
+	HomeserverURL string      `json:"homeserverUrl"`
+	UserID        id.UserID   `json:"userId"`
+	AccessToken   string      `json:"accessToken"`
+	DeviceID      id.DeviceID `json:"deviceId"`
+	RoomID        id.RoomID   `json:"roomId"`
+	Video         bool        `json:"video"`
+	TimeoutMs     int64       `json:"timeoutMs"`
+	LogLevel      string      `json:"logLevel,omitempty"`
+	Crypto        string      `json:"crypto,omitempty"`
+	E2EGroupCall  bool        `json:"e2eGroupCall,omitempty"`
+	ServiceURL    string      `json:"serviceUrl,omitempty"`
+	E2EE          bool        `json:"e2ee,omitempty"`
 }
 
 // Start launches a js-sdk client that joins (or creates) the room's group call,
@@ -218,9 +205,6 @@ func Start(t testing.TB, opts Options) *Client {
 	}
 	if opts.E2EE && opts.MatrixRTCServiceURL == "" {
 		t.Fatalf("jsclient: Options.E2EE needs MatrixRTCServiceURL (it is a mode of the MatrixRTC page)")
-	}
-	if (opts.KeyListener || opts.HoldDeviceKeys > 0) && !opts.E2EE {
-		t.Fatalf("jsclient: Options.KeyListener and HoldDeviceKeys need E2EE")
 	}
 	jsDir, chromium := prerequisites(t)
 
@@ -247,20 +231,18 @@ func Start(t testing.TB, opts Options) *Client {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout+5*time.Second)
 	defer cancel()
 	err := c.call(ctx, "start", startArgs{
-		HomeserverURL:    opts.HomeserverURL,
-		UserID:           opts.UserID,
-		AccessToken:      opts.AccessToken,
-		DeviceID:         opts.DeviceID,
-		RoomID:           opts.RoomID,
-		Video:            opts.Video,
-		TimeoutMs:        opts.StartTimeout.Milliseconds(),
-		LogLevel:         opts.LogLevel,
-		Crypto:           opts.Crypto,
-		E2EGroupCall:     opts.E2EGroupCall,
-		ServiceURL:       opts.MatrixRTCServiceURL,
-		E2EE:             opts.E2EE,
-		KeyListener:      opts.KeyListener,
-		HoldDeviceKeysMs: opts.HoldDeviceKeys.Milliseconds(),
+		HomeserverURL: opts.HomeserverURL,
+		UserID:        opts.UserID,
+		AccessToken:   opts.AccessToken,
+		DeviceID:      opts.DeviceID,
+		RoomID:        opts.RoomID,
+		Video:         opts.Video,
+		TimeoutMs:     opts.StartTimeout.Milliseconds(),
+		LogLevel:      opts.LogLevel,
+		Crypto:        opts.Crypto,
+		E2EGroupCall:  opts.E2EGroupCall,
+		ServiceURL:    opts.MatrixRTCServiceURL,
+		E2EE:          opts.E2EE,
 	}, nil)
 	if err != nil {
 		t.Fatalf("jsclient %s: failed to start the js-sdk client: %v", c.name, err)
@@ -582,14 +564,22 @@ func (c *Client) Close(ctx context.Context) error {
 // the test after timeout with the last state seen.
 func (c *Client) WaitFor(t testing.TB, timeout time.Duration, what string, cond func(*State) bool) *State {
 	t.Helper()
+	return waitState(t, c, timeout, what, c.State, cond, Summary)
+}
+
+// waitState polls a page's state (read) until cond accepts it, or fails the
+// test after timeout with the last state seen (summary).
+func waitState[S any](t testing.TB, c *Client, timeout time.Duration, what string,
+	read func(context.Context) (*S, error), cond func(*S) bool, summary func(*S) string) *S {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	var last *State
+	var last *S
 	var lastErr error
 	for {
-		st, err := c.State(ctx)
+		st, err := read(ctx)
 		if err == nil {
 			last = st
 			if cond(st) {
@@ -604,7 +594,7 @@ func (c *Client) WaitFor(t testing.TB, timeout time.Duration, what string, cond 
 		select {
 		case <-ctx.Done():
 			t.Fatalf("jsclient %s: timed out after %s waiting for %s (last error: %v); last state:\n%s",
-				c.name, timeout, what, lastErr, Summary(last))
+				c.name, timeout, what, lastErr, summary(last))
 			return nil
 		case <-tick.C:
 		}

@@ -17,11 +17,6 @@
 // driver), and every remote track is attached to a media element so it is
 // decoded. state() then reports the keys, the remote tracks' decode counters
 // and encryption errors.
-//
-// With o.e2ee and o.keyListener the page joins as the recorder does: an Olm
-// device and a membership, a LiveKit connection, but no media key of its own
-// (manageMediaKeys: false) and nothing published; e2ee.keysReceived shows the
-// keys the members send it.
 
 import { createClient, ClientEvent } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
@@ -103,7 +98,6 @@ async function startInner(o) {
 		accessToken: o.accessToken,
 		deviceId: o.deviceId,
 		timelineSupport: false,
-		fetchFn: o.holdDeviceKeysMs > 0 ? holdingDeviceKeys(o.holdDeviceKeysMs) : undefined,
 	});
 	if (o.e2ee) {
 		// The Rust crypto; its wasm comes from the driver (/pkg/…, next to
@@ -114,7 +108,7 @@ async function startInner(o) {
 	await client.startClient({ initialSyncLimit: 1, lazyLoadMembers: false });
 	await waitFor("the first sync", () => ["PREPARED", "SYNCING"].includes(client.getSyncState()), o.timeoutMs);
 	const room = await waitFor(`room ${o.roomId}`, () => client.getRoom(o.roomId), o.timeoutMs);
-	if (o.e2ee && !(o.holdDeviceKeysMs > 0)) {
+	if (o.e2ee) {
 		// Others can only send us their keys once our device keys are on the
 		// server: wait for them before the membership goes out.
 		await waitForAsync("our device keys on the homeserver", ownDeviceKeysUploaded, o.timeoutMs);
@@ -124,7 +118,7 @@ async function startInner(o) {
 	// The membership, as Element Call sends it (multi-SFU: our own focus first).
 	const transport = { type: "livekit", livekit_service_url: o.serviceUrl, livekit_alias: o.roomId };
 	session = client.matrixRTC.getRoomSession(room);
-	const manageKeys = !!o.e2ee && !o.keyListener;
+	const manageKeys = !!o.e2ee;
 	let keyProvider = null;
 	if (o.e2ee) {
 		watchMembers(session);
@@ -169,26 +163,10 @@ async function startInner(o) {
 	}
 	await lkRoom.connect(url, jwt);
 	times.connected = Date.now() - t0;
-	if (o.e2ee && !manageKeys) return; // the recorder publishes nothing
 	// Element Call's defaults: camera with simulcast, microphone.
 	await lkRoom.localParticipant.setMicrophoneEnabled(true);
 	if (o.video) await lkRoom.localParticipant.setCameraEnabled(true, { resolution: { width: 640, height: 360 } }, { simulcast: true });
 	times.published = Date.now() - t0;
-}
-
-// holdingDeviceKeys is a fetch that holds the device keys upload
-// (POST /keys/upload) back until ms after the page started: the membership
-// then goes out before the keys, the order a member must not use.
-function holdingDeviceKeys(ms) {
-	const releaseAt = Date.now() + ms;
-	return async (resource, init) => {
-		const url = String(resource?.url ?? resource);
-		if (url.includes("/keys/upload") && Date.now() < releaseAt) {
-			console.warn(`holding the device keys upload back for ${releaseAt - Date.now()} ms`);
-			await new Promise((r) => setTimeout(r, releaseAt - Date.now()));
-		}
-		return fetch(resource, init);
-	};
 }
 
 function waitForAsync(what, cond, timeoutMs) {
