@@ -124,22 +124,17 @@ func (m *Manager) reserve(roomID id.RoomID, want id.UserID) (id.UserID, error) {
 	if maxCalls := m.cfg.Limits.MaxCalls; maxCalls > 0 && len(m.calls)+len(m.joining) >= maxCalls {
 		return "", ErrTooManyCalls
 	}
-	if want != "" {
-		if m.inUse[want] {
-			return "", fmt.Errorf("%w: %s is in another call", ErrAlreadyJoined, want)
-		}
-		m.inUse[want] = true
-		m.joining[roomID] = true
-		return want, nil
+	if want != "" && m.inUse[want] {
+		return "", fmt.Errorf("%w: %s is in another call", ErrAlreadyJoined, want)
 	}
-	for n := 1; ; n++ {
-		userID := m.mx.VirtualUserID(n)
-		if !m.inUse[userID] {
-			m.inUse[userID] = true
-			m.joining[roomID] = true
-			return userID, nil
+	for n := 1; want == ""; n++ {
+		if u := m.mx.VirtualUserID(n); !m.inUse[u] {
+			want = u
 		}
 	}
+	m.inUse[want] = true
+	m.joining[roomID] = true
+	return want, nil
 }
 
 func (m *Manager) forget(c *Call) {

@@ -96,8 +96,6 @@ type Call struct {
 	partsBySID map[string]*participant
 	tracks     map[string]*track // by track SID
 	toldE2EE   bool
-	// encryptedRoom: members encrypt their media (keys come to-device).
-	encryptedRoom bool
 	// keyNudges counts memberships re-sent for want of a key, the last at
 	// lastNudge.
 	keyNudges int
@@ -114,6 +112,7 @@ type conn struct {
 	serviceURL string
 	sfuURL     string
 	room       *lksdk.Room
+	sif        []byte // the room's server-injected-frame trailer (media E2EE)
 	closed     atomic.Bool
 }
 
@@ -214,7 +213,6 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 	if err != nil {
 		return nil, fmt.Errorf("failed to read room state: %w", err)
 	}
-	_, encrypted := state[event.StateEncryption][""]
 	session := matrixrtc.Read(state, started)
 	for key, why := range session.Ignored {
 		log.Debug().Str("state_key", key).AnErr("reason", why).Msg("Ignoring MatrixRTC membership")
@@ -263,7 +261,7 @@ func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserI
 		m: m, roomID: roomID, dev: dev, msgs: mailbox.New[any](), done: make(chan struct{}), joinStarted: started,
 		serviceURL: urls[0], members: map[string]matrixrtc.Membership{}, identityOf: map[string]string{},
 		conns: map[string]*conn{}, connecting: map[string]bool{}, reconnects: map[string]int{},
-		partsBySID: map[string]*participant{}, tracks: map[string]*track{}, encryptedRoom: encrypted,
+		partsBySID: map[string]*participant{}, tracks: map[string]*track{},
 	}
 	rejoin := recordingID != ""
 	if !rejoin {
@@ -374,6 +372,7 @@ func (c *Call) connect(ctx context.Context, serviceURL string) (*conn, error) {
 		return nil, fmt.Errorf("%w: failed to join the SFU at %s: %w", ErrFocus, tok.URL, err)
 	}
 	cn.room = room
+	cn.sif = room.SifTrailer()
 	zerolog.Ctx(ctx).Debug().Str("sfu_url", tok.URL).Str("livekit_room", room.Name()).Msg("Connected to SFU")
 	return cn, nil
 }
@@ -818,7 +817,7 @@ func (c *Call) startRecording(ctx context.Context, t *track) {
 			zerolog.Ctx(ctx).Warn().Err(err).Str("track_sid", t.sid).Msg("Not recording an encrypted track")
 			return
 		}
-		rt.Transform = framecrypt.NewDecryptor(keys, codec, t.p.conn.room.SifTrailer())
+		rt.Transform = framecrypt.NewDecryptor(keys, codec, t.p.conn.sif)
 	}
 	// Mute state before the sink opens the stream, so it starts right.
 	if t.pub.IsMuted() {
@@ -905,10 +904,7 @@ func (c *Call) read(ctx context.Context, t *track) {
 	var pkt rtp.Packet
 	var held heldPackets
 	audio := t.kind == webrtc.RTPCodecTypeAudio
-	var sif []byte
-	if t.encrypted {
-		sif = t.p.conn.room.SifTrailer()
-	}
+	sif := t.p.conn.sif
 	waitIndex, waitSince, gaveUp := -1, time.Time{}, -1
 	for {
 		n, _, err := t.remote.Read(buf)

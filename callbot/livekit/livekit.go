@@ -274,22 +274,17 @@ func (m *Manager) reserve(roomID id.RoomID, userID id.UserID) (id.UserID, error)
 	if m.calls[roomID] != nil || m.joining[roomID] != "" {
 		return "", callbot.ErrAlreadyJoined
 	}
-	if userID != "" {
-		if m.inUse[userID] {
-			return "", fmt.Errorf("%w: %s is in another call", callbot.ErrAlreadyJoined, userID)
-		}
-		m.inUse[userID] = true
-		m.joining[roomID] = userID
-		return userID, nil
+	if userID != "" && m.inUse[userID] {
+		return "", fmt.Errorf("%w: %s is in another call", callbot.ErrAlreadyJoined, userID)
 	}
-	for n := 1; ; n++ {
-		userID := m.mx.VirtualUserID(n)
-		if !m.inUse[userID] {
-			m.inUse[userID] = true
-			m.joining[roomID] = userID
-			return userID, nil
+	for n := 1; userID == ""; n++ {
+		if u := m.mx.VirtualUserID(n); !m.inUse[u] {
+			userID = u
 		}
 	}
+	m.inUse[userID] = true
+	m.joining[roomID] = userID
+	return userID, nil
 }
 
 func (m *Manager) forget(c *Call) {
