@@ -430,3 +430,57 @@ func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// TestVirtualUserInvitedBeforeJoin: a virtual user not yet in an
+// invite-only room is invited by the bot before it joins; a join refused
+// first (and retried after the invite) costs every call's join a round
+// trip. A user already joined sends nothing.
+func TestVirtualUserInvitedBeforeJoin(t *testing.T) {
+	var lock sync.Mutex
+	var calls []string
+	invited := false
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lock.Lock()
+		defer lock.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/invite"):
+			calls = append(calls, "invite")
+			invited = true
+			_, _ = w.Write([]byte(`{}`))
+		case strings.HasSuffix(r.URL.Path, "/join"):
+			calls = append(calls, "join")
+			if !invited {
+				w.WriteHeader(http.StatusForbidden)
+				_, _ = w.Write([]byte(`{"errcode":"M_FORBIDDEN","error":"not invited"}`))
+				return
+			}
+			_, _ = w.Write([]byte(`{"room_id":"!private:localhost"}`))
+		default:
+			calls = append(calls, r.URL.Path)
+			_, _ = w.Write([]byte(`{}`))
+		}
+	}))
+	defer hs.Close()
+	cfg := testConfig()
+	cfg.Homeserver.Address = hs.URL
+	s, err := New(Options{Config: cfg, Version: "test"})
+	require.NoError(t, err)
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	room := id.RoomID("!private:localhost")
+	userID := s.Users.UserID("1")
+	require.NoError(t, s.AS.StateStore.MarkRegistered(ctx, userID))
+	vu := &VirtualUser{intent: s.AS.Intent(userID), bot: s.Bot, states: s.AS.StateStore}
+
+	require.NoError(t, vu.JoinRoom(ctx, room))
+	lock.Lock()
+	require.Equal(t, []string{"invite", "join"}, calls, "invited first, joined once")
+	calls = nil
+	lock.Unlock()
+	require.True(t, s.AS.StateStore.IsInRoom(ctx, room, userID))
+
+	require.NoError(t, vu.JoinRoom(ctx, room))
+	lock.Lock()
+	defer lock.Unlock()
+	require.Empty(t, calls, "a joined user asks nothing")
+}

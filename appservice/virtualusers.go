@@ -42,12 +42,22 @@ type VirtualUser struct {
 	*Device
 	intent *mautrixas.IntentAPI
 	bot    *mautrixas.IntentAPI
-	since  string // the stored sync position its sync starts from
+	states mautrix.StateStore // the appservice's room memberships
+	since  string             // the stored sync position its sync starts from
 }
 
 // JoinRoom makes the user a member of the room, with the bot inviting it
-// when needed.
+// when needed. A user not yet invited is invited first: most rooms are
+// invite-only, and a join refused before the invite costs the homeserver a
+// round trip on every call's join path.
 func (vu *VirtualUser) JoinRoom(ctx context.Context, roomID id.RoomID) error {
+	if vu.states != nil && !vu.states.IsMembership(ctx, roomID, vu.intent.UserID, event.MembershipJoin, event.MembershipInvite) {
+		if _, err := vu.bot.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: vu.intent.UserID}); err != nil {
+			// A public room the bot may not invite to, or a state store
+			// behind the room: the join below says what holds.
+			zerolog.Ctx(ctx).Debug().Err(err).Stringer("virtual_user", vu.intent.UserID).Msg("Inviting the virtual user before its join failed")
+		}
+	}
 	return vu.intent.EnsureJoined(ctx, roomID, mautrixas.EnsureJoinedParams{BotOverride: vu.bot.Client})
 }
 
@@ -177,7 +187,7 @@ func (vm *VirtualUsers) open(ctx context.Context, userID id.UserID, handler ToDe
 	if err != nil {
 		return nil, err
 	}
-	return &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot, since: since}, nil
+	return &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot, states: vm.svc.AS.StateStore, since: since}, nil
 }
 
 // startDevice opens userID's device (see openDevice) and starts its sync,
