@@ -12,7 +12,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/callbot/signaling"
-	"github.com/matrix-recorder/recorder/internal/e2ee"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
@@ -49,9 +48,7 @@ func (m *Manager) Unlist(ctx context.Context, roomID id.RoomID, userID id.UserID
 	if busy {
 		return fmt.Errorf("%w: %s is in a call", ErrAlreadyJoined, userID)
 	}
-	dev, err := m.mx.Device(ctx, userID, func(ctx context.Context, received []e2ee.Received) {
-		m.handleDeviceEvents(ctx, userID, received)
-	})
+	dev, err := m.mx.Device(ctx, userID, m.deviceHandler(userID))
 	if err != nil {
 		return fmt.Errorf("failed to start virtual user: %w", err)
 	}
@@ -154,9 +151,7 @@ func (m *Manager) forget(c *Call) {
 func (m *Manager) prepare(ctx context.Context, roomID id.RoomID, userID id.UserID) (*Call, error) {
 	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Stringer("virtual_user", userID).Logger()
 	ctx = log.WithContext(ctx)
-	dev, err := m.mx.Device(ctx, userID, func(ctx context.Context, received []e2ee.Received) {
-		m.handleDeviceEvents(ctx, userID, received)
-	})
+	dev, err := m.mx.Device(ctx, userID, m.deviceHandler(userID))
 	if err != nil {
 		return nil, fmt.Errorf("failed to start virtual user: %w", err)
 	}

@@ -133,3 +133,46 @@ func TestMemberRenewalCatchesUp(t *testing.T) {
 		return len(h.fm.states) > before
 	}, waitFor, 5*time.Millisecond, "the renewal did not catch up")
 }
+
+// TestPrepareUsers: the ready users are set up before any call, with the
+// manager's handler, one after the other; a call then takes the first of
+// them instead of setting up a user of its own; a cancelled context sets
+// up none.
+func TestPrepareUsers(t *testing.T) {
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	fm := newFakeMatrix()
+	m, err := New(Options{Config: Config{WebRTC: config.WebRTCConfig{LoopbackOnly: true}, CommandPrefix: "!rec"}, Matrix: fm, Sink: &fakeSink{}})
+	require.NoError(t, err)
+	require.NoError(t, m.Start(ctx))
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(ctx, waitFor)
+		defer cancel()
+		require.NoError(t, m.Stop(stopCtx))
+	})
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	m.Prepare(cancelled, 2)
+	fm.lock.Lock()
+	require.Empty(t, fm.devices, "a cancelled preparation sets up no user")
+	fm.lock.Unlock()
+
+	m.Prepare(ctx, 2)
+	fm.lock.Lock()
+	require.Len(t, fm.devices, 2)
+	for n := 1; n <= 2; n++ {
+		dev := fm.devices[fm.VirtualUserID(n)]
+		require.NotNil(t, dev, "user %d is set up", n)
+		require.NotNil(t, dev.handler, "user %d's events reach the manager", n)
+	}
+	prepared := fm.devices[fm.VirtualUserID(1)]
+	fm.lock.Unlock()
+
+	st, err := m.Join(ctx, testRoom)
+	require.NoError(t, err)
+	require.Equal(t, fm.VirtualUserID(1), st.UserID, "the call takes the first ready user")
+	fm.lock.Lock()
+	defer fm.lock.Unlock()
+	require.Len(t, fm.devices, 2, "no other user was set up for the call")
+	require.Same(t, prepared, fm.devices[st.UserID])
+}

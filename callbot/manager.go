@@ -311,6 +311,37 @@ func (m *Manager) LeaveFor(ctx context.Context, roomID id.RoomID, reason StopRea
 	return c.requestLeave(ctx, reason)
 }
 
+// Prepare sets the first n virtual users up before a call needs them: each
+// registered, its device logged in with its keys on the homeserver, and
+// syncing (PrepareUsers).
+func (m *Manager) Prepare(ctx context.Context, n int) {
+	PrepareUsers(ctx, n, m.mx.VirtualUserID, func(ctx context.Context, userID id.UserID) error {
+		_, err := m.mx.Device(ctx, userID, m.deviceHandler(userID))
+		return err
+	})
+}
+
+// PrepareUsers starts the devices of users 1..n one after the other, so the
+// homeserver is not asked for all at once. A user whose device is stored
+// from an earlier run is only started. A call joining meanwhile waits only
+// for the user it takes. It returns when all are ready or ctx ends; a user
+// that fails is logged and left to the call that takes it.
+func PrepareUsers(ctx context.Context, n int, userID func(n int) id.UserID, start func(context.Context, id.UserID) error) {
+	for i := 1; i <= n && ctx.Err() == nil; i++ {
+		u := userID(i)
+		if err := start(ctx, u); err != nil && ctx.Err() == nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Stringer("virtual_user", u).Msg("Failed to set up a virtual user ahead of calls")
+		}
+	}
+}
+
+// deviceHandler is the to-device handler of the virtual user's device.
+func (m *Manager) deviceHandler(userID id.UserID) ToDeviceHandler {
+	return func(ctx context.Context, received []e2ee.Received) {
+		m.handleDeviceEvents(ctx, userID, received)
+	}
+}
+
 // handleDeviceEvents runs on a virtual user's device goroutine: it routes
 // call signalling to the user's call.
 func (m *Manager) handleDeviceEvents(ctx context.Context, userID id.UserID, received []e2ee.Received) {

@@ -70,6 +70,11 @@ type AppserviceConfig struct {
 	// legacy way, before Matrix 1.4); by default only the Authorization
 	// header counts, so the token stays out of access logs.
 	QueryTokenAuth bool `yaml:"query_token_auth"`
+	// ReadyUsers is how many virtual users of each kind (mesh, MatrixRTC)
+	// are set up at start-up: registered, a device with its keys on the
+	// homeserver, syncing. That many calls starting together do not wait
+	// for it. A user set up once keeps its device across restarts.
+	ReadyUsers int `yaml:"ready_users"`
 }
 
 // BotConfig is the bot user's identity.
@@ -252,6 +257,7 @@ func Default() *Config {
 			ID:         "recorder",
 			UserPrefix: DefaultUserPrefix,
 			Bot:        BotConfig{Username: "recorder", Displayname: "Call recorder"},
+			ReadyUsers: 2,
 		},
 		Database:   DatabaseConfig{Type: DefaultDatabaseType, URI: DefaultDatabaseURI, MaxOpenConns: 5, MaxIdleConns: 2},
 		Recordings: RecordingsConfig{Path: "recordings"},

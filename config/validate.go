@@ -167,6 +167,11 @@ func (c *Config) Validate(needTokens bool) error {
 			add(key, "must be 0 (no limit) or more")
 		}
 	}
+	if c.Appservice.ReadyUsers < 0 || c.Appservice.ReadyUsers > 64 {
+		add("appservice.ready_users", "must be between 0 and 64")
+	} else if c.Limits.MaxCalls > 0 && c.Appservice.ReadyUsers > c.Limits.MaxCalls {
+		add("appservice.ready_users", "must not be more than limits.max_calls")
+	}
 	if c.Recordings.MaxRecordingSizeMB < 0 || c.Recordings.MaxDiskUsageMB < 0 {
 		add("recordings.max_disk_usage_mb", "sizes must be 0 (no limit) or more")
 	}

@@ -192,6 +192,15 @@ func (m *Manager) HasSession(ctx context.Context, roomID id.RoomID) (bool, error
 	return false, nil
 }
 
+// Prepare sets the first n MatrixRTC virtual users up before a call needs
+// them (callbot.PrepareUsers).
+func (m *Manager) Prepare(ctx context.Context, n int) {
+	callbot.PrepareUsers(ctx, n, m.mx.VirtualUserID, func(ctx context.Context, userID id.UserID) error {
+		_, err := m.mx.Device(ctx, userID, m.toDeviceHandler(userID))
+		return err
+	})
+}
+
 // InCall reports whether the recorder is in (or joining) the room's MatrixRTC call.
 func (m *Manager) InCall(roomID id.RoomID) bool {
 	m.lock.Lock()

@@ -62,10 +62,11 @@ type App struct {
 	Webhooks  *webhooks.Sender
 	Retention *retention.Cleaner
 
-	outputs  *outputs
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopping atomic.Bool
+	outputs       *outputs
+	cancel        context.CancelFunc
+	cancelPrepare context.CancelFunc // ends setting up ready_users
+	wg            sync.WaitGroup
+	stopping      atomic.Bool
 }
 
 // Options are optional parts of the app, mostly for tests.
@@ -243,6 +244,18 @@ func (app *App) Start(ctx context.Context) error {
 		defer app.wg.Done()
 		app.pruneTransactions(bg)
 	}()
+	if n := app.Config.Appservice.ReadyUsers; n > 0 {
+		// Stopped first thing in Stop: no user is set up while the
+		// appservice stops.
+		prepCtx, cancel := context.WithCancel(bg)
+		app.cancelPrepare = cancel
+		app.wg.Add(1)
+		go func() {
+			defer app.wg.Done()
+			app.Calls.Prepare(prepCtx, n)
+			app.RTC.Prepare(prepCtx, n)
+		}()
+	}
 	app.Webhooks.Start(bg)
 	if err := app.Mixdown.Start(bg); err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
@@ -347,6 +360,9 @@ const archiveStopTimeout = 5 * time.Second
 // their files (with a deadline of their own) and closes the database.
 func (app *App) Stop(ctx context.Context) error {
 	app.stopping.Store(true)
+	if app.cancelPrepare != nil {
+		app.cancelPrepare()
+	}
 	var errs []error
 	// Calls first: leaving hangs up peers and rewrites member events, which
 	// needs the virtual users and the homeserver connection. They get part

@@ -209,6 +209,42 @@ func TestVirtualUserDevice(t *testing.T) {
 	require.ErrorIs(t, err, recas.ErrNotInNamespace)
 }
 
+// TestReadyUsers: with appservice.ready_users the virtual users of both
+// kinds have their devices and keys on the homeserver before any call, and
+// a restart starts the same devices again instead of new ones.
+func TestReadyUsers(t *testing.T) {
+	s := stack.Start(t, stack.Options{Configure: func(c *config.Config) { c.Appservice.ReadyUsers = 1 }})
+	ctx := s.Ctx()
+	alice := s.HS.RegisterUser(ctx, t, "alice")
+	users := map[id.UserID]mautrix.DeviceIDList{s.App.AS.Users.UserID("1"): nil, s.App.AS.Users.UserID("rtc1"): nil}
+	devices := func() map[id.UserID][]id.DeviceID {
+		resp, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: users})
+		if err != nil {
+			return nil
+		}
+		out := map[id.UserID][]id.DeviceID{}
+		for u := range users {
+			for d := range resp.DeviceKeys[u] {
+				out[u] = append(out[u], d)
+			}
+		}
+		return out
+	}
+	var before map[id.UserID][]id.DeviceID
+	require.Eventually(t, func() bool {
+		before = devices()
+		return len(before) == len(users)
+	}, deadline, 50*time.Millisecond, "the ready users' devices are not on the homeserver")
+	require.Empty(t, s.App.Calls.Calls(ctx), "no call was needed for it")
+
+	s.RestartApp(t)
+	require.Eventually(t, func() bool {
+		vu, err := s.App.AS.Users.Get(ctx, s.App.AS.Users.UserID("1"), nil)
+		return err == nil && vu.DeviceID() == before[s.App.AS.Users.UserID("1")][0]
+	}, deadline, 50*time.Millisecond, "the ready user is not started with its device after a restart")
+	require.Equal(t, before, devices(), "a restart sets up no new devices")
+}
+
 func TestTransactionsOverHTTP(t *testing.T) {
 	s := stack.Start(t, stack.Options{})
 	url := s.Config.Appservice.Address + "/_matrix/app/v1/transactions/"

@@ -94,6 +94,10 @@ func Start(t *testing.T, opts Options) *Stack {
 		cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
 	}
 	cfg.Mixdown.Enabled = false
+	// Tests start many recorders on fresh databases and Dendrites: users
+	// are set up by the calls that take them, unless a test asks
+	// (TestReadyUsers).
+	cfg.Appservice.ReadyUsers = 0
 	if opts.Configure != nil {
 		opts.Configure(cfg)
 	}
