@@ -53,6 +53,7 @@ type options struct {
 	keep       bool
 	logLevel   string
 	profile    string
+	readyUsers int // appservice.ready_users; -1: one per call
 }
 
 func main() {
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.baseline, "baseline", true, "measure the bare pion joiner after the recorder")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directories (recordings, logs)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level of the load tool")
+	fs.IntVar(&o.readyUsers, "ready-users", -1, "virtual users the recorder sets up at start-up (appservice.ready_users); -1: one per call, at most 64")
 	fs.StringVar(&o.profile, "profile", "", "directory for the recorder's CPU profile of each window and heap profile at its end (the report shows their top); profiling costs the recorder a little CPU")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -56,8 +56,13 @@ func (r *report) write(path string) error {
 	w("- started: %s\n- machine: %s\n- command: `%s`\n", r.started.Format(time.RFC3339), r.machine, r.command)
 	w("- participants: Opus 20 ms + VP8 %d-byte frames (key frames %d) at 30 fps, sent only to the recorder (and then to the baseline joiner), calls of %d\n",
 		r.o.videoBytes, 3*r.o.videoBytes, r.o.callSize)
-	w("- warm-up %s after every participant was first written, window %s; the baseline joiner is measured right after the recorder, against the same senders, with the same warm-up and window\n\n",
+	w("- warm-up %s after every participant was first written, window %s; the baseline joiner is measured right after the recorder, against the same senders, with the same warm-up and window\n",
 		r.o.warmup, r.o.window)
+	if r.o.readyUsers < 0 {
+		w("- the recorder sets up one virtual user per call at start-up (`appservice.ready_users`), and the calls are joined once they are ready\n\n")
+	} else {
+		w("- the recorder sets up %d virtual users at start-up (`appservice.ready_users`); the calls are joined once they are ready, and users beyond them are set up on the join path\n\n", r.o.readyUsers)
+	}
 
 	w("| N / calls | recorder CPU / baseline CPU | recorder µs per stream-second (baseline) | recorder µs per packet received (baseline) | RSS MiB (per participant) | baseline RSS MiB (per participant) | join → first written p50 / p95 / max | sender CPU (cores) |\n")
 	w("|---|---|---|---|---|---|---|---|\n")

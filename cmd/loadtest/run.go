@@ -111,7 +111,8 @@ type point struct {
 	rec    *child
 	rooms  []id.RoomID
 	parts  []*participant
-	joined []time.Time // per call: when the recorder was asked to join
+	joined []time.Time     // per call: when the recorder was asked to join
+	probe  *mautrix.Client // a participant's client, to look at the homeserver
 }
 
 // runPoint measures one N. It fails t on any setup error; it never fails
@@ -125,8 +126,9 @@ func runPoint(ctx context.Context, t testing.TB, o options, n int) pointResult {
 	ctx = log.WithContext(ctx)
 	pt.ctx = ctx
 
-	pt.startStack()
+	pt.startStack(calls)
 	pt.startParticipants(calls)
+	pt.waitReadyUsers()
 	log.Info().Msg("Participants in their calls; the recorder joins every call")
 
 	first := pt.joinAll()
@@ -176,7 +178,7 @@ func runPoint(ctx context.Context, t testing.TB, o options, n int) pointResult {
 
 // ---- the stack ----
 
-func (pt *point) startStack() {
+func (pt *point) startStack(calls int) {
 	t := pt.t
 	t.Helper()
 	port, err := testutil.FreePort()
@@ -202,6 +204,10 @@ func (pt *point) startStack() {
 	cfg.Permissions = map[string]config.PermissionLevel{"*": config.PermissionUser}
 	cfg.Mixdown.Enabled = false
 	cfg.Limits.MaxCalls = max(cfg.Limits.MaxCalls, pt.n)
+	cfg.Appservice.ReadyUsers = pt.o.readyUsers
+	if pt.o.readyUsers < 0 {
+		cfg.Appservice.ReadyUsers = min(calls, 64)
+	}
 	reg := appservice.GenerateRegistration(cfg.Homeserver, cfg.Appservice)
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = reg.AppToken, reg.ServerToken
 	regPath := filepath.Join(pt.dir, "registration.yaml")
@@ -236,6 +242,7 @@ func (pt *point) startParticipants(calls int) {
 	for i := range pt.n {
 		clients[i] = pt.hs.RegisterUser(ctx, t, fmt.Sprintf("%s%03d", loadPrefix, i))
 	}
+	pt.probe = clients[0]
 	skip := func(k signaling.DeviceKey) bool { return strings.HasPrefix(k.UserID.Localpart(), loadPrefix) }
 	for k, idx := range members {
 		base := fmt.Sprintf("%s%02d", basePrefix, k)
@@ -264,7 +271,7 @@ func (pt *point) startParticipants(calls int) {
 			}
 			p, err := simpeer.New(ctx, simpeer.Config{
 				Client: cli, RoomID: room, CreateCall: j == 0, Video: true, MediaDir: media,
-				SyncTimeout: time.Second, SkipPeer: skip, VideoFrameBytes: pt.o.videoBytes,
+				SyncTimeout: 30 * time.Second, SkipPeer: skip, VideoFrameBytes: pt.o.videoBytes,
 			})
 			require.NoError(t, err)
 			p.Start(ctx)
@@ -277,6 +284,32 @@ func (pt *point) startParticipants(calls int) {
 			pt.parts = append(pt.parts, &participant{name: cli.UserID.Localpart(), call: k, p: p})
 		}
 	}
+}
+
+// waitReadyUsers waits until the virtual users the recorder sets up at
+// start-up (appservice.ready_users, mesh ones first) have their devices on
+// the homeserver: a recorder that has been running a while has them.
+func (pt *point) waitReadyUsers() {
+	n := pt.cfg.Appservice.ReadyUsers
+	if n == 0 {
+		return
+	}
+	users := make(map[id.UserID]mautrix.DeviceIDList, n)
+	for i := 1; i <= n; i++ {
+		users[id.NewUserID(pt.cfg.Appservice.UserPrefix+strconv.Itoa(i), pt.cfg.Homeserver.Domain)] = nil
+	}
+	pt.waitFor(func() bool {
+		resp, err := pt.probe.QueryKeys(pt.ctx, &mautrix.ReqQueryKeys{DeviceKeys: users})
+		if err != nil {
+			return false
+		}
+		for u := range users {
+			if len(resp.DeviceKeys[u]) == 0 {
+				return false
+			}
+		}
+		return true
+	}, "the recorder did not set up its ready virtual users")
 }
 
 // ---- the recorder's phase ----
