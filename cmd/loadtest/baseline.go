@@ -91,7 +91,7 @@ func runBaseline(ctx context.Context, specPath string, stdin io.Reader, stdout i
 			return fmt.Errorf("failed to log in %s: %w", c.Localpart, err)
 		}
 		p, err := simpeer.New(ctx, simpeer.Config{
-			Client: cli, RoomID: c.RoomID, MediaDir: spec.MediaDir, ReceiveOnly: true, SyncTimeout: time.Second,
+			Client: cli, RoomID: c.RoomID, MediaDir: spec.MediaDir, ReceiveOnly: true, SyncTimeout: 30 * time.Second,
 		})
 		if err != nil {
 			return fmt.Errorf("failed to set up %s: %w", c.Localpart, err)
