@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix-recorder/recorder/callbot/signaling"
 	"github.com/matrix-recorder/recorder/internal/mailbox"
 )
 
@@ -29,9 +30,13 @@ type toDeviceSender interface {
 	SendToDevice(ctx context.Context, evtType event.Type, msgs map[id.UserID]map[id.DeviceID]json.RawMessage, encrypt bool) error
 }
 
-// sendLoop sends a call's to-device messages in order, off the call loop.
-// Consecutive messages of one type to different devices go out in one
-// sendToDevice request (hangups on leave, metadata changes).
+// sendLoop sends a call's to-device messages, off the call loop: in order
+// for each device, and everything queued before a flush marker before the
+// marker is closed. What queued up while a request was in flight goes out
+// in as few sendToDevice requests as that allows (batches): the answers and
+// candidates of a call's peers, interleaved as the call loop made them, are
+// one request each, not one per device, which counts when many peers join
+// at once and the homeserver is the slow part.
 func sendLoop(ctx context.Context, dev toDeviceSender, queue *mailbox.Box[outgoing]) {
 	log := zerolog.Ctx(ctx)
 	for {
@@ -42,30 +47,62 @@ func sendLoop(ctx context.Context, dev toDeviceSender, queue *mailbox.Box[outgoi
 		}
 		items := queue.Take()
 		for len(items) > 0 {
-			first := items[0]
-			if first.flushed != nil {
-				close(first.flushed)
-				items = items[1:]
-				continue
+			n := 0
+			for n < len(items) && items[n].flushed == nil {
+				n++
 			}
-			batch := map[id.UserID]map[id.DeviceID]json.RawMessage{first.user: {first.device: first.content}}
-			n := 1
-			for ; n < len(items); n++ {
-				next := items[n]
-				if next.flushed != nil || next.evtType != first.evtType || next.olm != first.olm || batch[next.user][next.device] != nil {
-					break
+			for _, b := range batches(items[:n]) {
+				sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				if err := dev.SendToDevice(sendCtx, b.evtType, b.msgs, b.olm); err != nil {
+					log.Err(err).Str("event_type", b.evtType.Type).Int("messages", b.n).Msg("Failed to send to-device messages")
 				}
-				if batch[next.user] == nil {
-					batch[next.user] = map[id.DeviceID]json.RawMessage{}
-				}
-				batch[next.user][next.device] = next.content
+				cancel()
+			}
+			if n < len(items) {
+				close(items[n].flushed)
+				n++
 			}
 			items = items[n:]
-			sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if err := dev.SendToDevice(sendCtx, first.evtType, batch, first.olm); err != nil {
-				log.Err(err).Str("event_type", first.evtType.Type).Int("messages", n).Msg("Failed to send to-device messages")
-			}
-			cancel()
 		}
 	}
+}
+
+// batch is one sendToDevice request.
+type batch struct {
+	evtType event.Type
+	olm     bool
+	msgs    map[id.UserID]map[id.DeviceID]json.RawMessage
+	n       int
+}
+
+// batches groups messages into requests, sent in the order returned: a
+// message joins the first request of its type (and encryption) after the
+// one holding its device's previous message, so each device gets its
+// messages in the order they were queued.
+func batches(items []outgoing) []*batch {
+	var out []*batch
+	last := map[signaling.DeviceKey]int{} // the request holding a device's latest message
+	for _, it := range items {
+		k := signaling.DeviceKey{UserID: it.user, DeviceID: it.device}
+		j := 0
+		if i, ok := last[k]; ok {
+			j = i + 1
+		}
+		for ; j < len(out); j++ {
+			if out[j].evtType == it.evtType && out[j].olm == it.olm {
+				break
+			}
+		}
+		if j == len(out) {
+			out = append(out, &batch{evtType: it.evtType, olm: it.olm, msgs: map[id.UserID]map[id.DeviceID]json.RawMessage{}})
+		}
+		b := out[j]
+		if b.msgs[it.user] == nil {
+			b.msgs[it.user] = map[id.DeviceID]json.RawMessage{}
+		}
+		b.msgs[it.user][it.device] = it.content
+		b.n++
+		last[k] = j
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package callbot
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -114,4 +115,49 @@ func TestTeeDropsOnlyTheFailingSink(t *testing.T) {
 	ts.Close()
 	require.Equal(t, 1, good.closes)
 	require.Equal(t, 1, bad.closes, "closed once")
+}
+
+// TestSendLoopBatchesAcrossDevices: the answers and candidates of many
+// peers, interleaved as the call loop makes them, go out as one request
+// per type; each device still gets its answer before its candidates, and
+// a device's second message of a type waits for the next request.
+func TestSendLoopBatchesAcrossDevices(t *testing.T) {
+	answer := event.Type{Type: "m.call.answer", Class: event.ToDeviceEventType}
+	cands := event.Type{Type: "m.call.candidates", Class: event.ToDeviceEventType}
+	msg := func(evtType event.Type, dev string, n int) outgoing {
+		return outgoing{evtType: evtType, user: id.UserID("@" + dev + ":x"), device: id.DeviceID(dev), content: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+	}
+	items := []outgoing{
+		msg(answer, "A", 0), msg(cands, "A", 1),
+		msg(answer, "B", 2), msg(cands, "B", 3),
+		msg(answer, "C", 4), msg(cands, "C", 5),
+		msg(cands, "A", 6), // A's second candidates: after its first
+		msg(answer, "D", 7), msg(cands, "D", 8),
+	}
+	items[8].olm = true // D's candidates encrypted: a request of their own
+	got := batches(items)
+	type req struct {
+		typ  string
+		olm  bool
+		devs map[string]int
+	}
+	var reqs []req
+	for _, b := range got {
+		r := req{typ: b.evtType.Type, olm: b.olm, devs: map[string]int{}}
+		for _, devs := range b.msgs {
+			for d, c := range devs {
+				var v struct{ N int }
+				require.NoError(t, json.Unmarshal(c, &v))
+				r.devs[string(d)] = v.N
+			}
+		}
+		require.Equal(t, len(r.devs), b.n)
+		reqs = append(reqs, r)
+	}
+	require.Equal(t, []req{
+		{"m.call.answer", false, map[string]int{"A": 0, "B": 2, "C": 4, "D": 7}},
+		{"m.call.candidates", false, map[string]int{"A": 1, "B": 3, "C": 5}},
+		{"m.call.candidates", false, map[string]int{"A": 6}},
+		{"m.call.candidates", true, map[string]int{"D": 8}},
+	}, reqs)
 }
