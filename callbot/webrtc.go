@@ -62,6 +62,31 @@ type APIOptions struct {
 	// Wire interceptors go first in the chain, closest to the network
 	// (below the NACK responder): tests shape a lossy network with them.
 	Wire []interceptor.Factory
+	// DefaultInterceptors takes pion's default set, with its stats
+	// interceptor (bookkeeping on every packet for GetStats, which the
+	// recorder never calls): the load tool's bare pion joiner.
+	DefaultInterceptors bool
+}
+
+// registerInterceptors registers what a receiver needs: NACKs for lost
+// packets (and the responder, idle without sent media), receiver reports,
+// simulcast header extensions, and transport-wide congestion control
+// feedback (browsers estimate their send bandwidth from it). pion's
+// defaults add the stats interceptor on top.
+func registerInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, defaults bool) error {
+	if defaults {
+		return webrtc.RegisterDefaultInterceptors(m, ir)
+	}
+	if err := webrtc.ConfigureNack(m, ir); err != nil {
+		return err
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return err
+	}
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		return err
+	}
+	return webrtc.ConfigureTWCCSender(m, ir)
 }
 
 // NewAPI builds the pion API from config: codecs, NACK/RTCP reports/TWCC
@@ -79,7 +104,7 @@ func NewAPI(cfg config.WebRTCConfig, opts APIOptions) (*webrtc.API, func() error
 	for _, f := range opts.Wire {
 		ir.Add(f)
 	}
-	if err = webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	if err = registerInterceptors(m, ir, opts.DefaultInterceptors); err != nil {
 		return nil, nil, fmt.Errorf("failed to register interceptors: %w", err)
 	}
 	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}

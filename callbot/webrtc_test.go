@@ -6,9 +6,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -153,4 +158,95 @@ func FuzzRemoteDescription(f *testing.F) {
 			_, _ = pc.CreateAnswer(nil)
 		}
 	})
+}
+
+// TestReceiverFeedback: the recorder's interceptors (pion's defaults less
+// the stats bookkeeping) still give a sender what a browser needs of a
+// receiver: receiver reports, NACKs for lost packets, and transport-wide
+// congestion control feedback.
+func TestReceiverFeedback(t *testing.T) {
+	cfg := config.WebRTCConfig{LoopbackOnly: true}
+	recAPI, closeRec, err := NewAPI(cfg, APIOptions{Log: zerolog.Nop()})
+	require.NoError(t, err)
+	defer closeRec()
+	twccSeq, err := twcc.NewHeaderExtensionInterceptor()
+	require.NoError(t, err)
+	sendAPI, closeSend, err := NewAPI(cfg, APIOptions{Log: zerolog.Nop(), DefaultInterceptors: true, Wire: []interceptor.Factory{twccSeq}})
+	require.NoError(t, err)
+	defer closeSend()
+
+	sender, err := sendAPI.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer sender.Close()
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "cam")
+	require.NoError(t, err)
+	rtpSender, err := sender.AddTrack(track)
+	require.NoError(t, err)
+	recv, err := recAPI.NewPeerConnection(webrtc.Configuration{})
+	require.NoError(t, err)
+	defer recv.Close()
+	recv.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := tr.Read(buf); err != nil {
+				return
+			}
+		}
+	})
+
+	offer, err := sender.CreateOffer(nil)
+	require.NoError(t, err)
+	gathered := webrtc.GatheringCompletePromise(sender)
+	require.NoError(t, sender.SetLocalDescription(offer))
+	<-gathered
+	require.NoError(t, recv.SetRemoteDescription(*sender.LocalDescription()))
+	answer, err := recv.CreateAnswer(nil)
+	require.NoError(t, err)
+	gathered = webrtc.GatheringCompletePromise(recv)
+	require.NoError(t, recv.SetLocalDescription(answer))
+	<-gathered
+	require.NoError(t, sender.SetRemoteDescription(*recv.LocalDescription()))
+
+	var lock sync.Mutex
+	seen := map[string]bool{}
+	go func() {
+		for {
+			pkts, _, err := rtpSender.ReadRTCP()
+			if err != nil {
+				return
+			}
+			lock.Lock()
+			for _, p := range pkts {
+				switch p.(type) {
+				case *rtcp.ReceiverReport:
+					seen["receiver report"] = true
+				case *rtcp.TransportLayerNack:
+					seen["nack"] = true
+				case *rtcp.TransportLayerCC:
+					seen["twcc"] = true
+				}
+			}
+			lock.Unlock()
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for seq := uint16(1); ; seq++ {
+		lock.Lock()
+		done := len(seen) == 3
+		lock.Unlock()
+		if done {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the sender got only %v", seen)
+		<-tick.C
+		if seq%50 == 25 {
+			continue // lost on the way: the receiver asks for it
+		}
+		// A VP8 key frame header, so the packet is a whole frame.
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, Marker: true},
+			Payload: []byte{0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00}}
+		require.NoError(t, track.WriteRTP(pkt))
+	}
 }

@@ -344,15 +344,16 @@ func loadVP8(path string) (*source, error) {
 
 // newAPI builds the participant's pion API the way the recorder builds its
 // own (callbot.NewAPI), loopback-only, with a lossy wire when asked (nil
-// factory otherwise).
-func newAPI(b Browser) (*webrtc.API, *wireFactory, error) {
+// factory otherwise), and with pion's default interceptors when it is the
+// bare pion joiner.
+func newAPI(b Browser, bare bool) (*webrtc.API, *wireFactory, error) {
 	var wire []interceptor.Factory
 	var wf *wireFactory
 	if b.lossy() {
 		wf = &wireFactory{loss: b.Loss, reorder: b.Reorder, dup: b.Duplicate, jitter: b.Jitter, seed: b.Seed}
 		wire = append(wire, wf)
 	}
-	api, _, err := callbot.NewAPI(config.WebRTCConfig{LoopbackOnly: true}, callbot.APIOptions{Log: zerolog.Nop(), Wire: wire})
+	api, _, err := callbot.NewAPI(config.WebRTCConfig{LoopbackOnly: true}, callbot.APIOptions{Log: zerolog.Nop(), Wire: wire, DefaultInterceptors: bare})
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to build the webrtc api: %w", err)
 	}

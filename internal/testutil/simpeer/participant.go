@@ -120,7 +120,8 @@ type Config struct {
 	// send their media only to the recorder (or the baseline joiner).
 	SkipPeer func(signaling.DeviceKey) bool
 	// ReceiveOnly sends no media: the participant receives and discards
-	// (a bare pion joiner to compare the recorder with).
+	// (a bare pion joiner to compare the recorder with, which also takes
+	// pion's default interceptors).
 	ReceiveOnly bool
 	// VideoFrameBytes pads every camera frame to at least this many bytes
 	// (key frames to three times as many), turning the small test video
@@ -247,7 +248,7 @@ func New(ctx context.Context, cfg Config) (*Participant, error) {
 	if err := p.loadMedia(); err != nil {
 		return nil, err
 	}
-	if p.api, p.obs.wire, err = newAPI(cfg.Browser); err != nil {
+	if p.api, p.obs.wire, err = newAPI(cfg.Browser, cfg.ReceiveOnly); err != nil {
 		return nil, err
 	}
 	if cfg.Encrypt {
