@@ -95,6 +95,10 @@ func (s *Service) handleVirtualUserInvite(ctx context.Context, evt *event.Event,
 		}
 		return
 	}
+	if evt.Sender == s.Bot.UserID && s.Users.joins.marked(evt.RoomID, target) {
+		log.Debug().Msg("Not accepting the invite: the virtual user joins by itself")
+		return
+	}
 	if err := intent.EnsureRegistered(ctx); err != nil {
 		log.Err(err).Msg("Failed to register virtual user")
 		return

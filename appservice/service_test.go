@@ -470,7 +470,7 @@ func TestVirtualUserInvitedBeforeJoin(t *testing.T) {
 	room := id.RoomID("!private:localhost")
 	userID := s.Users.UserID("1")
 	require.NoError(t, s.AS.StateStore.MarkRegistered(ctx, userID))
-	vu := &VirtualUser{intent: s.AS.Intent(userID), bot: s.Bot, states: s.AS.StateStore}
+	vu := &VirtualUser{intent: s.AS.Intent(userID), bot: s.Bot, states: s.AS.StateStore, joins: &s.Users.joins}
 
 	require.NoError(t, vu.JoinRoom(ctx, room))
 	lock.Lock()
@@ -478,6 +478,18 @@ func TestVirtualUserInvitedBeforeJoin(t *testing.T) {
 	calls = nil
 	lock.Unlock()
 	require.True(t, s.AS.StateStore.IsInRoom(ctx, room, userID))
+	// The bot's invite then reaches the appservice: the user joined by
+	// itself, so the invite handler does not join again. Another room's
+	// invite it accepts.
+	s.handleVirtualUserInvite(ctx, &event.Event{Type: event.StateMember, RoomID: room, Sender: s.Bot.UserID}, userID)
+	lock.Lock()
+	require.Empty(t, calls, "no second join")
+	lock.Unlock()
+	s.handleVirtualUserInvite(ctx, &event.Event{Type: event.StateMember, RoomID: "!other:localhost", Sender: s.Bot.UserID}, userID)
+	lock.Lock()
+	require.Equal(t, []string{"join"}, calls, "an invite nobody follows up is accepted")
+	calls = nil
+	lock.Unlock()
 
 	require.NoError(t, vu.JoinRoom(ctx, room))
 	lock.Lock()

@@ -43,6 +43,7 @@ type VirtualUser struct {
 	intent *mautrixas.IntentAPI
 	bot    *mautrixas.IntentAPI
 	states mautrix.StateStore // the appservice's room memberships
+	joins  *selfJoins         // the rooms JoinRoom brings it into
 	since  string             // the stored sync position its sync starts from
 }
 
@@ -51,6 +52,9 @@ type VirtualUser struct {
 // invite-only, and a join refused before the invite costs the homeserver a
 // round trip on every call's join path.
 func (vu *VirtualUser) JoinRoom(ctx context.Context, roomID id.RoomID) error {
+	if vu.joins != nil {
+		vu.joins.mark(roomID, vu.intent.UserID)
+	}
 	if vu.states != nil && !vu.states.IsMembership(ctx, roomID, vu.intent.UserID, event.MembershipJoin, event.MembershipInvite) {
 		if _, err := vu.bot.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: vu.intent.UserID}); err != nil {
 			// A public room the bot may not invite to, or a state store
@@ -70,6 +74,46 @@ func (vu *VirtualUser) RoomState(ctx context.Context, roomID id.RoomID) (mautrix
 func (vu *VirtualUser) SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) error {
 	_, err := vu.intent.SendStateEvent(ctx, roomID, evtType, stateKey, content)
 	return err
+}
+
+// selfJoins remembers for a while the rooms virtual users are brought into
+// by JoinRoom, which joins after the bot's invite itself: the invite
+// handler leaves those invites alone instead of joining a second time (one
+// more room event for the homeserver on every call's join path).
+type selfJoins struct {
+	lock sync.Mutex
+	at   map[selfJoin]time.Time
+}
+
+type selfJoin struct {
+	room id.RoomID
+	user id.UserID
+}
+
+// selfJoinFor is how long an invite is taken as one JoinRoom follows up:
+// far longer than the invite transaction takes to arrive.
+const selfJoinFor = time.Minute
+
+func (j *selfJoins) mark(room id.RoomID, user id.UserID) {
+	j.lock.Lock()
+	defer j.lock.Unlock()
+	now := time.Now()
+	if j.at == nil {
+		j.at = map[selfJoin]time.Time{}
+	}
+	for k, at := range j.at {
+		if now.Sub(at) > selfJoinFor {
+			delete(j.at, k)
+		}
+	}
+	j.at[selfJoin{room, user}] = now
+}
+
+func (j *selfJoins) marked(room id.RoomID, user id.UserID) bool {
+	j.lock.Lock()
+	defer j.lock.Unlock()
+	at, ok := j.at[selfJoin{room, user}]
+	return ok && time.Since(at) <= selfJoinFor
 }
 
 // VirtualUsersOptions configure the virtual users' devices.
@@ -96,6 +140,7 @@ type VirtualUsers struct {
 	lock     sync.Mutex
 	users    map[id.UserID]*VirtualUser
 	starting map[id.UserID]*startingUser
+	joins    selfJoins
 	stopped  bool
 }
 
@@ -187,7 +232,7 @@ func (vm *VirtualUsers) open(ctx context.Context, userID id.UserID, handler ToDe
 	if err != nil {
 		return nil, err
 	}
-	return &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot, states: vm.svc.AS.StateStore, since: since}, nil
+	return &VirtualUser{Device: dev, intent: vm.svc.AS.Intent(userID), bot: vm.svc.Bot, states: vm.svc.AS.StateStore, joins: &vm.joins, since: since}, nil
 }
 
 // startDevice opens userID's device (see openDevice) and starts its sync,
