@@ -33,10 +33,12 @@ func TestLoadSmoke(t *testing.T) {
 	o := options{
 		sizes: []int{4}, callSize: 2, warmup: 2 * time.Second, window: 5 * time.Second,
 		videoBytes: 4000, recorder: bin, baseline: true, out: filepath.Join(dir, "report.md"),
+		readyUsers: -1, // as the command does: the calls are recorded by users set up at start-up
 	}
 	res := runPoint(ctx, t, o, 4)
 	require.Equal(t, 4, res.Recorded, "every participant has a stored file")
 	require.Zero(t, res.NotStarted)
+	require.Len(t, res.JoinToMedia, 4, "every participant's first media is found through the API")
 	require.True(t, res.Baseline)
 	rep := newReport(o, "smoke")
 	rep.add(res)

@@ -64,8 +64,8 @@ func (r *report) write(path string) error {
 		w("- the recorder sets up %d virtual users at start-up (`appservice.ready_users`); the calls are joined once they are ready, and users beyond them are set up on the join path\n\n", r.o.readyUsers)
 	}
 
-	w("| N / calls | recorder CPU / baseline CPU | recorder µs per stream-second (baseline) | recorder µs per packet received (baseline) | RSS MiB (per participant) | baseline RSS MiB (per participant) | join → first written p50 / p95 / max | sender CPU (cores) |\n")
-	w("|---|---|---|---|---|---|---|---|\n")
+	w("| N / calls | recorder CPU / baseline CPU | recorder µs per stream-second (baseline) | recorder µs per packet received (baseline) | RSS MiB (per participant) | baseline RSS MiB (per participant) | join → first written p50 / p95 / max | join → first media in the file p50 / p95 / max | sender CPU (cores) |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.points {
 		streams := float64(2*p.N) * p.Window.Seconds()
 		ratio, baseUS, basePkt := "n/a", "n/a", "n/a"
@@ -74,10 +74,11 @@ func (r *report) write(path string) error {
 			baseUS = fmt.Sprintf("%.0f", float64(p.BaseCPU.Microseconds())/streams)
 			basePkt = perPacket(p.BaseCPU, p.BaseReceived)
 		}
-		w("| %d / %d | %s | %.0f (%s) | %s (%s) | %.1f (%.2f) | %s | %s / %s / %s | %.2f (baseline phase %.2f) |\n",
+		w("| %d / %d | %s | %.0f (%s) | %s (%s) | %.1f (%.2f) | %s | %s / %s / %s | %s / %s / %s | %.2f (baseline phase %.2f) |\n",
 			p.N, p.Calls, ratio, float64(p.RecCPU.Microseconds())/streams, baseUS, perPacket(p.RecCPU, p.Received), basePkt,
 			mib(p.RecRSS), mib(p.RecRSS)/float64(p.N), baseRSS(p),
 			ms(percentile(p.JoinToFirst, 0.5)), ms(percentile(p.JoinToFirst, 0.95)), ms(percentile(p.JoinToFirst, 1)),
+			ms(percentile(p.JoinToMedia, 0.5)), ms(percentile(p.JoinToMedia, 0.95)), ms(percentile(p.JoinToMedia, 1)),
 			p.SenderCPU.Seconds()/p.Window.Seconds(), p.BaseSenderCPU.Seconds()/p.Window.Seconds())
 	}
 	w("\n## Packets and bytes\n\n")
@@ -109,7 +110,7 @@ func (r *report) write(path string) error {
 	w("- Write queue: packets the per-stream write queues dropped because the stream's writer fell behind (`recorder_write_queue_dropped_packets_total`, also recorder-caused loss) and the deepest queue seen (`recorder_write_queue_high_water_packets`).\n")
 	w("- The baseline's counts are exact (the joiner reads its own packet counters at the window's edges).\n")
 	w("- Frames written are audio packets plus video frames (a frame is several packets). Bytes written include the container; bytes received are RTP payloads.\n")
-	w("- Join → first written is from the API call that made the recorder join a participant's call to the first file of that participant appearing in the spool (the writer opens it with the first frame), all calls joined at once.\n")
+	w("- Join → first written is from the API call that made the recorder join a participant's call to the first file of that participant appearing in the spool (the writer opens it with the first frame, once sender reports came or 1.5 s passed), all calls joined at once. Join → first media in the file is from the same API call to the wall-clock start of the participant's first stored file: the first media the recording holds, which the writer held while it waited for the reports.\n")
 	for _, p := range r.points {
 		if p.CPUTop == "" {
 			continue

@@ -74,7 +74,11 @@ type pointResult struct {
 	Files                               int
 
 	JoinToFirst []time.Duration // per participant recorded, sorted
-	NotStarted  int             // participants never written
+	// JoinToMedia is from the join to the wall-clock start of the
+	// participant's first file (its first media, held while the file
+	// waited for sender reports), per participant, sorted.
+	JoinToMedia []time.Duration
+	NotStarted  int // participants never written
 
 	// CPUTop and HeapTop are the top of the recorder's profiles (-profile).
 	CPUTop, HeapTop string
@@ -159,6 +163,7 @@ func runPoint(ctx context.Context, t testing.TB, o options, n int) pointResult {
 	res.TotalSent = pt.sent()
 	pt.stopAll()
 	res.Recorded, res.Files = pt.waitStored()
+	res.JoinToMedia = pt.joinToMedia()
 	met2 := pt.metrics()
 	res.TotalReceived = uint64(met2[metPacketsReceived])
 	res.TotalLost = uint64(met2[metPacketsLost])
@@ -460,6 +465,57 @@ func (pt *point) waitStored() (int, int) {
 	}
 	pt.waitUntil(scan, setupDeadline) // bounded; what is missing is reported
 	return recorded, files
+}
+
+// joinToMedia reads every stored file's start (its first media on the
+// wall clock) from the API and returns, per participant, how long after
+// the recorder was asked to join its call the earliest one starts.
+func (pt *point) joinToMedia() []time.Duration {
+	callOf := map[id.RoomID]int{}
+	for k, room := range pt.rooms {
+		callOf[room] = k
+	}
+	var list struct {
+		Recordings []struct {
+			ID     string    `json:"id"`
+			RoomID id.RoomID `json:"room_id"`
+		} `json:"recordings"`
+	}
+	data, err := pt.get("/api/v1/recordings?limit=100")
+	if err != nil || json.Unmarshal(data, &list) != nil {
+		zerolog.Ctx(pt.ctx).Warn().Err(err).Msg("Failed to list the recordings")
+		return nil
+	}
+	first := map[id.UserID]time.Duration{}
+	for _, rec := range list.Recordings {
+		k, ok := callOf[rec.RoomID]
+		if !ok {
+			continue
+		}
+		var detail struct {
+			Tracks []struct {
+				UserID    id.UserID `json:"user_id"`
+				StartedAt time.Time `json:"started_at"`
+			} `json:"tracks"`
+		}
+		data, err := pt.get("/api/v1/recordings/" + url.PathEscape(rec.ID))
+		if err != nil || json.Unmarshal(data, &detail) != nil {
+			zerolog.Ctx(pt.ctx).Warn().Err(err).Str("recording_id", rec.ID).Msg("Failed to read a recording")
+			continue
+		}
+		for _, tr := range detail.Tracks {
+			d := tr.StartedAt.Sub(pt.joined[k])
+			if at, ok := first[tr.UserID]; !ok || d < at {
+				first[tr.UserID] = d
+			}
+		}
+	}
+	out := make([]time.Duration, 0, len(first))
+	for _, d := range first {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ---- the baseline's phase ----
