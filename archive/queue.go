@@ -29,6 +29,7 @@ type packetQueue struct {
 	lock  sync.Mutex
 	wake  chan struct{} // 1-buffered: a push or the close happened
 	slots []queuedPacket
+	size  int // the most slots the ring grows to
 	head  int // the oldest packet; the consumer's while it writes it
 	n     int // packets queued, the one being written included
 	// closed: the last track ended; the consumer writes what is left.
@@ -68,8 +69,13 @@ type queuedPacket struct {
 	rtpTime uint32
 }
 
+// queueStartSlots is a queue's ring when it starts: a writer keeping up
+// holds a few packets (the load tool's high water is 10 to 150), and each
+// slot is ~200 bytes; the ring doubles when full, up to its size.
+const queueStartSlots = 64
+
 func newPacketQueue(size int) *packetQueue {
-	return &packetQueue{wake: make(chan struct{}, 1), slots: make([]queuedPacket, size)}
+	return &packetQueue{wake: make(chan struct{}, 1), slots: make([]queuedPacket, min(size, queueStartSlots)), size: size}
 }
 
 // push copies a packet in without waiting for the writer. It reports
@@ -119,11 +125,25 @@ func (q *packetQueue) reserve() (s *queuedPacket, dropped bool, err error) {
 	switch {
 	case q.err != nil:
 		return nil, false, q.err
-	case q.n == len(q.slots):
+	case q.n == len(q.slots) && len(q.slots) >= q.size:
 		q.dropped++
 		return nil, true, nil
+	case q.n == len(q.slots):
+		q.grow()
 	}
 	return &q.slots[(q.head+q.n)%len(q.slots)], false, nil
+}
+
+// grow doubles the ring (up to size), the queued packets first in order.
+// The writer may be reading the oldest packet in the old ring meanwhile:
+// the old ring is only read from then on, and the packet's payload buffer
+// moves with it. Called with the lock held.
+func (q *packetQueue) grow() {
+	slots := make([]queuedPacket, min(2*len(q.slots), q.size))
+	for i := range q.n {
+		slots[i] = q.slots[(q.head+i)%len(q.slots)]
+	}
+	q.slots, q.head = slots, 0
 }
 
 // commit counts a filled slot (none if s is nil), unlocks and wakes the

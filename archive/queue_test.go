@@ -102,3 +102,53 @@ func TestPacketQueueKeepsFewBuffers(t *testing.T) {
 	require.Zero(t, held)
 	require.LessOrEqual(t, len(q.free), 2)
 }
+
+// TestPacketQueueGrows: a queue starts with a small ring and a writer
+// that keeps up never makes it bigger; one that falls behind makes it
+// double, up to its size, with the packets in order across the growth,
+// also while the writer holds the oldest one.
+func TestPacketQueueGrows(t *testing.T) {
+	q := newPacketQueue(queueSize)
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2}, Payload: make([]byte, 2)}
+	push := func(seq uint16) bool {
+		pkt.SequenceNumber = seq
+		pkt.Payload[0], pkt.Payload[1] = byte(seq>>8), byte(seq)
+		dropped, _, _, err := q.push(recording.KindVideo, pkt, time.Time{})
+		require.NoError(t, err)
+		return dropped
+	}
+	for i := range 1000 {
+		require.False(t, push(uint16(i))) //nolint:gosec // test
+		_, _, ok := q.next()
+		require.True(t, ok)
+		q.done(nil)
+	}
+	require.Len(t, q.slots, queueStartSlots, "a writer that keeps up leaves the ring as it started")
+
+	// The writer takes the oldest packet and stalls; the ring wraps
+	// (head in the middle) and then has to grow.
+	for i := range 10 {
+		require.False(t, push(uint16(i))) //nolint:gosec // test
+	}
+	for range 10 {
+		_, _, _ = q.next()
+		q.done(nil)
+	}
+	require.False(t, push(0))
+	held, _, ok := q.next()
+	require.True(t, ok)
+	for i := 1; i < queueSize; i++ {
+		require.False(t, push(uint16(i)), "packet %d fits", i) //nolint:gosec // test
+	}
+	require.True(t, push(queueSize), "the ring stops at its size")
+	require.Len(t, q.slots, queueSize)
+	require.Equal(t, []byte{0, 0}, held.pkt.Payload, "the packet being written is unchanged by the growth")
+	q.done(nil)
+	for i := 1; i < queueSize; i++ {
+		p, _, ok := q.next()
+		require.True(t, ok)
+		require.Equal(t, uint16(i), p.pkt.SequenceNumber) //nolint:gosec // test
+		require.Equal(t, []byte{byte(i >> 8), byte(i)}, p.pkt.Payload)
+		q.done(nil)
+	}
+}
