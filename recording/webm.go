@@ -474,13 +474,14 @@ func appendUint(b []byte, v uint64) []byte {
 
 // bufPool is a free list of byte slices owned by one StreamWriter (no
 // locking; the writer's mutex guards it). It keeps at most bufPoolKeep
-// buffers: enough for the interleaving queue in steady state, while the
+// buffers (each grown to the frames it held: a few KB of video each): enough
+// for the interleaving queue in steady state, while the
 // burst held before a file starts (SyncWait, KeyframeWait: a hundred
 // frames and more) is given back to the garbage collector instead of
 // staying with the stream for the rest of the call.
 type bufPool struct{ free []*[]byte }
 
-const bufPoolKeep = 32
+const bufPoolKeep = 8
 
 func (p *bufPool) get() *[]byte {
 	if n := len(p.free); n > 0 {
