@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	lktest "github.com/matrix-recorder/recorder/internal/testutil/livekit"
 	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 )
 
@@ -29,6 +30,9 @@ type baselineSpec struct {
 	Homeserver string         `json:"homeserver"`
 	MediaDir   string         `json:"media_dir"`
 	Calls      []baselineCall `json:"calls"`
+	// ServiceURL is the MatrixRTC authorization service: the calls are
+	// MatrixRTC calls, received by a bare server-sdk-go subscriber.
+	ServiceURL string `json:"service_url,omitempty"`
 }
 
 type baselineCall struct {
@@ -44,8 +48,9 @@ type baselineMark struct {
 }
 
 // baselineMain is the baseline joiner process: one receive-only simpeer per
-// call (pion with the recorder's interceptors, reading and discarding every
-// packet). It prints READY once in every call, answers each "mark" line on
+// call (pion with its default interceptors, reading and discarding every
+// packet), or for MatrixRTC calls one server-sdk-go subscriber per call
+// (lktest.Subscriber). It prints READY once in every call, answers each "mark" line on
 // stdin with a baselineMark JSON line, and leaves when stdin closes.
 func baselineMain(specPath string, stdin io.Reader, stdout io.Writer) int {
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).Level(zerolog.InfoLevel).
@@ -69,11 +74,15 @@ func runBaseline(ctx context.Context, specPath string, stdin io.Reader, stdout i
 		return fmt.Errorf("failed to parse the spec: %w", err)
 	}
 	var peers []*simpeer.Participant
+	var subs []*lktest.Subscriber
 	defer func() {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
 		for _, p := range peers {
 			_ = p.Stop(stopCtx)
+		}
+		for _, s := range subs {
+			s.Close()
 		}
 	}()
 	for _, c := range spec.Calls {
@@ -89,6 +98,14 @@ func runBaseline(ctx context.Context, specPath string, stdin io.Reader, stdout i
 			StoreCredentials: true,
 		}); err != nil {
 			return fmt.Errorf("failed to log in %s: %w", c.Localpart, err)
+		}
+		if spec.ServiceURL != "" {
+			sub, err := lktest.Subscribe(ctx, cli, c.RoomID, spec.ServiceURL)
+			if err != nil {
+				return fmt.Errorf("%s failed to join the SFU: %w", c.Localpart, err)
+			}
+			subs = append(subs, sub)
+			continue
 		}
 		p, err := simpeer.New(ctx, simpeer.Config{
 			Client: cli, RoomID: c.RoomID, MediaDir: spec.MediaDir, ReceiveOnly: true, SyncTimeout: 30 * time.Second,
@@ -112,6 +129,11 @@ func runBaseline(ctx context.Context, specPath string, stdin io.Reader, stdout i
 			continue
 		}
 		var m baselineMark
+		for _, s := range subs {
+			m.Packets += s.Packets()
+			m.Senders += s.Senders()
+			m.Connected += s.Senders()
+		}
 		for _, p := range peers {
 			for _, c := range p.Snapshot().Calls {
 				if c.Ended() {

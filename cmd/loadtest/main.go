@@ -54,6 +54,7 @@ type options struct {
 	logLevel   string
 	profile    string
 	readyUsers int // appservice.ready_users; -1: one per call
+	rtc        bool
 }
 
 func main() {
@@ -77,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.baseline, "baseline", true, "measure the bare pion joiner after the recorder")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directories (recordings, logs)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level of the load tool")
+	fs.BoolVar(&o.rtc, "matrixrtc", false, "MatrixRTC calls on a LiveKit SFU on this machine (livekit-server --dev) instead of mesh calls; the baseline is a bare server-sdk-go subscriber")
 	fs.IntVar(&o.readyUsers, "ready-users", -1, "virtual users the recorder sets up at start-up (appservice.ready_users); -1: one per call, at most 64")
 	fs.StringVar(&o.profile, "profile", "", "directory for the recorder's CPU profile of each window and heap profile at its end (the report shows their top); profiling costs the recorder a little CPU")
 	if err := fs.Parse(args); err != nil {

@@ -54,8 +54,13 @@ func (r *report) write(path string) error {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# Load test report\n\n")
 	w("- started: %s\n- machine: %s\n- command: `%s`\n", r.started.Format(time.RFC3339), r.machine, r.command)
-	w("- participants: Opus 20 ms + VP8 %d-byte frames (key frames %d) at 30 fps, sent only to the recorder (and then to the baseline joiner), calls of %d\n",
-		r.o.videoBytes, 3*r.o.videoBytes, r.o.callSize)
+	if r.o.rtc {
+		w("- MatrixRTC calls: participants publish Opus 20 ms + VP8 %d-byte frames (key frames %d) at 30 fps with server-sdk-go to a LiveKit SFU on this machine (livekit-server --dev), calls of %d; the recorder, then the baseline (a bare server-sdk-go subscriber), subscribe to every track; the SFU's CPU is on the machine too, and packets sent are not counted (the SFU sends to the recorder)\n",
+			r.o.videoBytes, 3*r.o.videoBytes, r.o.callSize)
+	} else {
+		w("- participants: Opus 20 ms + VP8 %d-byte frames (key frames %d) at 30 fps, sent only to the recorder (and then to the baseline joiner), calls of %d\n",
+			r.o.videoBytes, 3*r.o.videoBytes, r.o.callSize)
+	}
 	w("- warm-up %s after every participant was first written, window %s; the baseline joiner is measured right after the recorder, against the same senders, with the same warm-up and window\n",
 		r.o.warmup, r.o.window)
 	if r.o.readyUsers < 0 {
@@ -92,12 +97,18 @@ func (r *report) write(path string) error {
 		if p.BytesReceived > 0 {
 			over = 100 * (float64(p.BytesWritten)/float64(p.BytesReceived) - 1)
 		}
-		base := "n/a"
+		base, sent, totalSent := "n/a", fmt.Sprint(p.Sent), fmt.Sprint(p.TotalSent)
+		if r.o.rtc {
+			sent, totalSent = "n/a", "n/a"
+		}
 		if p.Baseline {
 			base = fmt.Sprintf("%d / %d (%d)", p.BaseSent, p.BaseReceived, int64(p.BaseSent)-int64(p.BaseReceived)) //nolint:gosec // counts
+			if r.o.rtc {
+				base = fmt.Sprintf("n/a / %d", p.BaseReceived)
+			}
 		}
-		w("| %d | %d / %d / %d / %d | %s | %d / %d (%.3f %%) | %d / %d | %d / %d | %d / %d (%+.2f %%) | %d of %d (%d) | %+.1f KiB/s |\n",
-			p.N, p.Sent, p.Received, p.Frames, p.Lost, base, p.TotalLost, p.TotalReceived, lossPct, p.QueueDropped, p.QueueHighWater, p.TotalSent, p.TotalReceived,
+		w("| %d | %s / %d / %d / %d | %s | %d / %d (%.3f %%) | %d / %d | %s / %d | %d / %d (%+.2f %%) | %d of %d (%d) | %+.1f KiB/s |\n",
+			p.N, sent, p.Received, p.Frames, p.Lost, base, p.TotalLost, p.TotalReceived, lossPct, p.QueueDropped, p.QueueHighWater, totalSent, p.TotalReceived,
 			p.BytesWritten, p.BytesReceived, over, p.Recorded, p.N, p.Files,
 			float64(p.RecRSS-p.RecRSS0)/1024/p.Window.Seconds())
 	}

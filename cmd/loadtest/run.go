@@ -36,6 +36,7 @@ import (
 	"github.com/matrix-recorder/recorder/config"
 	"github.com/matrix-recorder/recorder/internal/testutil"
 	"github.com/matrix-recorder/recorder/internal/testutil/homeserver"
+	lktest "github.com/matrix-recorder/recorder/internal/testutil/livekit"
 	"github.com/matrix-recorder/recorder/internal/testutil/simpeer"
 )
 
@@ -98,7 +99,8 @@ type pointResult struct {
 type participant struct {
 	name string
 	call int
-	p    *simpeer.Participant
+	p    *simpeer.Participant // a mesh participant
+	lk   *lktest.Participant  // or a MatrixRTC one (-matrixrtc)
 }
 
 // point is the state of one run.
@@ -117,6 +119,9 @@ type point struct {
 	parts  []*participant
 	joined []time.Time     // per call: when the recorder was asked to join
 	probe  *mautrix.Client // a participant's client, to look at the homeserver
+	// MatrixRTC (-matrixrtc): the LiveKit SFU and its authorization service.
+	lk   *lktest.Server
+	auth *lktest.AuthService
 }
 
 // runPoint measures one N. It fails t on any setup error; it never fails
@@ -218,7 +223,13 @@ func (pt *point) startStack(calls int) {
 	regPath := filepath.Join(pt.dir, "registration.yaml")
 	require.NoError(t, reg.Save(regPath))
 
-	pt.hs = homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}})
+	// MatrixRTC: the authorization service checks OpenID tokens through
+	// the federation API.
+	pt.hs = homeserver.Start(t, homeserver.Options{RegistrationFiles: []string{regPath}, Federation: pt.o.rtc})
+	if pt.o.rtc {
+		pt.lk = lktest.Start(t)
+		pt.auth = lktest.StartAuthService(t, pt.lk, map[string]string{homeserver.Domain: pt.hs.URL})
+	}
 	cfg.Homeserver.Address = pt.hs.URL
 	require.NoError(t, cfg.Validate(true))
 	data, err := yaml.Marshal(cfg)
@@ -274,6 +285,14 @@ func (pt *point) startParticipants(calls int) {
 				_, err := cli.JoinRoomByID(ctx, room)
 				require.NoError(t, err)
 			}
+			if pt.o.rtc {
+				p, err := lktest.Join(ctx, lktest.ParticipantOptions{Client: cli, RoomID: room, ServiceURL: pt.auth.URL,
+					MediaDir: media, Camera: true, VideoFrameBytes: pt.o.videoBytes})
+				require.NoError(t, err)
+				t.Cleanup(p.Disconnect)
+				pt.parts = append(pt.parts, &participant{name: cli.UserID.Localpart(), call: k, lk: p})
+				continue
+			}
 			p, err := simpeer.New(ctx, simpeer.Config{
 				Client: cli, RoomID: room, CreateCall: j == 0, Video: true, MediaDir: media,
 				SyncTimeout: 30 * time.Second, SkipPeer: skip, VideoFrameBytes: pt.o.videoBytes,
@@ -300,8 +319,12 @@ func (pt *point) waitReadyUsers() {
 		return
 	}
 	users := make(map[id.UserID]mautrix.DeviceIDList, n)
+	kind := "" // mesh users are set up first, then MatrixRTC ones ("rtc")
+	if pt.o.rtc {
+		kind = "rtc"
+	}
 	for i := 1; i <= n; i++ {
-		users[id.NewUserID(pt.cfg.Appservice.UserPrefix+strconv.Itoa(i), pt.cfg.Homeserver.Domain)] = nil
+		users[id.NewUserID(pt.cfg.Appservice.UserPrefix+kind+strconv.Itoa(i), pt.cfg.Homeserver.Domain)] = nil
 	}
 	pt.waitFor(func() bool {
 		resp, err := pt.probe.QueryKeys(pt.ctx, &mautrix.ReqQueryKeys{DeviceKeys: users})
@@ -524,6 +547,9 @@ func (pt *point) runBaseline(res *pointResult) {
 	t := pt.t
 	t.Helper()
 	spec := baselineSpec{Homeserver: pt.hs.URL, MediaDir: filepath.Join(testutil.ModuleRoot(t), "testdata", "media")}
+	if pt.auth != nil {
+		spec.ServiceURL = pt.auth.URL
+	}
 	for k, room := range pt.rooms {
 		spec.Calls = append(spec.Calls, baselineCall{RoomID: room, Localpart: fmt.Sprintf("%s%02d", basePrefix, k)})
 	}
@@ -634,6 +660,9 @@ func (pt *point) top(profile string, args ...string) string {
 func (pt *point) sent() uint64 {
 	var n uint64
 	for _, p := range pt.parts {
+		if p.p == nil {
+			continue // MatrixRTC: the SFU, not the participant, sends to the recorder
+		}
 		s := p.p.Snapshot()
 		n += s.SentPackets["audio"] + s.SentPackets["video"]
 	}

@@ -34,6 +34,9 @@ type ParticipantOptions struct {
 	MediaDir   string // testdata/media
 	// Camera also publishes video (else audio only).
 	Camera bool
+	// VideoFrameBytes pads camera frames (simpeer.PadVP8): 4000 is about
+	// 1 Mbit/s at 30 fps (the load tool).
+	VideoFrameBytes int
 	// NoMembership skips the MatrixRTC membership: a LiveKit participant
 	// that is no call member (the recorder must not record it).
 	NoMembership bool
@@ -101,36 +104,46 @@ func Join(ctx context.Context, opts ParticipantOptions) (*Participant, error) {
 }
 
 func (p *Participant) connect(ctx context.Context) error {
-	cli := p.opts.Client
-	tok, err := cli.RequestOpenIDToken(ctx)
-	if err != nil {
-		return fmt.Errorf("failed to get an OpenID token: %w", err)
-	}
-	body, _ := json.Marshal(LegacySFURequest{Room: p.opts.RoomID, OpenIDToken: *tok, DeviceID: cli.DeviceID})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.opts.ServiceURL+"/sfu/get", bytes.NewReader(body))
+	room, err := joinSFU(ctx, p.opts.Client, p.opts.RoomID, p.opts.ServiceURL, lksdk.NewRoomCallback(), false)
 	if err != nil {
 		return err
 	}
+	p.Room = room
+	return nil
+}
+
+// joinSFU joins the call's LiveKit room as the client's device does in
+// Element Call: an OpenID token, /sfu/get at the authorization service,
+// then the SFU with the JWT it gave.
+func joinSFU(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, serviceURL string, cb *lksdk.RoomCallback, subscribe bool) (*lksdk.Room, error) {
+	tok, err := cli.RequestOpenIDToken(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to get an OpenID token: %w", err)
+	}
+	body, _ := json.Marshal(LegacySFURequest{Room: roomID, OpenIDToken: *tok, DeviceID: cli.DeviceID})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, serviceURL+"/sfu/get", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("sfu/get: %w", err)
+		return nil, fmt.Errorf("sfu/get: %w", err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("sfu/get answered %d: %s", resp.StatusCode, data)
+		return nil, fmt.Errorf("sfu/get answered %d: %s", resp.StatusCode, data)
 	}
 	var out struct{ URL, JWT string }
 	if err = json.Unmarshal(data, &out); err != nil {
-		return fmt.Errorf("sfu/get: %w", err)
+		return nil, fmt.Errorf("sfu/get: %w", err)
 	}
-	room := lksdk.NewRoom(lksdk.NewRoomCallback())
+	room := lksdk.NewRoom(cb)
 	room.SetLogger(protolog.GetDiscardLogger())
-	if err = room.JoinWithContextAndToken(ctx, out.URL, out.JWT, lksdk.WithAutoSubscribe(false)); err != nil {
-		return fmt.Errorf("failed to join the SFU: %w", err)
+	if err = room.JoinWithContextAndToken(ctx, out.URL, out.JWT, lksdk.WithAutoSubscribe(subscribe)); err != nil {
+		return nil, fmt.Errorf("failed to join the SFU: %w", err)
 	}
-	p.Room = room
-	return nil
+	return room, nil
 }
 
 // Publish starts sending one source: MICROPHONE (Opus), CAMERA or
@@ -149,6 +162,9 @@ func (p *Participant) Publish(source lkp.TrackSource) error {
 	frames, err := simpeer.LoadFrames(filepath.Join(p.opts.MediaDir, file), audio)
 	if err != nil {
 		return err
+	}
+	if source == lkp.TrackSource_CAMERA && p.opts.VideoFrameBytes > 0 {
+		frames = simpeer.PadVP8(frames, p.opts.VideoFrameBytes)
 	}
 	// Like a browser, a key frame as soon as the SFU asks (PLI/FIR).
 	wantKey := &atomic.Bool{}

@@ -35,3 +35,18 @@ func LoadFrames(path string, audio bool) ([]Frame, error) {
 	}
 	return out, nil
 }
+
+// PadVP8 pads VP8 frames as Config.VideoFrameBytes does: to at least n
+// bytes, key frames to 3n (a camera of a chosen bitrate).
+func PadVP8(frames []Frame, n int) []Frame {
+	in := make([]frame, len(frames))
+	for i, f := range frames {
+		in[i] = frame{data: f.Data}
+	}
+	padded := padFrames(in, n)
+	out := make([]Frame, len(frames))
+	for i, f := range frames {
+		out[i] = Frame{Data: padded[i].data, Duration: f.Duration}
+	}
+	return out
+}
