@@ -4,10 +4,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 
@@ -109,6 +114,12 @@ func NewAPI(cfg config.WebRTCConfig, opts APIOptions) (*webrtc.API, func() error
 	}
 	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	std, err := stdnet.NewNet()
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to list network interfaces: %w", err)
+	}
+	se.SetNet(bufferedNet{std})
+	warnSmallReadBuffers(log)
 	closer := func() error { return nil }
 	if cfg.UDPPortMin != 0 {
 		if err = se.SetEphemeralUDPPortRange(cfg.UDPPortMin, cfg.UDPPortMax); err != nil {
@@ -145,11 +156,56 @@ func NewAPI(cfg config.WebRTCConfig, opts APIOptions) (*webrtc.API, func() error
 		if err != nil {
 			return nil, nil, fmt.Errorf("failed to listen on UDP mux port %d: %w", cfg.UDPMuxPort, err)
 		}
+		if uc, ok := conn.(*net.UDPConn); ok {
+			_ = uc.SetReadBuffer(udpReadBuffer) // every peer's media: a bigger burst to hold
+		}
 		mux := webrtc.NewICEUDPMux(pionLogs{log: log}.NewLogger("udpmux"), conn)
 		se.SetICEUDPMux(mux)
 		closer = mux.Close
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), closer, nil
+}
+
+// udpReadBuffer is the receive buffer asked for each UDP socket pion
+// opens (one per peer, or the one UDP mux socket). The kernel's default
+// (212 KB, about 90 datagrams once counted with their overhead) overflowed
+// in the load tool while 20 calls joined at once: every peer's DTLS
+// handshake and signalling kept the readers off the CPU for a moment. The
+// kernel caps it at net.core.rmem_max and uses the memory only while
+// datagrams wait.
+const udpReadBuffer = 4 << 20
+
+// bufferedNet is the standard network whose UDP sockets get
+// udpReadBuffer.
+type bufferedNet struct{ *stdnet.Net }
+
+func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	if uc, ok := c.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(udpReadBuffer)
+	}
+	return c, nil
+}
+
+// rmemMax is where Linux says how big a socket's receive buffer may be.
+const rmemMax = "/proc/sys/net/core/rmem_max"
+
+// warnSmallReadBuffers says once per API when the kernel caps the UDP
+// receive buffers below udpReadBuffer, and how to raise the cap.
+func warnSmallReadBuffers(log zerolog.Logger) {
+	data, err := os.ReadFile(rmemMax)
+	if err != nil {
+		return // not Linux, or no /proc: nothing to say
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || limit >= udpReadBuffer {
+		return
+	}
+	log.Warn().Int("rmem_max", limit).Int("wanted", udpReadBuffer).
+		Msg("The kernel caps UDP receive buffers below what the recorder asks for: bursts of media (many calls joining at once) may overflow them and lose packets; raise it with sysctl -w net.core.rmem_max=4194304")
 }
 
 // cgnat is the shared address space of carrier-grade NAT (RFC 6598): not a

@@ -3,10 +3,12 @@ package callbot
 import (
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -248,5 +251,32 @@ func TestReceiverFeedback(t *testing.T) {
 		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, Marker: true},
 			Payload: []byte{0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00}}
 		require.NoError(t, track.WriteRTP(pkt))
+	}
+}
+
+// TestUDPReadBuffer: the sockets pion opens through the recorder's network
+// ask for udpReadBuffer (the kernel caps it at net.core.rmem_max and
+// reports twice what it grants); the kernel's default was too small for a
+// burst of many calls joining.
+func TestUDPReadBuffer(t *testing.T) {
+	std, err := stdnet.NewNet()
+	require.NoError(t, err)
+	conn, err := bufferedNet{std}.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer conn.Close()
+	raw, err := conn.(*net.UDPConn).SyscallConn()
+	require.NoError(t, err)
+	var size int
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		size, err = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+	}))
+	require.NoError(t, err)
+	data, err := os.ReadFile(rmemMax)
+	require.NoError(t, err)
+	limit, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, size, 2*min(limit, udpReadBuffer), "the socket's receive buffer")
+	if limit > 212992 {
+		require.Greater(t, size, 2*212992, "more than the kernel's usual default")
 	}
 }
