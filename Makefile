@@ -33,6 +33,8 @@ BENCH_WARMUP ?= 10s
 BENCH_WINDOW ?= 30s
 BENCH_OUT ?= loadtest-report.md
 BENCH_NICE ?= nice -n 5
+# BENCH_FLAGS=-matrixrtc measures MatrixRTC calls on a local LiveKit SFU.
+BENCH_FLAGS ?=
 
 .PHONY: all build run demo test bench tools deps dendrite livekit staticcheck govulncheck vulncheck fuzz jsclient lint vet fmt-check unit clean
 
@@ -109,11 +111,11 @@ test: tools lint vulncheck
 # Writer benchmarks (allocations per packet), then the load tool against a
 # loopback Dendrite: recorder vs. the same-run bare pion baseline. Numbers
 # taken on a busy machine are contended; see BENCHMARKS.md.
-bench: dendrite build
+bench: dendrite livekit build
 	$(BENCH_NICE) $(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -count 6 ./recording/ | tee bench-writers.txt
 	$(GO) build -tags $(TAGS) -o bin/loadtest ./cmd/loadtest
 	$(BENCH_NICE) bin/loadtest -recorder bin/recorder -n $(BENCH_N) -call-size $(BENCH_CALL_SIZE) \
-		-warmup $(BENCH_WARMUP) -window $(BENCH_WINDOW) -out $(BENCH_OUT)
+		-warmup $(BENCH_WARMUP) -window $(BENCH_WINDOW) $(BENCH_FLAGS) -out $(BENCH_OUT)
 
 # Unit tests only: no homeserver needed.
 unit:
