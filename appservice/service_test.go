@@ -55,6 +55,17 @@ func testConfig() Config {
 	return cfg
 }
 
+// newServiceAt builds a service (nothing started) whose homeserver is a
+// test server at url.
+func newServiceAt(t *testing.T, url string) (*Service, context.Context) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Homeserver.Address = url
+	s, err := New(Options{Config: cfg, Version: "test"})
+	require.NoError(t, err)
+	return s, zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+}
+
 // newTestService starts only the event loops: no listener, no homeserver.
 func newTestService(t *testing.T, txns TxnStore) *Service {
 	t.Helper()
@@ -329,11 +340,7 @@ func TestCommandWithoutPowerLevelsFailsClosed(t *testing.T) {
 		_, _ = w.Write([]byte(`{"event_id":"$reply","room_id":"!nopl:localhost"}`))
 	}))
 	defer hs.Close()
-	cfg := testConfig()
-	cfg.Homeserver.Address = hs.URL
-	s, err := New(Options{Config: cfg, Version: "test"})
-	require.NoError(t, err)
-	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	s, ctx := newServiceAt(t, hs.URL)
 	room := id.RoomID("!nopl:localhost")
 	require.NoError(t, s.AS.StateStore.SetMembership(ctx, room, s.Bot.UserID, event.MembershipJoin))
 	ran := false
@@ -462,11 +469,7 @@ func TestVirtualUserInvitedBeforeJoin(t *testing.T) {
 		}
 	}))
 	defer hs.Close()
-	cfg := testConfig()
-	cfg.Homeserver.Address = hs.URL
-	s, err := New(Options{Config: cfg, Version: "test"})
-	require.NoError(t, err)
-	ctx := zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background())
+	s, ctx := newServiceAt(t, hs.URL)
 	room := id.RoomID("!private:localhost")
 	userID := s.Users.UserID("1")
 	require.NoError(t, s.AS.StateStore.MarkRegistered(ctx, userID))
