@@ -126,7 +126,8 @@ func (r *report) write(path string) error {
 		if p.CPUTop == "" {
 			continue
 		}
-		w("\n## Recorder profiles at N=%d\n\nCPU over the window:\n\n```\n%s\n```\n\nHeap in use at the window's end:\n\n```\n%s\n```\n", p.N, p.CPUTop, p.HeapTop)
+		w("\n## Recorder profiles at N=%d\n\nCPU over the window:\n\n```\n%s\n```\n\nHeap in use at the window's end:\n\n```\n%s\n```\n\nWhat the heap in use grew by over the window (end less start):\n\n```\n%s\n```\n",
+			p.N, p.CPUTop, p.HeapTop, p.HeapGrowthTop)
 	}
 	if len(r.fails) > 0 {
 		w("\n## Failed points\n\n")

@@ -83,6 +83,9 @@ type pointResult struct {
 
 	// CPUTop and HeapTop are the top of the recorder's profiles (-profile).
 	CPUTop, HeapTop string
+	// HeapGrowthTop is the top of the heap's growth over the window (the
+	// heap at its end less the heap at its start): who keeps more.
+	HeapGrowthTop string
 
 	// the baseline's window
 	Baseline        bool
@@ -153,7 +156,7 @@ func runPoint(ctx context.Context, t testing.TB, o options, n int) pointResult {
 	prof := pt.startCPUProfile()
 	pt.sleep(o.window)
 	cpu1, rss1 := pt.procSample(pt.rec.pid())
-	res.CPUTop, res.HeapTop = pt.finishProfiles(prof)
+	res.CPUTop, res.HeapTop, res.HeapGrowthTop = pt.finishProfiles(prof)
 	sent1, self1 := pt.sent(), selfCPU()
 	met1 := pt.metrics()
 	res.RecCPU, res.RecRSS, res.RecRSS0 = cpu1-cpu0, rss1, rss0
@@ -596,8 +599,9 @@ func (pt *point) runBaseline(res *pointResult) {
 
 // cpuProfile is a CPU profile being taken over the window.
 type cpuProfile struct {
-	path string
-	done chan error
+	path      string
+	heapStart string // the heap profile at the window's start
+	done      chan error
 }
 
 // startCPUProfile asks the recorder's pprof listener for a CPU profile of
@@ -607,17 +611,19 @@ func (pt *point) startCPUProfile() *cpuProfile {
 		return nil
 	}
 	require.NoError(pt.t, os.MkdirAll(pt.o.profile, 0o755))
-	p := &cpuProfile{path: filepath.Join(pt.o.profile, fmt.Sprintf("cpu-%d.pprof", pt.n)), done: make(chan error, 1)}
+	p := &cpuProfile{path: filepath.Join(pt.o.profile, fmt.Sprintf("cpu-%d.pprof", pt.n)), done: make(chan error, 1),
+		heapStart: filepath.Join(pt.o.profile, fmt.Sprintf("heap-start-%d.pprof", pt.n))}
+	require.NoError(pt.t, pt.save("/debug/pprof/heap", p.heapStart))
 	secs := strconv.Itoa(int(pt.o.window.Seconds()))
 	go func() { p.done <- pt.save("/debug/pprof/profile?seconds="+secs, p.path) }()
 	return p
 }
 
 // finishProfiles waits for the CPU profile, takes a heap profile and
-// returns the top of both.
-func (pt *point) finishProfiles(p *cpuProfile) (string, string) {
+// returns the top of both, and of what the heap grew by over the window.
+func (pt *point) finishProfiles(p *cpuProfile) (string, string, string) {
 	if p == nil {
-		return "", ""
+		return "", "", ""
 	}
 	timer := time.NewTimer(30 * time.Second)
 	defer timer.Stop()
@@ -629,7 +635,8 @@ func (pt *point) finishProfiles(p *cpuProfile) (string, string) {
 	}
 	heap := filepath.Join(pt.o.profile, fmt.Sprintf("heap-%d.pprof", pt.n))
 	require.NoError(pt.t, pt.save("/debug/pprof/heap", heap))
-	return pt.top(p.path, "-top"), pt.top(heap, "-sample_index=inuse_space", "-top")
+	return pt.top(p.path, "-top"), pt.top(heap, "-sample_index=inuse_space", "-top"),
+		pt.top(heap, "-sample_index=inuse_space", "-diff_base="+p.heapStart, "-top")
 }
 
 // save writes an authorized GET of the API to path.
