@@ -121,16 +121,27 @@ func (m *Manager) reserve(roomID id.RoomID, want id.UserID) (id.UserID, error) {
 	if maxCalls := m.cfg.Limits.MaxCalls; maxCalls > 0 && len(m.calls)+len(m.joining) >= maxCalls {
 		return "", ErrTooManyCalls
 	}
-	if want != "" && m.inUse[want] {
-		return "", fmt.Errorf("%w: %s is in another call", ErrAlreadyJoined, want)
-	}
-	for n := 1; want == ""; n++ {
-		if u := m.mx.VirtualUserID(n); !m.inUse[u] {
-			want = u
-		}
+	want, err := FreeUser(m.inUse, want, m.mx.VirtualUserID)
+	if err != nil {
+		return "", err
 	}
 	m.inUse[want] = true
 	m.joining[roomID] = true
+	return want, nil
+}
+
+// FreeUser is the virtual user a call takes: want when it is not in use
+// (ErrAlreadyJoined when it is), or with want empty the lowest-numbered
+// one not in use. Both kinds of call manager reserve users with it.
+func FreeUser(inUse map[id.UserID]bool, want id.UserID, userID func(n int) id.UserID) (id.UserID, error) {
+	if want != "" && inUse[want] {
+		return "", fmt.Errorf("%w: %s is in another call", ErrAlreadyJoined, want)
+	}
+	for n := 1; want == ""; n++ {
+		if u := userID(n); !inUse[u] {
+			want = u
+		}
+	}
 	return want, nil
 }
 

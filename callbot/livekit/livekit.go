@@ -283,13 +283,9 @@ func (m *Manager) reserve(roomID id.RoomID, userID id.UserID) (id.UserID, error)
 	if m.calls[roomID] != nil || m.joining[roomID] != "" {
 		return "", callbot.ErrAlreadyJoined
 	}
-	if userID != "" && m.inUse[userID] {
-		return "", fmt.Errorf("%w: %s is in another call", callbot.ErrAlreadyJoined, userID)
-	}
-	for n := 1; userID == ""; n++ {
-		if u := m.mx.VirtualUserID(n); !m.inUse[u] {
-			userID = u
-		}
+	userID, err := callbot.FreeUser(m.inUse, userID, m.mx.VirtualUserID)
+	if err != nil {
+		return "", err
 	}
 	m.inUse[userID] = true
 	m.joining[roomID] = userID
