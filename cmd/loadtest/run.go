@@ -501,19 +501,31 @@ func (pt *point) joinToMedia() []time.Duration {
 	for k, room := range pt.rooms {
 		callOf[room] = k
 	}
-	var list struct {
-		Recordings []struct {
-			ID     string    `json:"id"`
-			RoomID id.RoomID `json:"room_id"`
-		} `json:"recordings"`
+	type listed struct {
+		ID     string    `json:"id"`
+		RoomID id.RoomID `json:"room_id"`
 	}
-	data, err := pt.get("/api/v1/recordings?limit=100")
-	if err != nil || json.Unmarshal(data, &list) != nil {
-		zerolog.Ctx(pt.ctx).Warn().Err(err).Msg("Failed to list the recordings")
-		return nil
+	var recs []listed
+	for cursor := ""; ; {
+		var page struct {
+			Recordings []listed `json:"recordings"`
+			NextCursor string   `json:"next_cursor"`
+		}
+		data, err := pt.get("/api/v1/recordings?limit=100&cursor=" + url.QueryEscape(cursor))
+		if err == nil {
+			err = json.Unmarshal(data, &page)
+		}
+		if err != nil {
+			zerolog.Ctx(pt.ctx).Warn().Err(err).Msg("Failed to list the recordings")
+			return nil
+		}
+		recs = append(recs, page.Recordings...)
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
 	}
 	first := map[id.UserID]time.Duration{}
-	for _, rec := range list.Recordings {
+	for _, rec := range recs {
 		k, ok := callOf[rec.RoomID]
 		if !ok {
 			continue
